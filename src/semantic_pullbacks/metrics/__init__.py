@@ -1,0 +1,51 @@
+"""Evaluation metrics of the paper as batched torch functions.
+
+Each metric is a class: settings in ``__init__`` (paper defaults), data in ``__call__(model, inputs, targets,
+attributions=None, explain_func=None, ...)`` returning one score per sample, and metadata ``name``,
+``higher_is_better`` and ``category``. Example::
+
+    from semantic_pullbacks.metrics import Infidelity, as_explainer
+    scores = Infidelity()(model, x, y, explain_func=as_explainer(captum.attr.Saliency(model)))
+"""
+
+from semantic_pullbacks.metrics.base import (
+    Explainer,
+    Metric,
+    NoiseSampler,
+    ZeroAttributionWarning,
+    as_explainer,
+    uniform_sampler,
+)
+from semantic_pullbacks.metrics.faithfulness import (
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    Infidelity,
+    MonotonicityCorrelation,
+)
+from semantic_pullbacks.metrics.localisation import Focus, Mosaics, make_mosaics
+from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit
+from semantic_pullbacks.metrics.registry import PAPER_SUITE, get_metric, list_metrics, paper_suite
+from semantic_pullbacks.metrics.robustness import MaxSensitivity
+
+__all__ = [
+    "PAPER_SUITE",
+    "Explainer",
+    "FaithfulnessCorrelation",
+    "FaithfulnessEstimate",
+    "Focus",
+    "Infidelity",
+    "MaxSensitivity",
+    "Metric",
+    "ModelParameterRandomisation",
+    "MonotonicityCorrelation",
+    "Mosaics",
+    "NoiseSampler",
+    "RandomLogit",
+    "ZeroAttributionWarning",
+    "as_explainer",
+    "get_metric",
+    "list_metrics",
+    "make_mosaics",
+    "paper_suite",
+    "uniform_sampler",
+]
