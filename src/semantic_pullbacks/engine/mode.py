@@ -1,0 +1,170 @@
+"""``pullback_mode``: inside it, autograd computes soft pullbacks instead of gradients.
+
+The mode sits at the torch-function layer, so it sees functional calls (``F.relu``, ``x.softmax(-1)``,
+``F.scaled_dot_product_attention``) as well as modules, and never touches the model. Each intercepted call runs
+the exact op for its forward value and attaches a soft adjoint for the backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import UnsupportedModelError
+from .coverage import NO_RULE, CoverageReport
+from .registry import NOT_HANDLED, nonlinear_name, rule_for
+from .temperatures import TemperatureLike, Temperatures
+
+__all__ = ["PassContext", "PullbackSession", "check_model_supported", "pullback_mode", "rules_suspended"]
+
+_local = threading.local()
+
+
+def _suspended_depth() -> int:
+    return getattr(_local, "suspended", 0)
+
+
+def _session_stack() -> list[PullbackSession]:
+    stack = getattr(_local, "sessions", None)
+    if stack is None:
+        stack = _local.sessions = []
+    return stack
+
+
+@contextlib.contextmanager
+def rules_suspended() -> Iterator[None]:
+    """Let the code inside (a rule's own forward or backward helpers) run plain torch ops, unintercepted."""
+    _local.suspended = _suspended_depth() + 1
+    try:
+        yield
+    finally:
+        _local.suspended -= 1
+
+
+class PassContext:
+    """What a rule handler may ask of the session it runs in."""
+
+    __slots__ = ("coverage", "temperatures")
+
+    def __init__(self, temperatures: Temperatures, coverage: CoverageReport) -> None:
+        self.temperatures = temperatures
+        self.coverage = coverage
+
+    def temperature(self, family: str) -> TemperatureLike:
+        return self.temperatures.get(family)
+
+    def record(self, op: str, status: str) -> None:
+        self.coverage.record(op, status)
+
+
+class _InterceptMode(TorchFunctionMode):
+    def __init__(self, session: PullbackSession) -> None:
+        super().__init__()
+        self.session = session
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        session = self.session
+        if _suspended_depth() or not torch.is_grad_enabled() or _session_stack()[-1:] != [session]:
+            return func(*args, **kwargs)
+        rule = rule_for(func)
+        if rule is None:
+            name = nonlinear_name(func)
+            if name is not None and _any_requires_grad(args, kwargs):
+                session.context.record(name, NO_RULE)
+            return func(*args, **kwargs)
+        _local.suspended = _suspended_depth() + 1
+        try:
+            out = rule.handler(func, args, kwargs, session.context)
+        finally:
+            _local.suspended -= 1
+        if out is NOT_HANDLED:
+            return func(*args, **kwargs)
+        return out
+
+
+def _any_requires_grad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return True
+        if isinstance(a, (list, tuple)) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in a):
+            return True
+    return False
+
+
+class PullbackSession:
+    """Handle returned by :func:`pullback_mode`; holds the temperatures and the coverage report."""
+
+    def __init__(self, temperatures: Temperatures, warn_unhandled: bool) -> None:
+        self.temperatures = temperatures
+        self.coverage = CoverageReport()
+        self.context = PassContext(temperatures, self.coverage)
+        self.warn_unhandled = warn_unhandled
+        self._mode = _InterceptMode(self)
+        self._thread: int | None = None
+
+    def __repr__(self) -> str:
+        return f"PullbackSession(temperatures={self.temperatures}, coverage={self.coverage!r})"
+
+
+@contextlib.contextmanager
+def pullback_mode(
+    temperatures: Temperatures | Mapping[str, Any] | None = None,
+    *,
+    model: nn.Module | None = None,
+    warn_unhandled: bool = False,
+) -> Iterator[PullbackSession]:
+    """Compute soft pullbacks instead of gradients for every backward pass whose graph is built inside.
+
+    Forward values are bit-identical to the model's own; only the adjoint changes. Nothing on the model is
+    mutated, leaving the block (also by an exception) restores ordinary autograd, and the mode only affects the
+    thread that entered it. Pass ``model`` to have it checked for TorchScript / ``torch.compile``, which hide
+    their ops from the mode.
+
+    >>> import torch, torchvision
+    >>> model = torchvision.models.resnet18().eval()
+    >>> x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    >>> with pullback_mode() as pb:
+    ...     model(x)[0, 7].backward()
+    >>> x.grad.shape, pb.coverage.softened["relu"] > 0
+    (torch.Size([1, 3, 64, 64]), True)
+    """
+    if model is not None:
+        check_model_supported(model)
+    session = PullbackSession(Temperatures.coerce(temperatures), warn_unhandled)
+    stack = _session_stack()
+    stack.append(session)
+    try:
+        with session._mode:
+            yield session
+    finally:
+        stack.remove(session)
+        if warn_unhandled:
+            session.coverage.warn_unhandled()
+
+
+def check_model_supported(model: Any) -> None:
+    """Raise :class:`UnsupportedModelError` for models whose ops the mode cannot see."""
+    if not isinstance(model, nn.Module):
+        if callable(model):
+            return  # plain functions are traced op by op like any Python code
+        raise UnsupportedModelError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    for name, module in model.named_modules():
+        where = f" (submodule {name!r})" if name else ""
+        if isinstance(module, torch.jit.ScriptModule):
+            raise UnsupportedModelError(
+                f"TorchScript model{where}: its ops run inside the TorchScript interpreter where the pullback "
+                "mode cannot see them, so the result would silently be the ordinary gradient. Explain the "
+                "original Python nn.Module instead."
+            )
+        if type(module).__name__ == "OptimizedModule" or hasattr(module, "_orig_mod"):
+            raise UnsupportedModelError(
+                f"torch.compile'd model{where}: compiled graphs bypass the pullback mode, so the result would "
+                "silently be the ordinary gradient. Pass the uncompiled module (compiled._orig_mod)."
+            )

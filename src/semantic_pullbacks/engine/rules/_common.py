@@ -1,0 +1,83 @@
+"""Helpers shared by the rules: argument binding and the gate-tag bookkeeping."""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_MISSING = inspect.Parameter.empty
+
+
+class Binder:
+    """Reads a call's arguments by name, for builtins that have no inspectable signature."""
+
+    __slots__ = ("defaults", "names")
+
+    def __init__(self, names: Sequence[str], **defaults: Any) -> None:
+        self.names = tuple(names)
+        self.defaults = defaults
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = dict(self.defaults)
+        for name, value in zip(self.names, args):
+            bound[name] = value
+        for name, value in kwargs.items():
+            bound["input" if name == "self" else name] = value
+        return bound
+
+
+def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any], name: str = "input") -> Any:
+    if args:
+        return args[0]
+    return kwargs.get(name, kwargs.get("self"))
+
+
+def wants_grad(*tensors: Any) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+@dataclass(frozen=True)
+class GateTag:
+    """Marks a tensor that came out of a gate-like op (sigmoid, softmax), so a later product can freeze it.
+
+    ``source`` is a weak reference to the op's input: ``x * sigmoid(x)`` is recognised as a SiLU.
+    """
+
+    kind: str  # "sigmoid" | "hardsigmoid" | "softmax"
+    op: str
+    source: Callable[[], torch.Tensor | None]
+    dim: int | None = None
+
+
+_TAG = "_semantic_pullbacks_gate"
+
+
+def tag(out: torch.Tensor, kind: str, op: str, source: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    try:
+        ref: Callable[[], torch.Tensor | None] = weakref.ref(source)
+    except TypeError:
+        ref = lambda: None
+    out.__dict__[_TAG] = GateTag(kind, op, ref, dim)
+    return out
+
+
+def tag_of(t: Any) -> GateTag | None:
+    if isinstance(t, torch.Tensor):
+        return t.__dict__.get(_TAG)
+    return None
+
+
+def copy_tag(src: Any, dst: Any) -> None:
+    t = tag_of(src)
+    if t is not None and isinstance(dst, torch.Tensor) and dst is not src:
+        dst.__dict__[_TAG] = t
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Gates are evaluated in at least float32, so bfloat16/float16 passes stay finite and accurate."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32

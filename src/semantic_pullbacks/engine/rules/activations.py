@@ -1,0 +1,228 @@
+"""Soft rules for elementwise gates: ReLU and friends, GELU, SiLU-like x*g(x) activations.
+
+Every rule here has the same shape: forward = the exact op, backward = ``grad * gate(x / tau)``, where the gate
+is the op's own on/off switch with its edge blurred: ``Phi`` (normal CDF) for ReLU-type and GELU gates (the
+expected gate under N(0, tau^2) noise on the input), ``g(x/tau)`` for x*g(x) activations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from ..coverage import ORDINARY, SOFTENED
+from ..mode import PassContext, rules_suspended
+from ..registry import register_nonlinear, register_rule
+from ..temperatures import Relative, resolve_temperature
+from ._common import Binder, compute_dtype, wants_grad
+
+__all__ = ["ActivationGate", "soft_gate"]
+
+Phi = torch.special.ndtr
+
+
+@dataclass(frozen=True)
+class ActivationGate:
+    """The backward multiplier of one activation: ``gate(x, tau, params)``; ``tau == 0`` is the hard gate."""
+
+    name: str
+    family: str
+    gate: Callable[[torch.Tensor, Any, dict[str, Any]], torch.Tensor]
+
+
+def _scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
+    return x / tau
+
+
+def _relu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    if _is_zero(tau):
+        return (x > 0).to(x.dtype)
+    return Phi(_scaled(x, tau))
+
+
+def _hardtanh_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    lo, hi = float(p["min_val"]), float(p["max_val"])
+    if _is_zero(tau):
+        return ((x > lo) & (x < hi)).to(x.dtype)
+    return Phi(_scaled(x - lo, tau)) - Phi(_scaled(x - hi, tau))
+
+
+def _leaky_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    slope = p["negative_slope"]
+    return slope + (1.0 - slope) * _relu_gate(x, tau, p)
+
+
+def _prelu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    w = p["weight"].detach().to(x.dtype)
+    if x.dim() >= 2 and w.numel() > 1:
+        w = w.view(1, -1, *([1] * (x.dim() - 2)))
+    return w + (1.0 - w) * _relu_gate(x, tau, p)
+
+
+def _gelu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    if _is_zero(tau):
+        return (x > 0).to(x.dtype)
+    u = _scaled(x, tau)
+    if p.get("approximate", "none") == "tanh":
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u**3)))
+    return Phi(u)
+
+
+def _sigmoid_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    if _is_zero(tau):
+        return (x > 0).to(x.dtype)
+    return torch.sigmoid(_scaled(x, tau))
+
+
+def _hardsigmoid_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    if _is_zero(tau):
+        return (x > 0).to(x.dtype)
+    return (_scaled(x, tau) / 6.0 + 0.5).clamp(0.0, 1.0)
+
+
+def _mish_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
+    if _is_zero(tau):
+        return (x > 0).to(x.dtype)
+    return torch.tanh(F.softplus(_scaled(x, tau)))
+
+
+def _is_zero(tau: Any) -> bool:
+    return isinstance(tau, float) and tau == 0.0
+
+
+RELU = ActivationGate("relu", "relu", _relu_gate)
+HARDTANH = ActivationGate("hardtanh", "relu", _hardtanh_gate)
+LEAKY_RELU = ActivationGate("leaky_relu", "relu", _leaky_gate)
+PRELU = ActivationGate("prelu", "relu", _prelu_gate)
+GELU = ActivationGate("gelu", "gelu", _gelu_gate)
+SILU = ActivationGate("silu", "silu", _sigmoid_gate)
+HARDSWISH = ActivationGate("hardswish", "silu", _hardsigmoid_gate)
+MISH = ActivationGate("mish", "silu", _mish_gate)
+
+
+class _SoftGate(torch.autograd.Function):
+    """Forward: ``exact(x)`` as given. Backward: ``grad * gate(x / tau)``, the gate held fixed."""
+
+    @staticmethod
+    def forward(ctx, x, exact, spec, tau, params, inplace):  # type: ignore[no-untyped-def, override]
+        ctx.spec, ctx.params = spec, params
+        if inplace:
+            # The input is about to be overwritten: evaluate the gate now and keep only it.
+            ctx.gate = _evaluate(spec, x, tau, params)
+            out = exact(x)
+            ctx.mark_dirty(x)
+            return out
+        ctx.gate = None
+        ctx.tau = tau
+        ctx.save_for_backward(x)
+        return exact(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        with rules_suspended():
+            if ctx.gate is not None:
+                gate = ctx.gate
+            else:
+                (x,) = ctx.saved_tensors
+                gate = _evaluate(ctx.spec, x, ctx.tau, ctx.params)
+            return (grad * gate).to(grad.dtype), None, None, None, None, None
+
+
+def _evaluate(spec: ActivationGate, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> torch.Tensor:
+    xc = x.detach().to(compute_dtype(x))
+    return spec.gate(xc, resolve_temperature(tau, xc), params).to(x.dtype)
+
+
+def soft_gate(
+    x: torch.Tensor,
+    exact: Callable[[torch.Tensor], torch.Tensor],
+    spec: ActivationGate,
+    tau: float | Relative,
+    params: dict[str, Any] | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Apply ``exact`` to ``x`` with the soft adjoint of ``spec`` attached (the building block of these rules)."""
+    return _SoftGate.apply(x, exact, spec, tau, params or {}, inplace)
+
+
+def _activation_rule(spec: ActivationGate, binder: Binder, *, force_inplace: bool = False, fixed: dict | None = None):
+    def handler(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-def]
+        p = binder(args, kwargs)
+        if fixed:
+            p.update(fixed)
+        x = p["input"]
+        extra = [p["weight"]] if "weight" in p else []
+        if not wants_grad(x, *extra):
+            return func(*args, **kwargs)
+        tau = ctx.temperature(spec.family)
+        if tau is None:
+            ctx.record(spec.name, ORDINARY)
+            return func(*args, **kwargs)
+        ctx.record(spec.name, SOFTENED)
+        inplace = force_inplace or bool(p.get("inplace", False))
+        if inplace and x.is_leaf and x.requires_grad:
+            return func(*args, **kwargs)  # let torch raise its own, familiar error
+        if spec is PRELU:
+            return _soft_prelu(func, args, kwargs, x, p["weight"], tau, p)
+        return soft_gate(x, lambda t: func(*args, **kwargs), spec, tau, p, inplace)
+
+    return handler
+
+
+def _soft_prelu(func, args, kwargs, x, weight, tau, p):  # type: ignore[no-untyped-def]
+    """PReLU: the input's adjoint is soft; the slope keeps a frozen-gate gradient ``x * (1 - Phi(x/tau))``."""
+    out = soft_gate(x, lambda t: func(*args, **kwargs), PRELU, tau, p)
+    if not weight.requires_grad:
+        return out
+    # Zero-valued branch carrying the slope's gradient; its forward contribution is exactly zero.
+    xd = x.detach()
+    off = 1.0 - _relu_gate(xd.to(compute_dtype(xd)), resolve_temperature(tau, xd), p).to(xd.dtype)
+    w = weight.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() >= 2 and weight.numel() > 1 else weight
+    branch = w * (xd * off)
+    return out + (branch - branch.detach())
+
+
+_x = Binder(["input"])
+_x_inplace = Binder(["input", "inplace"], inplace=False)
+
+register_rule([torch.relu, torch.Tensor.relu, F.relu], op="relu", family="relu")(_activation_rule(RELU, _x_inplace))
+register_rule([torch.relu_, torch.Tensor.relu_, F.relu_], op="relu", family="relu")(
+    _activation_rule(RELU, _x, force_inplace=True)
+)
+register_rule(F.relu6, op="relu6", family="relu")(
+    _activation_rule(HARDTANH, _x_inplace, fixed={"min_val": 0.0, "max_val": 6.0})
+)
+register_rule(F.hardtanh, op="hardtanh", family="relu")(
+    _activation_rule(HARDTANH, Binder(["input", "min_val", "max_val", "inplace"], min_val=-1.0, max_val=1.0))
+)
+register_rule(F.hardtanh_, op="hardtanh", family="relu")(
+    _activation_rule(HARDTANH, Binder(["input", "min_val", "max_val"], min_val=-1.0, max_val=1.0), force_inplace=True)
+)
+register_rule(F.leaky_relu, op="leaky_relu", family="relu")(
+    _activation_rule(LEAKY_RELU, Binder(["input", "negative_slope", "inplace"], negative_slope=0.01))
+)
+register_rule(F.leaky_relu_, op="leaky_relu", family="relu")(
+    _activation_rule(LEAKY_RELU, Binder(["input", "negative_slope"], negative_slope=0.01), force_inplace=True)
+)
+register_rule(list({torch.prelu, F.prelu}), op="prelu", family="relu")(
+    _activation_rule(PRELU, Binder(["input", "weight"]))
+)
+register_rule(F.gelu, op="gelu", family="gelu")(
+    _activation_rule(GELU, Binder(["input", "approximate"], approximate="none"))
+)
+register_rule(F.silu, op="silu", family="silu")(_activation_rule(SILU, _x_inplace))
+register_rule(F.hardswish, op="hardswish", family="silu")(_activation_rule(HARDSWISH, _x_inplace))
+register_rule(F.mish, op="mish", family="silu")(_activation_rule(MISH, _x_inplace))
+
+register_nonlinear([F.elu, F.elu_, F.selu, F.celu, torch.selu, torch.celu, F.softplus, F.softsign], "smooth activation")
+register_nonlinear([torch.tanh, torch.Tensor.tanh, F.tanh], "tanh")
+register_nonlinear([F.logsigmoid, F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax], "log-softmax")
+register_nonlinear([torch.clamp, torch.Tensor.clamp, torch.clamp_min, torch.Tensor.clamp_min], "clamp")
+register_nonlinear([torch.maximum, torch.minimum, torch.abs, torch.Tensor.abs], "max/min/abs")

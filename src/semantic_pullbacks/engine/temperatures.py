@@ -1,0 +1,171 @@
+"""Temperatures: how far each family of gates is softened in the backward pass.
+
+The forward pass never depends on these numbers; they only shape the soft adjoint. A family set to ``None``
+keeps its ordinary gradient, which is how users ablate one family at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from ..errors import InvalidInputError
+
+__all__ = ["FAMILIES", "Relative", "TemperatureLike", "Temperatures", "resolve_temperature"]
+
+
+@dataclass(frozen=True)
+class Relative:
+    """A temperature given relative to the spread of the gate's input: ``tau = scale * std``.
+
+    The standard deviation is taken per sample (over every dimension but the first) of the tensor that enters
+    the gate, so one setting fits layers whose pre-activations live on different scales. A floor of ``min_tau``
+    keeps dead or constant layers from collapsing to a hard gate.
+    """
+
+    scale: float
+    min_tau: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+            raise InvalidInputError(f"Relative(scale=...) must be a positive finite number, got {self.scale!r}")
+
+
+TemperatureLike = float | Relative | None
+
+#: Families the engine knows, with the paper's defaults (DESIGN.md section 2).
+FAMILIES: dict[str, str] = {
+    "relu": "ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh gates: grad * Phi(x/tau)",
+    "gelu": "GELU (exact and tanh): grad * Phi(x/tau)",
+    "silu": "SiLU/Swish, Hardswish, Mish and x*sigmoid(x): grad * g(x/tau)",
+    "maxpool": "max pooling (1d/2d/3d, adaptive): gradient spread by softmax(window/tau)",
+    "attention": "softmax attention: weights frozen, values reached through softmax(scores/tau)",
+    "gate": "sigmoid/hardsigmoid gates multiplied onto a tensor (squeeze-excitation): gate frozen",
+    "norm": "LayerNorm, GroupNorm, RMSNorm, InstanceNorm, batch-statistics BatchNorm: statistics frozen",
+}
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """Per-family temperatures; ``None`` keeps a family's ordinary gradient.
+
+    >>> Temperatures(relu=0.4).relu
+    0.4
+    >>> Temperatures.hard().relu  # every gate hard: the ordinary gradient on ReLU/max-pool nets
+    0.0
+
+    ``norm`` and ``gate`` have no temperature to speak of: any number (or ``True``) freezes them, ``None`` or
+    ``False`` leaves their ordinary gradient. ``extra`` holds temperatures of families added by users through
+    :func:`semantic_pullbacks.register_rule`.
+    """
+
+    relu: TemperatureLike = 0.6
+    gelu: TemperatureLike = 1.0
+    silu: TemperatureLike = 1.6
+    maxpool: TemperatureLike = 0.3
+    attention: TemperatureLike = 1.0
+    gate: TemperatureLike = 1.0
+    norm: TemperatureLike = 1.0
+    extra: Mapping[str, TemperatureLike] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.items():
+            if value is True:
+                value = 1.0
+            elif value is False:
+                value = None
+            _validate(name, value)
+            if name in self.extra:
+                object.__setattr__(self, "extra", {**self.extra, name: value})
+            else:
+                object.__setattr__(self, name, value)
+
+    def items(self) -> list[tuple[str, TemperatureLike]]:
+        builtin = [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "extra"]
+        return builtin + list(self.extra.items())
+
+    def get(self, family: str) -> TemperatureLike:
+        if family in self.extra:
+            return self.extra[family]
+        if family in FAMILIES:
+            return getattr(self, family)
+        raise InvalidInputError(f"unknown temperature family {family!r}; known: {', '.join([*FAMILIES, *self.extra])}")
+
+    def replace(self, **changes: TemperatureLike) -> Temperatures:
+        """A copy with some families changed (unknown names go to ``extra``)."""
+        builtin = {k: v for k, v in changes.items() if k in FAMILIES}
+        extra = {k: v for k, v in changes.items() if k not in FAMILIES}
+        return replace(self, **builtin, extra={**self.extra, **extra})
+
+    @classmethod
+    def hard(cls) -> Temperatures:
+        """All activation and pooling gates hard (tau = 0): the ordinary gradient for ReLU/max-pool nets."""
+        return cls(relu=0.0, gelu=0.0, silu=0.0, maxpool=0.0)
+
+    @classmethod
+    def ordinary(cls) -> Temperatures:
+        """Every family off: the mode becomes a plain backward pass (useful to compare within one code path)."""
+        return cls(relu=None, gelu=None, silu=None, maxpool=None, attention=None, gate=None, norm=None)
+
+    @classmethod
+    def coerce(cls, value: Temperatures | Mapping[str, Any] | None) -> Temperatures:
+        """Accept ``None`` (paper defaults), a :class:`Temperatures`, or a mapping of family -> value."""
+        if value is None:
+            return cls()
+        if isinstance(value, Temperatures):
+            return value
+        if isinstance(value, Mapping):
+            return cls().replace(**{str(k): _parse(v) for k, v in value.items()})
+        raise InvalidInputError(
+            f"temperatures must be None, a Temperatures or a mapping of family to value, got {type(value).__name__}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (``Relative(2)`` becomes ``"2*std"``), for settings files and reports."""
+        return {k: (f"{v.scale:g}*std" if isinstance(v, Relative) else v) for k, v in self.items()}
+
+
+def _parse(value: Any) -> TemperatureLike:
+    """Read ``"2*std"`` / ``"2std"`` strings (settings files, CLI) as :class:`Relative`."""
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("none", "off", "null", ""):
+            return None
+        for suffix in ("*std", "std", "xstd"):
+            if text.endswith(suffix):
+                try:
+                    return Relative(float(text[: -len(suffix)] or 1.0))
+                except ValueError:
+                    break
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidInputError(
+                f"cannot read temperature {value!r}: use a number, 'none', or a relative value like '2*std'"
+            ) from None
+    return value
+
+
+def _validate(name: str, value: Any) -> None:
+    if value is None or isinstance(value, Relative):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidInputError(
+            f"temperature for {name!r} must be a non-negative finite number, Relative(...) or None; got {value!r}"
+        )
+
+
+def resolve_temperature(tau: float | Relative, x: torch.Tensor) -> float | torch.Tensor:
+    """The effective temperature for gate input ``x``: a float, or a per-sample tensor broadcastable to ``x``."""
+    if not isinstance(tau, Relative):
+        return float(tau)
+    xf = x.detach().float()
+    if xf.dim() <= 1:
+        std = xf.std(unbiased=False) if xf.numel() > 1 else xf.new_tensor(0.0)
+        return (tau.scale * std).clamp_min(tau.min_tau)
+    std = xf.flatten(1).std(dim=1, unbiased=False)
+    return (tau.scale * std).clamp_min(tau.min_tau).view(-1, *([1] * (xf.dim() - 1)))
