@@ -57,9 +57,7 @@ def _names(class_names: Sequence[str] | None) -> Sequence[str]:
     return _imagenet_tuple() if class_names is None else class_names
 
 
-def top_k(
-    logits: torch.Tensor, k: int = 5, class_names: Sequence[str] | None = None
-) -> list[list[Prediction]]:
+def top_k(logits: torch.Tensor, k: int = 5, class_names: Sequence[str] | None = None) -> list[list[Prediction]]:
     """The ``k`` most probable classes of every sample, best first.
 
     ``logits`` is ``(N, C)`` or a single ``(C,)`` vector (treated as one sample); the result always has one
@@ -174,9 +172,7 @@ def resolve_target(spec: int | str, class_names: Sequence[str] | None = None) ->
     )
 
 
-def search_classes(
-    query: str = "", class_names: Sequence[str] | None = None, limit: int = 20
-) -> list[tuple[int, str]]:
+def search_classes(query: str = "", class_names: Sequence[str] | None = None, limit: int = 20) -> list[tuple[int, str]]:
     """Classes matching ``query`` as ``(index, name)``, best first: exact, prefix, substring, close spelling.
 
     An empty query lists the first ``limit`` classes. Meant for a ``classes`` CLI command and UI pickers.

@@ -47,9 +47,7 @@ def _to_rgb(image):  # PIL.Image.Image -> PIL.Image.Image in mode RGB
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -174,16 +172,11 @@ def load_images(
     if len(paths) == 0:
         raise InvalidInputError("paths is empty; give at least one image file")
     return torch.stack(
-        [
-            load_image(p, size, domain, resize=resize, interpolation=interpolation, max_pixels=max_pixels)
-            for p in paths
-        ]
+        [load_image(p, size, domain, resize=resize, interpolation=interpolation, max_pixels=max_pixels) for p in paths]
     )
 
 
-def to_display(
-    tensor: torch.Tensor, domain: Sequence[float] = (-1.0, 1.0), *, dtype: str = "float"
-) -> np.ndarray:
+def to_display(tensor: torch.Tensor, domain: Sequence[float] = (-1.0, 1.0), *, dtype: str = "float") -> np.ndarray:
     """Map an image tensor in ``domain`` to an ``H×W×3`` array for display.
 
     Accepts ``(3, H, W)``, ``(1, 3, H, W)``, ``(1, H, W)`` or ``(H, W)``; values outside the domain (e.g. of a

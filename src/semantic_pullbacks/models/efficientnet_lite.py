@@ -20,8 +20,7 @@ __all__ = ["EFFICIENTNET_LITE", "build_efficientnet_lite"]
 
 # name -> (architecture id in efficientnet_lite_pytorch, input size)
 EFFICIENTNET_LITE: dict[str, tuple[str, int]] = {
-    f"efficientnet_lite{n}": (f"efficientnet-lite{n}", size)
-    for n, size in enumerate((224, 240, 260, 280, 300))
+    f"efficientnet_lite{n}": (f"efficientnet-lite{n}", size) for n, size in enumerate((224, 240, 260, 280, 300))
 }
 
 

@@ -31,13 +31,9 @@ class Preprocess:
     interpolation: str = "bicubic"
 
     def __call__(self, image) -> torch.Tensor:  # PIL.Image.Image -> (3, size, size)
-        return image_to_tensor(
-            image, self.size, self.domain, resize=self.resize, interpolation=self.interpolation
-        )
+        return image_to_tensor(image, self.size, self.domain, resize=self.resize, interpolation=self.interpolation)
 
-    def load(
-        self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
-    ) -> torch.Tensor:
+    def load(self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
         """Read one image file as a ``(3, size, size)`` tensor."""
         return load_image(
             path,

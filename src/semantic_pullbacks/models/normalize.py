@@ -61,9 +61,7 @@ class NormalizedModel(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` from the domain to the wrapped model's normalised input space."""
         if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
-            raise InvalidInputError(
-                f"input must have shape (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}"
-            )
+            raise InvalidInputError(f"input must have shape (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}")
         lo, hi = self.domain
         unit = x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
         return (unit - self.mean) / self.std

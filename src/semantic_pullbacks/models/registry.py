@@ -104,9 +104,7 @@ def load(
     >>> m = load("torchvision:resnet50", weights="~/ckpt/resnet50.pth", device="cuda")
     """
     if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError(
-            f"name must be a non-empty model name such as {DEFAULT_MODEL!r}, got {name!r}"
-        )
+        raise InvalidInputError(f"name must be a non-empty model name such as {DEFAULT_MODEL!r}, got {name!r}")
     lo_hi = _check_domain(domain)
     if isinstance(weights, str | os.PathLike) and not isinstance(weights, str):
         weights = os.fspath(weights)

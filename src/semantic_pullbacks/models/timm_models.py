@@ -59,9 +59,7 @@ def build_timm(name: str, weights: str | os.PathLike[str] | None) -> tuple[nn.Mo
         import timm
         from timm.data import resolve_data_config
     except ImportError as error:
-        raise UnknownModelError(
-            f"model 'timm:{name}' needs timm: `pip install semantic-pullbacks[vision]`"
-        ) from error
+        raise UnknownModelError(f"model 'timm:{name}' needs timm: `pip install semantic-pullbacks[vision]`") from error
     if not timm.is_model(name):
         raise UnknownModelError(f"timm has no model named {name!r}; see timm.list_models('*pattern*')")
 

@@ -49,9 +49,7 @@ class TorchvisionSpec:
         self.categories = list(self.default.meta.get("categories") or [])
 
 
-def build_torchvision(
-    name: str, weights: str | os.PathLike[str] | None
-) -> tuple[nn.Module, TorchvisionSpec, str]:
+def build_torchvision(name: str, weights: str | os.PathLike[str] | None) -> tuple[nn.Module, TorchvisionSpec, str]:
     """``(unnormalised model, spec, weights description)``; ``weights`` is None (default pretrained, from the
     cache), ``"random"``, a weights enum member name such as ``"IMAGENET1K_V2"``, or a checkpoint path."""
     try:
