@@ -50,9 +50,7 @@ class ZeroAttributionWarning(RuntimeWarning):
 def uniform_sampler(low: float, high: float) -> NoiseSampler:
     """A sampler of i.i.d. uniform noise in ``[low, high)``, drawn from the given generator."""
 
-    def sample(
-        shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype
-    ) -> Tensor:
+    def sample(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> Tensor:
         u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
         return low + (high - low) * u
 
@@ -90,9 +88,7 @@ def as_explainer(method: Any, **attribute_kwargs: Any) -> Explainer:
                 bound = copy.copy(method)
                 bound.forward_func = model
             with torch.enable_grad():
-                out = bound.attribute(
-                    inputs.detach().clone().requires_grad_(True), target=targets, **attribute_kwargs
-                )
+                out = bound.attribute(inputs.detach().clone().requires_grad_(True), target=targets, **attribute_kwargs)
             if isinstance(out, tuple):
                 out = out[0]
             return out.detach()
@@ -107,8 +103,7 @@ def as_explainer(method: Any, **attribute_kwargs: Any) -> Explainer:
 
         return call
     raise InvalidInputError(
-        f"explain_func must be callable or have an .attribute(inputs, target=...) method, got"
-        f" {type(method)!r}"
+        f"explain_func must be callable or have an .attribute(inputs, target=...) method, got {type(method)!r}"
     )
 
 
@@ -131,9 +126,7 @@ class Metric:
         if not isinstance(seed, int):
             raise InvalidInputError(f"seed must be an int, got {type(seed).__name__}")
         if on_zero_attribution not in ("nan", "raise"):
-            raise InvalidInputError(
-                f"on_zero_attribution must be 'nan' or 'raise', got {on_zero_attribution!r}"
-            )
+            raise InvalidInputError(f"on_zero_attribution must be 'nan' or 'raise', got {on_zero_attribution!r}")
         self.batch_size = batch_size
         self.seed = seed
         self.on_zero_attribution = on_zero_attribution
@@ -203,10 +196,7 @@ class Metric:
         zero = attributions.reshape(attributions.shape[0], -1).eq(0).all(dim=1)
         if bool(zero.any()):
             idx = zero.nonzero().flatten().tolist()
-            msg = (
-                f"{type(self).__name__}: attributions of samples {idx} are all zero, the metric is undefined "
-                "for them"
-            )
+            msg = f"{type(self).__name__}: attributions of samples {idx} are all zero, the metric is undefined for them"
             if self.on_zero_attribution == "raise":
                 raise InvalidInputError(msg)
             warnings.warn(msg + "; their scores are NaN", ZeroAttributionWarning, stacklevel=3)
@@ -276,9 +266,7 @@ def check_attributions(attributions: Any, inputs: Tensor, name: str = "attributi
         and shape[2:] == ishape[2:]
     )
     if not ok:
-        raise InvalidInputError(
-            f"{name} must have the inputs' shape {ishape} (or a single channel), got {shape}"
-        )
+        raise InvalidInputError(f"{name} must have the inputs' shape {ishape} (or a single channel), got {shape}")
     if not bool(torch.isfinite(a).all()):
         raise InvalidInputError(f"{name} contain NaN or Inf")
     return a.expand(ishape)
@@ -305,15 +293,11 @@ def model_outputs(model: nn.Module, x: Tensor, *, batch_size: int) -> Tensor:
     return out
 
 
-def target_scores(
-    model: nn.Module, x: Tensor, targets: Tensor, *, batch_size: int, softmax: bool = False
-) -> Tensor:
+def target_scores(model: nn.Module, x: Tensor, targets: Tensor, *, batch_size: int, softmax: bool = False) -> Tensor:
     """``f_c(x)`` per row of ``x``: the target logit (or probability with ``softmax=True``)."""
     out = model_outputs(model, x, batch_size=batch_size)
     if bool((targets >= out.shape[1]).any()):
-        raise InvalidInputError(
-            f"targets out of range: model has {out.shape[1]} classes, got max {int(targets.max())}"
-        )
+        raise InvalidInputError(f"targets out of range: model has {out.shape[1]} classes, got max {int(targets.max())}")
     if softmax:
         out = out.softmax(dim=1)
     return out.gather(1, targets.reshape(-1, 1)).squeeze(1)
@@ -322,43 +306,45 @@ def target_scores(
 class ScoreStream:
     """Collects perturbed inputs as they are made and scores them in full chunks of ``batch_size``.
 
-    Perturbations are produced in small groups (one patch size, one draw); streaming them keeps model calls
-    in full batches without holding every perturbed input in memory at once.
+    Perturbations are produced in small groups (one patch size, one draw); they are copied into one reusable
+    chunk buffer, so model calls run on full batches without holding every perturbed input in memory and
+    without re-concatenating tensors.
     """
 
     def __init__(self, model: nn.Module, *, batch_size: int, softmax: bool) -> None:
         self.model, self.batch_size, self.softmax = model, batch_size, softmax
-        self._x: list[Tensor] = []
-        self._t: list[Tensor] = []
-        self._pending = 0
+        self._buf: Tensor | None = None
+        self._tbuf: Tensor | None = None
+        self._fill = 0
         self._done: list[Tensor] = []
 
     def push(self, x: Tensor, targets: Tensor) -> None:
         """Queue ``x`` ``(N, ...)`` with its targets ``(N,)``; runs the model whenever a chunk is full."""
-        self._x.append(x)
-        self._t.append(targets)
-        self._pending += x.shape[0]
-        if self._pending >= self.batch_size:
-            self._flush(keep_tail=True)
+        if self._buf is None or self._tbuf is None:
+            self._buf = x.new_empty((self.batch_size, *x.shape[1:]))
+            self._tbuf = targets.new_empty((self.batch_size,))
+        start = 0
+        while start < x.shape[0]:
+            k = min(self.batch_size - self._fill, x.shape[0] - start)
+            self._buf[self._fill : self._fill + k].copy_(x[start : start + k])
+            self._tbuf[self._fill : self._fill + k].copy_(targets[start : start + k])
+            self._fill += k
+            start += k
+            if self._fill == self.batch_size:
+                self._run()
 
     def result(self) -> Tensor:
         """All scores, in push order."""
-        self._flush(keep_tail=False)
+        if self._fill:
+            self._run()
         return torch.cat(self._done) if self._done else torch.empty(0)
 
-    def _flush(self, *, keep_tail: bool) -> None:
-        if not self._x:
+    def _run(self) -> None:
+        if self._buf is None or self._tbuf is None:
             return
-        x, t = torch.cat(self._x), torch.cat(self._t)
-        n_run = (x.shape[0] // self.batch_size) * self.batch_size if keep_tail else x.shape[0]
-        if n_run:
-            self._done.append(
-                target_scores(
-                    self.model, x[:n_run], t[:n_run], batch_size=self.batch_size, softmax=self.softmax
-                )
-            )
-        self._x, self._t = ([x[n_run:]], [t[n_run:]]) if n_run < x.shape[0] else ([], [])
-        self._pending = x.shape[0] - n_run
+        n = self._fill
+        self._done.append(target_scores(self.model, self._buf[:n], self._tbuf[:n], batch_size=n, softmax=self.softmax))
+        self._fill = 0
 
 
 # --------------------------------------------------------------------------- statistics
@@ -368,9 +354,7 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     b = b - b.mean(dim=1, keepdim=True)
     num = (a * b).sum(dim=1)
     den = a.square().sum(dim=1).sqrt() * b.square().sum(dim=1).sqrt()
-    return torch.where(
-        den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.full_like(num, float("nan"))
-    )
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.full_like(num, float("nan")))
 
 
 def rank(a: Tensor) -> Tensor:
