@@ -147,20 +147,12 @@ class Infidelity(Metric):
         a_terms, weights = [], []
         sizes = self.resolved_patch_sizes(height, width)
         for size in sizes:
-            masks = patch_masks(height, width, size, self.stride, device=x.device)[
-                :, None, None
-            ]  # (P,1,1,H,W)
+            masks = patch_masks(height, width, size, self.stride, device=x.device)[:, None, None]  # (P,1,1,H,W)
             n_patch = masks.shape[0]
-            shape = (
-                (self.n_draws, n_patch, x.shape[0]) if self.fill == "constant" else (self.n_draws, *x.shape)
-            )
+            shape = (self.n_draws, n_patch, x.shape[0]) if self.fill == "constant" else (self.n_draws, *x.shape)
             noise = sampler(shape, gen, x.device, x.dtype)
             for d in range(self.n_draws):
-                fills = (
-                    noise[d].reshape(n_patch, -1, 1, 1, 1)
-                    if self.fill == "constant"
-                    else noise[d].unsqueeze(0)
-                )
+                fills = noise[d].reshape(n_patch, -1, 1, 1, 1) if self.fill == "constant" else noise[d].unsqueeze(0)
                 x_tilde = self._perturb(x, masks, fills)  # (P, B, C, H, W)
                 a_terms.append(((x.unsqueeze(0) - x_tilde) * a.unsqueeze(0)).flatten(2).sum(2).T)  # (B, P)
                 stream.push(x_tilde.flatten(0, 1), t.repeat(n_patch))
@@ -204,15 +196,11 @@ def _as_feature_masks(masks: Tensor, inputs: Tensor) -> Tensor:
     elif m.ndim == 5:
         m = m.transpose(0, 1)
     else:
-        raise InvalidInputError(
-            f"masks must be (R, H, W), (R, C, H, W) or (B, R, C, H, W), got {tuple(m.shape)}"
-        )
+        raise InvalidInputError(f"masks must be (R, H, W), (R, C, H, W) or (B, R, C, H, W), got {tuple(m.shape)}")
     try:
         torch.broadcast_shapes(m.shape[1:], inputs.shape)
     except RuntimeError as err:
-        raise InvalidInputError(
-            f"masks {tuple(masks.shape)} do not fit inputs {tuple(inputs.shape)}"
-        ) from err
+        raise InvalidInputError(f"masks {tuple(masks.shape)} do not fit inputs {tuple(inputs.shape)}") from err
     if m.shape[0] < 2:
         raise InvalidInputError("masks must hold at least two feature sets to correlate")
     return m
@@ -437,11 +425,7 @@ class MonotonicityCorrelation(_StepMetric):
         stream.push(x, t)
         targets_rep = t.repeat(self.nr_samples)
         for step in range(n_steps):
-            shape = (
-                (self.nr_samples, batch)
-                if self.fill == "constant"
-                else (self.nr_samples, batch, x_flat.shape[1])
-            )
+            shape = (self.nr_samples, batch) if self.fill == "constant" else (self.nr_samples, batch, x_flat.shape[1])
             noise = sampler(shape, gen, x.device, x.dtype)
             fill = noise[..., None] if self.fill == "constant" else noise
             x_tilde = torch.where((ids == step).unsqueeze(0), fill, x_flat.unsqueeze(0))  # (S, B, F)

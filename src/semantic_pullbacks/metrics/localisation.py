@@ -31,9 +31,7 @@ class Mosaics:
     sources: Tensor
 
 
-def make_mosaics(
-    images: Tensor, labels: Tensor, n: int, seed: int = 0, tile_size: int | None = None
-) -> Mosaics:
+def make_mosaics(images: Tensor, labels: Tensor, n: int, seed: int = 0, tile_size: int | None = None) -> Mosaics:
     """Build ``n`` Focus mosaics: two target-class images in two random quadrants, two distractors elsewhere.
 
     For each mosaic a target class with at least one image is drawn, then two of its images (distinct when the
@@ -44,9 +42,7 @@ def make_mosaics(
     deterministic.
     """
     if not isinstance(images, Tensor) or images.ndim != 4:
-        raise InvalidInputError(
-            f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', images)!r}"
-        )
+        raise InvalidInputError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', images)!r}")
     labels = check_targets(labels, images, name="labels").cpu()
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"n must be a positive int, got {n!r}")
@@ -78,9 +74,7 @@ def make_mosaics(
         targets[i] = target
     tiles = images[sources.flatten().to(images.device)]
     if (tile_h, tile_w) != (height, width):
-        tiles = F.interpolate(
-            tiles, size=(tile_h, tile_w), mode="bilinear", align_corners=False, antialias=True
-        )
+        tiles = F.interpolate(tiles, size=(tile_h, tile_w), mode="bilinear", align_corners=False, antialias=True)
     tiles = tiles.reshape(n, 2, 2, images.shape[1], tile_h, tile_w)
     mosaic = tiles.permute(0, 3, 1, 4, 2, 5).reshape(n, images.shape[1], 2 * tile_h, 2 * tile_w)
     dev = images.device
@@ -120,9 +114,7 @@ class Focus(Metric):
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
         if relevance not in ("input_x_attribution", "attribution"):
-            raise InvalidInputError(
-                f"relevance must be 'input_x_attribution' or 'attribution', got {relevance!r}"
-            )
+            raise InvalidInputError(f"relevance must be 'input_x_attribution' or 'attribution', got {relevance!r}")
         self.relevance = relevance
 
     def __call__(

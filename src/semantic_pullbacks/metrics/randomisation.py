@@ -81,9 +81,7 @@ class RandomLogit(Metric):
         off_targets: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
-        x, t, a, explain = self._prepare(
-            model, inputs, targets, attributions, explain_func, need_explainer=True
-        )
+        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
         num_classes = self.num_classes or model_outputs(model, x[:1], batch_size=1).shape[1]
         if bool((t >= num_classes).any()):
             raise InvalidInputError(f"targets out of range: {num_classes} classes, got max {int(t.max())}")
@@ -153,16 +151,12 @@ class ModelParameterRandomisation(Metric):
         """Similarity to the original explanation after randomising each layer, in randomisation order."""
         if not isinstance(model, nn.Module):
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model)!r}")
-        x, t, a, explain = self._prepare(
-            model, inputs, targets, attributions, explain_func, need_explainer=True
-        )
+        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
         zero = self._zero_mask(a)
         ref = (a.abs() if self.abs else a).reshape(x.shape[0], -1)
         randomised = copy.deepcopy(model)
         original_state = copy.deepcopy(randomised.state_dict())
-        layers = [
-            (n, m) for n, m in randomised.named_modules() if callable(getattr(m, "reset_parameters", None))
-        ]
+        layers = [(n, m) for n, m in randomised.named_modules() if callable(getattr(m, "reset_parameters", None))]
         if not layers:
             raise InvalidInputError("model has no layers with reset_parameters to randomise")
         if self.order == "top_down":

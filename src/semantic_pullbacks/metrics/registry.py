@@ -67,9 +67,7 @@ def paper_suite(input_size: int = 224, **common: Any) -> Mapping[str, Metric]:
             "infidelity": Infidelity(patch_sizes=(half, quarter), n_draws=5, **common),
             "faithfulness_correlation": FaithfulnessCorrelation(patch_size=quarter, **common),
             "faithfulness_estimate": FaithfulnessEstimate(features_in_step=step, **common),
-            "monotonicity_correlation": MonotonicityCorrelation(
-                features_in_step=step, nr_samples=10, **common
-            ),
+            "monotonicity_correlation": MonotonicityCorrelation(features_in_step=step, nr_samples=10, **common),
             "max_sensitivity": MaxSensitivity(nr_samples=10, radius=0.02, **common),
             "random_logit": RandomLogit(**common),
             "focus": Focus(**common),

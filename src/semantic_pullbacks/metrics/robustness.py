@@ -75,9 +75,7 @@ class MaxSensitivity(Metric):
         explain_func: Any = None,
         **kwargs: Any,
     ) -> Tensor:
-        x, t, a, explain = self._prepare(
-            model, inputs, targets, attributions, explain_func, need_explainer=True
-        )
+        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
         zero = self._zero_mask(a)
         batch = x.shape[0]
         sampler = self.sampler or uniform_sampler(-self.radius, self.radius)
