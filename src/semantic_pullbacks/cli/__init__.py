@@ -1,0 +1,59 @@
+"""The ``semantic-pullbacks`` command: a thin entry point over the library.
+
+Each subcommand lives in its own module here and exposes ``register(subparsers)``, which adds its parser
+and sets ``func`` to a ``run(args) -> int`` callable. Heavy imports happen inside ``run``, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import SemanticPullbacksError
+
+__all__ = ["build_parser", "main"]
+
+#: subcommand modules, in the order ``--help`` lists them; a missing module is skipped
+SUBCOMMANDS = ("explain", "compare", "counterfactuals", "classes", "evaluate", "calibrate", "app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semantic-pullbacks",
+        description="Explain PyTorch image classifiers with Semantic Pullbacks (offline, embedded default model).",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SemanticPullbacksError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Explanation methods with Captum's interface: SP, pullback ascent, and pullback versions of classic methods.
+
+>>> from semantic_pullbacks.methods import SoftPullback
+>>> attr = SoftPullback(model).attribute(x, target=285)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .ascent import AscentResult, GradientAscent, PullbackAscent
+from .base import Explainer
+from .classic import (
+    DeepLift,
+    FusionGrad,
+    FusionPullback,
+    GradientShap,
+    GuidedGradCam,
+    GuidedPullbackCam,
+    IntegratedGradients,
+    IntegratedPullbacks,
+    PullbackDeepLift,
+    PullbackShap,
+    SmoothGrad,
+    SmoothPullback,
+)
+from .pullback import DoublePullback, Gradient, SoftPullback
+from .quantus_adapter import quantus_explain_func
+from .targets import TargetType
+
+#: name -> (pullback method, its gradient counterpart or None)
+PAIRS: dict[str, type[Explainer] | None] = {
+    "SoftPullback": Gradient,
+    "PullbackAscent": GradientAscent,
+    "DoublePullback": Gradient,
+    "SmoothPullback": SmoothGrad,
+    "FusionPullback": FusionGrad,
+    "IntegratedPullbacks": IntegratedGradients,
+    "PullbackShap": GradientShap,
+    "PullbackDeepLift": DeepLift,
+    "GuidedPullbackCam": GuidedGradCam,
+}
+
+METHODS: dict[str, type[Explainer]] = {
+    cls.__name__: cls
+    for cls in (
+        SoftPullback, PullbackAscent, DoublePullback, SmoothPullback, FusionPullback, IntegratedPullbacks,
+        PullbackShap, PullbackDeepLift, GuidedPullbackCam, Gradient, GradientAscent, SmoothGrad, FusionGrad,
+        IntegratedGradients, GradientShap, DeepLift, GuidedGradCam,
+    )
+}  # fmt: skip
+
+
+def available_methods() -> list[str]:
+    return list(METHODS)
+
+
+def get_method(name: str) -> type[Explainer]:
+    """Look a method up by name, case- and separator-insensitively (``soft-pullback`` works)."""
+    from ..errors import InvalidInputError
+
+    key = name.replace("-", "").replace("_", "").lower()
+    for k, cls in METHODS.items():
+        if k.lower() == key:
+            return cls
+    raise InvalidInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+
+
+def counterpart(name: str) -> str | None:
+    """The gradient baseline a pullback method is compared against (``None`` for baselines themselves)."""
+    cls = PAIRS.get(get_method(name).__name__)
+    return cls.__name__ if cls is not None else None
+
+
+__all__ = [
+    "METHODS",
+    "PAIRS",
+    "AscentResult",
+    "DeepLift",
+    "DoublePullback",
+    "Explainer",
+    "FusionGrad",
+    "FusionPullback",
+    "Gradient",
+    "GradientAscent",
+    "GradientShap",
+    "GuidedGradCam",
+    "GuidedPullbackCam",
+    "IntegratedGradients",
+    "IntegratedPullbacks",
+    "PullbackAscent",
+    "PullbackDeepLift",
+    "PullbackShap",
+    "SmoothGrad",
+    "SmoothPullback",
+    "SoftPullback",
+    "TargetType",
+    "available_methods",
+    "counterpart",
+    "get_method",
+    "quantus_explain_func",
+]

@@ -1,0 +1,153 @@
+"""The common shape of every explainer: Captum's ``attribute`` signature, input checks, caller state kept."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import check_model_supported
+from ..errors import InvalidInputError
+from .targets import OutputSelector, TargetType, objective, select_output
+
+__all__ = ["Explainer", "forward_args"]
+
+
+def forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+class Explainer:
+    """Base class: ``Method(model).attribute(inputs, target=..., additional_forward_args=...)``.
+
+    Subclasses implement :meth:`_attribute` on a validated, detached input. The caller's tensors, their
+    ``.grad`` and ``requires_grad``, and the model's parameters and train/eval mode are left as found.
+    """
+
+    #: Whether the method's own pass is a soft pullback (``True``) or an ordinary gradient (``False``).
+    uses_pullback: bool = False
+    #: Whether the attribution depends on random draws (noise, baselines): such methods take a ``seed``.
+    stochastic: bool = False
+
+    def __init__(self, model: nn.Module | Callable[..., Any], *, output_selector: OutputSelector = None) -> None:
+        check_model_supported(model)
+        self.model = model
+        self.forward_func = model  # Captum's name
+        self.output_selector = output_selector
+
+    # --- public API --------------------------------------------------------------------------------------------
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Attribution of ``target`` for ``inputs``, shaped like ``inputs``."""
+        x = self._check_inputs(inputs)
+        with self._caller_state():
+            out = self._attribute(x, target, forward_args(additional_forward_args), **kwargs)
+        return out.detach()
+
+    def attribute_targets(
+        self,
+        inputs: torch.Tensor,
+        targets: Sequence[TargetType] | torch.Tensor,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Several targets for the same inputs: ``(T, *inputs.shape)``.
+
+        ``targets`` is a list of T targets (each any :data:`TargetType`), or an integer tensor ``(B, T)`` of
+        per-sample classes, e.g. each sample's top-5. Methods that can share work between targets (one forward
+        pass for all) override :meth:`_attribute_targets`.
+        """
+        x = self._check_inputs(inputs)
+        per_target = _split_targets(targets, x.shape[0])
+        with self._caller_state():
+            out = self._attribute_targets(x, per_target, forward_args(additional_forward_args), **kwargs)
+        return out.detach()
+
+    # --- for subclasses ----------------------------------------------------------------------------------------
+    def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _attribute_targets(
+        self, x: torch.Tensor, targets: list[TargetType], args: tuple[Any, ...], **kwargs: Any
+    ) -> torch.Tensor:
+        return torch.stack([self._attribute(x, t, args, **kwargs) for t in targets])
+
+    def _output(self, x: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
+        return select_output(self.model(x, *args), self.output_selector)
+
+    def _objective(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...]) -> torch.Tensor:
+        return objective(self._output(x, args), target, x.shape[0])
+
+    # --- checks ------------------------------------------------------------------------------------------------
+    def _check_inputs(self, inputs: Any) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise InvalidInputError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+        if not inputs.is_floating_point():
+            raise InvalidInputError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
+        if inputs.dim() < 2:
+            raise InvalidInputError(
+                f"inputs must have a batch dimension first, got shape {tuple(inputs.shape)}; use inputs[None]"
+            )
+        if inputs.shape[0] == 0:
+            raise InvalidInputError("inputs is an empty batch")
+        if not bool(torch.isfinite(inputs).all()):
+            raise InvalidInputError("inputs contain NaN or Inf values")
+        device = _model_device(self.model)
+        if device is not None and device != inputs.device:
+            raise InvalidInputError(
+                f"inputs are on {inputs.device} but the model is on {device}; move one of them (nothing is moved "
+                "silently)"
+            )
+        if isinstance(self.model, nn.Module) and self.model.training:
+            warnings.warn(
+                "the model is in training mode: dropout and batch statistics make explanations random and "
+                "batch-dependent. Call model.eval() first if that is not intended.",
+                stacklevel=3,
+            )
+        return inputs.detach()
+
+    @contextmanager
+    def _caller_state(self) -> Iterator[None]:
+        """Parameters keep their ``.grad``: explanations differentiate w.r.t. inputs only."""
+        params = list(self.model.parameters()) if isinstance(self.model, nn.Module) else []
+        grads = [p.grad for p in params]
+        try:
+            yield
+        finally:
+            for p, g in zip(params, grads):
+                p.grad = g
+
+
+def _model_device(model: Any) -> torch.device | None:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
+    return None
+
+
+def _split_targets(targets: Sequence[TargetType] | torch.Tensor, batch: int) -> list[TargetType]:
+    if isinstance(targets, torch.Tensor):
+        if targets.dim() != 2 or targets.shape[0] != batch or targets.is_floating_point():
+            raise InvalidInputError(
+                f"a tensor of several targets must be integer with shape (batch={batch}, T), got "
+                f"{targets.dtype} {tuple(targets.shape)}"
+            )
+        return [targets[:, t] for t in range(targets.shape[1])]
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or len(targets) == 0:
+        raise InvalidInputError("targets must be a non-empty list of targets or a (batch, T) integer tensor")
+    return list(targets)
