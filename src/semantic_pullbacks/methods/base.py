@@ -36,6 +36,8 @@ class Explainer:
     uses_pullback: bool = False
     #: Whether the attribution depends on random draws (noise, baselines): such methods take a ``seed``.
     stochastic: bool = False
+    #: Captum's capability flag: ``True`` for methods whose maps already include a factor of the input.
+    multiplies_by_inputs: bool = False
 
     def __init__(self, model: nn.Module | Callable[..., Any], *, output_selector: OutputSelector = None) -> None:
         check_model_supported(model)
@@ -56,6 +58,10 @@ class Explainer:
         with self._caller_state():
             out = self._attribute(x, target, forward_args(additional_forward_args), **kwargs)
         return out.detach()
+
+    def has_convergence_delta(self) -> bool:
+        """Captum's capability query (wrappers such as ``NoiseTunnel`` ask it)."""
+        return False
 
     def attribute_targets(
         self,
@@ -129,6 +135,10 @@ class Explainer:
         finally:
             for p, g in zip(params, grads):
                 p.grad = g
+
+
+# Captum's wrappers (NoiseTunnel) call ``method.attribute.__wrapped__(method, ...)`` to skip their usage logging.
+Explainer.attribute.__wrapped__ = Explainer.attribute  # type: ignore[attr-defined]
 
 
 def _model_device(model: Any) -> torch.device | None:
