@@ -43,6 +43,13 @@ def test_every_figure_type_saves_a_png_of_its_declared_size(tmp_path, sample):
             images, torch.stack([attributions, -attributions], 1), ["cat", "dog"], shared_scale=True
         ),
         "method_grid": viz.plot_method_grid(images, {"SP": attributions, "Gradient": attributions.flip(-1)}),
+        "counterfactual_grid": viz.plot_counterfactual_grid(
+            images,
+            images[:, None] + 0.1 * torch.stack([attributions, -attributions], 1),
+            ["cat", "dog"],
+            notes=[["p 0.1 → 0.9", "p 0.0 → 0.5"]] * 2,
+            method="PullbackAscent",
+        ),
     }
     for name, fig in figures.items():
         fmt, size = _png(fig, tmp_path / name)
@@ -114,6 +121,8 @@ def test_bad_inputs_are_rejected(sample):
         viz.plot_method_grid(images, {})
     with pytest.raises(InvalidInputError):
         viz.plot_counterfactual(images[0], images[0, :, :8])
+    with pytest.raises(InvalidInputError):
+        viz.plot_counterfactual_grid(images, torch.stack([images] * 2, 1), ["a", "b"], notes=[["one"]] * 2)
 
 
 def test_no_pyplot_state_is_created(sample):

@@ -30,6 +30,7 @@ __all__ = [
     "overlay_rgb",
     "plot_class_grid",
     "plot_counterfactual",
+    "plot_counterfactual_grid",
     "plot_explanation",
     "plot_heatmap",
     "plot_input_times_attribution",
@@ -387,6 +388,69 @@ def plot_class_grid(
             _bare(ax)
     if shared is not None:
         _colorbar(fig, axes[:, 1:].ravel().tolist(), shared, cmap)
+    if method:
+        fig.suptitle(method, fontsize=11)
+    return fig
+
+
+def plot_counterfactual_grid(
+    images: torch.Tensor,
+    counterfactuals: torch.Tensor,
+    class_names: Sequence[str] | Sequence[Sequence[str]],
+    domain: Sequence[float] = (-1.0, 1.0),
+    *,
+    image_titles: Sequence[str] | None = None,
+    notes: Sequence[Sequence[str]] | None = None,
+    differences: bool = True,
+    method: str | None = None,
+    percentile: float = 99.5,
+    cmap: str = DEFAULT_CMAP,
+) -> Figure:
+    """The paper's image × target-class grid of counterfactuals: per image a row of counterfactual images (the
+    input first), and with ``differences`` a second row with each signed change ``counterfactual − input``.
+
+    ``counterfactuals`` is ``(N, T, C, H, W)``; ``class_names`` as in :func:`plot_class_grid`; ``notes`` is an
+    optional N × T table of short texts shown under each class name (e.g. ``"p 0.19 → 0.98"``).
+    """
+    batch = _batch(images, "images")
+    if counterfactuals.ndim == 4 and batch.shape[0] == 1:
+        counterfactuals = counterfactuals.unsqueeze(0)
+    if counterfactuals.ndim != 5 or counterfactuals.shape[0] != batch.shape[0]:
+        raise InvalidInputError(
+            f"counterfactuals must have shape (N, T, C, H, W) with N = {batch.shape[0]} images, "
+            f"got {tuple(counterfactuals.shape)}"
+        )
+    if counterfactuals.shape[2:] != batch.shape[1:]:
+        raise InvalidInputError(
+            f"counterfactuals {tuple(counterfactuals.shape)} do not match images {tuple(batch.shape)}"
+        )
+    n, t = counterfactuals.shape[:2]
+    names = _per_row_names(class_names, n, t)
+    if image_titles is not None and len(image_titles) != n:
+        raise InvalidInputError(f"image_titles has {len(image_titles)} entries for {n} images")
+    if notes is not None and (len(notes) != n or any(len(row) != t for row in notes)):
+        raise InvalidInputError(f"notes must be {n} rows of {t} texts")
+    changed = counterfactuals.detach().to("cpu", torch.float32)
+    rows = 2 if differences else 1
+    fig = _figure(n * rows, t + 1)
+    axes = fig.subplots(n * rows, t + 1, squeeze=False)
+    for i in range(n):
+        top = axes[i * rows]
+        top[0].imshow(to_display(batch[i], domain))
+        _title(top[0], image_titles[i] if image_titles else "input")
+        for j in range(t):
+            top[j + 1].imshow(to_display(changed[i, j], domain))
+            _title(top[j + 1], "\n".join(filter(None, [f"→ {names[i][j]}", notes[i][j] if notes else None])))
+        if differences:
+            bottom = axes[i * rows + 1]
+            maps = [_signed_map(changed[i, j] - batch[i], "sum") for j in range(t)]
+            limit = robust_vmax([torch.from_numpy(m) for m in maps], percentile)
+            bottom[0].axis("off")
+            bottom[0].text(0.5, 0.5, "change\nred: brighter\nblue: darker", ha="center", va="center", fontsize=9)
+            for j in range(t):
+                _show_signed(bottom[j + 1], maps[j], limit, cmap)
+        for ax in axes[i * rows : (i + 1) * rows].ravel():
+            _bare(ax)
     if method:
         fig.suptitle(method, fontsize=11)
     return fig
