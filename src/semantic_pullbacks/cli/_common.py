@@ -1,0 +1,281 @@
+"""Options every subcommand shares, and turning them into library objects (model, settings, methods, targets).
+
+Kept free of heavy imports at module level: ``--help`` must not pay for torch. Everything the user typed is
+validated before the model is loaded or any image decoded, so mistakes cost a second, not a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ..engine import Temperatures
+    from ..imagenet import Prediction
+    from ..methods import Explainer
+    from ..models import LoadedModel
+
+__all__ = [
+    "RunSettings",
+    "add_image_arguments",
+    "add_model_options",
+    "add_output_options",
+    "add_settings_options",
+    "build_method",
+    "class_label",
+    "format_predictions",
+    "load_model",
+    "parse_temperatures",
+    "resolve_method_names",
+    "resolve_targets",
+    "settings_from_args",
+    "split_list",
+]
+
+
+# ------------------------------------------------------------------------------------------------- argparse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_or_none(text: str) -> float | str:
+    """A positive number, or the string ``"none"`` (distinct from the option's absence, which is ``None``)."""
+    if text.strip().lower() in ("none", "null", "off"):
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'none', got {text!r}")
+    return value
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, folders (every image inside), 'example:NAME' (bundled photos: chelsea, coffee, rocket, "
+        "cameraman, grace_hopper) or 'examples' (all of them)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="embedded name, 'torchvision:NAME' or 'timm:NAME' (default: %(default)s, embedded, offline)",
+    )
+    group.add_argument("--weights", help="checkpoint file for the model ('random' for untrained weights)")
+    group.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: %(default)s)"
+    )
+
+
+def add_settings_options(parser: argparse.ArgumentParser, *, ascent: bool = True) -> None:
+    group = parser.add_argument_group("method settings (later options override earlier sources)")
+    group.add_argument(
+        "--settings",
+        metavar="FILE.json",
+        help='settings file: {"temperatures": {"relu": 0.5, ...}, "ascent": {"steps": 5, "alpha": 20}}',
+    )
+    group.add_argument(
+        "--temperatures",
+        metavar="FAMILY=VALUE,...",
+        help="soft-pullback temperatures, e.g. 'relu=0.5,maxpool=none,silu=2*std' (overrides --settings)",
+    )
+    if ascent:
+        group.add_argument(
+            "--steps", type=positive_int, help="pullback-ascent steps (default 5, or the settings file's)"
+        )
+        group.add_argument(
+            "--alpha",
+            type=positive_or_none,
+            help="pullback-ascent step length; 'none' for raw steps (default 20, or the settings file's)",
+        )
+    group.add_argument("--seed", type=int, default=0, help="seed of stochastic methods (default: %(default)s)")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", default="out", metavar="DIR", help="folder for the figures (default: %(default)s)")
+    group.add_argument(
+        "--batch-size", type=positive_int, default=8, help="images per forward pass (default: %(default)s)"
+    )
+
+
+def split_list(values: Iterable[str] | None) -> list[str]:
+    """Repeated and comma-separated values as one flat list: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+# ------------------------------------------------------------------------------------------------- library objects
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What shapes an explanation besides model, image and target (``alpha=None``: raw ascent steps)."""
+
+    temperatures: Temperatures
+    steps: int = 5
+    alpha: float | None = 20.0
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The paper's defaults, then the settings file (``--settings``), then explicit options."""
+    from ..engine import Temperatures
+
+    settings = RunSettings(Temperatures())
+    if getattr(args, "settings", None):
+        settings = _from_file(args.settings)
+    if getattr(args, "temperatures", None):
+        changes = parse_temperatures(args.temperatures)
+        try:
+            parsed = Temperatures.coerce(changes)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"--temperatures {args.temperatures!r}: {error}") from None
+        _check_families(changes, f"--temperatures {args.temperatures!r}")
+        temperatures = settings.temperatures.replace(**{name: parsed.get(name) for name in changes})
+        settings = replace(settings, temperatures=temperatures)
+    if getattr(args, "steps", None) is not None:
+        settings = replace(settings, steps=args.steps)
+    alpha = getattr(args, "alpha", None)
+    if alpha is not None:
+        settings = replace(settings, alpha=None if alpha == "none" else alpha)
+    return settings
+
+
+def parse_temperatures(text: str) -> dict[str, str]:
+    """Read ``"relu=0.5,maxpool=none,silu=2*std"`` into a family -> value mapping."""
+    result: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InvalidInputError(
+                f"--temperatures {text!r}: write FAMILY=VALUE pairs separated by commas, "
+                "e.g. 'relu=0.5,maxpool=none,silu=2*std'"
+            )
+        result[name.strip().lower()] = value.strip()
+    if not result:
+        raise InvalidInputError("--temperatures is empty; write FAMILY=VALUE pairs, e.g. 'relu=0.5'")
+    return result
+
+
+def _from_file(path: str) -> RunSettings:
+    """A calibrated settings file (format of :mod:`semantic_pullbacks.calibration.settings`)."""
+    from ..calibration.settings import load_settings
+
+    loaded = load_settings(path)
+    _check_families(dict(loaded.temperatures.extra), f"settings file {path!r}")
+    return RunSettings(loaded.temperatures, steps=loaded.ascent.steps, alpha=loaded.ascent.alpha)
+
+
+def _check_families(names: Iterable[str], where: str) -> None:
+    """A misspelt family would otherwise be stored as a user family that no rule reads, i.e. silently ignored."""
+    from ..engine import FAMILIES, registered_rules
+
+    known = [*FAMILIES, *sorted({rule.family for _, rule in registered_rules()} - set(FAMILIES))]
+    for name in names:
+        if name not in known:
+            raise InvalidInputError(f"{where}: unknown temperature family {name!r}; known: {', '.join(known)}")
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    """The model on the requested device; an unusable device is an error, never a silent fallback."""
+    import torch
+
+    from ..models import load
+
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"--device {args.device!r} is not a torch device; use e.g. cpu, cuda or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"--device {args.device}: MPS is not available here; use --device cpu")
+    return load(args.model, weights=args.weights, device=device)
+
+
+def resolve_method_names(names: Sequence[str]) -> list[str]:
+    """Canonical method names (``soft-pullback`` -> ``SoftPullback``); unknown names fail before any work."""
+    from ..methods import get_method
+
+    if not names:
+        raise InvalidInputError("no method given; list them like 'SoftPullback,Gradient'")
+    resolved = [get_method(n).__name__ for n in names]
+    return list(dict.fromkeys(resolved))
+
+
+def build_method(
+    name: str, model: LoadedModel, settings: RunSettings, *, seed: int = 0, clip: str = "never"
+) -> Explainer:
+    """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain)."""
+    from ..methods import get_method
+
+    cls = get_method(name)
+    _quiet_captum()
+    offered: dict[str, Any] = {
+        "temperatures": settings.temperatures,
+        "steps": settings.steps,
+        "alpha": settings.alpha,
+        "clip": clip,
+        "domain": model.domain,
+        "seed": seed,
+    }
+    accepted = _init_parameters(cls)
+    return cls(model.model, **{k: v for k, v in offered.items() if k in accepted})
+
+
+def _quiet_captum() -> None:
+    """Captum announces, on every call, things the methods do on purpose (inputs given ``requires_grad``, ReLU
+    hooks set for Guided Grad-CAM); on a console that reads like a problem, so the CLI drops those two notes."""
+    import warnings
+
+    for message in ("Input Tensor .* did not already require gradients", "Setting backward hooks on ReLU"):
+        warnings.filterwarnings("ignore", message=message, category=UserWarning, module="captum")
+
+
+def _init_parameters(cls: type) -> set[str]:
+    """Keyword names ``cls(...)`` accepts, following ``**kwargs`` up to the base classes that consume them."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        names |= {n for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return names
+
+
+def resolve_targets(model: LoadedModel, specs: Sequence[str]) -> list[int]:
+    """Class indices for ``--target``/``--classes`` values (indices or names, fuzzy, with suggestions)."""
+    return list(dict.fromkeys(model.target(spec) for spec in specs))
+
+
+def class_label(model: LoadedModel, index: int) -> str:
+    return f"{model.class_names[index]} ({index})"
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> list[str]:
+    width = max(len(p.name) for p in predictions)
+    return [f"  {rank}. {p.name:<{width}}  {p.index:>4}  {100 * p.prob:5.1f}%" for rank, p in enumerate(predictions, 1)]
