@@ -1,0 +1,115 @@
+"""``semantic-pullbacks explain``: what the model sees, and why, for each image.
+
+Prints each image's top-5 and writes one figure per explained class (image, signed heat map,
+input ⊙ attribution, overlay); several classes share one forward pass and also get a side-by-side grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import (
+    add_image_arguments,
+    add_model_options,
+    add_output_options,
+    add_settings_options,
+    build_method,
+    format_predictions,
+    load_model,
+    positive_int,
+    resolve_method_names,
+    resolve_targets,
+    settings_from_args,
+    split_list,
+)
+from ._images import expand_images, iter_batches
+from ._output import Output, slug
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="explain images: top-5 and an attribution figure per class",
+        description="Explain why the model predicts a class for each image. Writes one PNG per image and class "
+        "(input, signed heat map, input ⊙ attribution, overlay) and prints the top-5 predictions.",
+        epilog="examples:\n  semantic-pullbacks explain example:chelsea --out out/\n"
+        "  semantic-pullbacks explain photos/ --top-k 3 --save-tensors npy\n"
+        "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_image_arguments(parser)
+    parser.add_argument(
+        "--method", default="SoftPullback", help="explanation method (default: %(default)s; see --help of compare)"
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--target",
+        action="append",
+        metavar="CLASS",
+        help="class name or index to explain, repeatable or comma-separated (default: each image's top-1)",
+    )
+    which.add_argument("--top-k", type=positive_int, metavar="K", help="explain each image's K most likely classes")
+    parser.add_argument(
+        "--save-tensors", choices=("npy", "pt"), help="also save each raw (3, H, W) attribution in this format"
+    )
+    add_model_options(parser)
+    add_settings_options(parser)
+    add_output_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..imagenet import top_k
+    from ..visualize import plot_class_grid, plot_explanation
+
+    settings = settings_from_args(args)
+    (method_name,) = resolve_method_names([args.method])
+    sources = expand_images(args.images)
+    model = load_model(args)
+    fixed = resolve_targets(model, split_list(args.target)) if args.target else None
+    explainer = build_method(method_name, model, settings, seed=args.seed)
+    k = args.top_k or 1
+
+    with Output(args.out, len(sources), "explain") as out:
+        for batch in iter_batches(model, sources, args.batch_size, out.fail):
+            x = batch.tensor
+            with torch.no_grad():
+                logits = model.model(x)
+            probs = logits.float().softmax(1).cpu()
+            predictions = top_k(logits, min(max(5, k), logits.shape[1]), model.class_names)
+            if fixed is not None:
+                targets = torch.tensor([fixed] * x.shape[0], device=x.device)
+            else:
+                targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
+            maps = explainer.attribute_targets(x, targets)  # (T, B, C, H, W)
+            for i, source in enumerate(batch.sources):
+                out.say(f"{source.label}: top-5 of {model.name}")
+                for line in format_predictions(predictions[i][:5]):
+                    out.say(line)
+                labels = []
+                for t in range(targets.shape[1]):
+                    index = int(targets[i, t])
+                    name = model.class_names[index]
+                    label = f"{name} ({index}, p={float(probs[i, index]):.2f})"
+                    labels.append(label)
+                    stem = f"{source.name}_{method_name}_{index}-{slug(name)}"
+                    fig = plot_explanation(
+                        x[i], maps[t, i], model.domain, image_title=source.name, class_name=label, method=method_name
+                    )
+                    out.figure(fig, stem)
+                    if args.save_tensors:
+                        out.tensor(maps[t, i], stem, args.save_tensors)
+                if len(labels) > 1:
+                    grid = plot_class_grid(
+                        x[i : i + 1], maps[:, i : i + 1].transpose(0, 1), labels, model.domain,
+                        image_titles=[source.name], method=f"{method_name} · {source.name}", shared_scale=True,
+                    )  # fmt: skip
+                    which = f"top{k}" if fixed is None else "targets"
+                    out.figure(grid, f"{source.name}_{method_name}_{which}")
+                out.advance()
+    return out.finish()
