@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="compare explanation methods side by side",
-        description="Explain each image with several methods for the same class and write one PNG per image "
+        description="Explain each image with several methods for the same class and write one PNG per image\n"
         "with the maps side by side (each on its own colour scale).",
         epilog="Any method of semantic_pullbacks.methods works (an unknown name lists them all); SmoothGrad,\n"
         "IntegratedGradients, FusionGrad and their pullback versions take tens of seconds per image on a CPU.\n\n"

@@ -36,9 +36,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "counterfactuals",
         help="turn images towards target classes (pullback ascent) and show what changed",
-        description="Move each image a few steps along the soft pullback of each target class and write an "
-        "image × class grid of the results (and of the changes). One PNG per image, plus one grid of all images "
-        f"for 2 to {MAX_GRID_IMAGES} images.",
+        description="Move each image a few steps along the soft pullback of each target class and write an\n"
+        "image × class grid of the results (and of the changes): one PNG per image, plus one grid of all\n"
+        f"images for 2 to {MAX_GRID_IMAGES} images.",
         epilog="example:\n  semantic-pullbacks counterfactuals example:chelsea example:coffee "
         "--classes 'tiger cat,espresso,lynx'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     def draw(images: Any, changed: Any, names: Any, notes: Any, image_titles: list[str]) -> Any:
         if args.show == "maps":
+            titled = [[f"{n}\n{note}" for n, note in zip(row, notes_row)] for row, notes_row in zip(names, notes)]
             return plot_class_grid(
-                images, changed - images[:, None], names, model.domain,
+                images, changed - images[:, None], titled, model.domain,
                 image_titles=image_titles, method=title, shared_scale=False,
             )  # fmt: skip
         return plot_counterfactual_grid(
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
 
     with Output(args.out, len(sources), "counterfactuals") as out:
+        out.say(title)
         for batch in iter_batches(model, sources, args.batch_size, out.fail):
             x = batch.tensor
             with torch.no_grad():
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 names = [model.class_names[c] for c in indices]
                 notes = [f"p {float(before[i, c]):.2f} → {float(after[t][i, c]):.2f}" for t, c in enumerate(indices)]
                 out.say(f"{source.label}: " + ", ".join(f"{n} ({c}): {m}" for n, c, m in zip(names, indices, notes)))
-                fig = draw(x[i : i + 1], changed[i : i + 1], names, [notes], [source.name])
+                fig = draw(x[i : i + 1], changed[i : i + 1], [names], [notes], [source.name])
                 out.figure(fig, f"{source.name}_{method_name}_counterfactuals")
                 if keep_for_grid:
                     kept.append((source.name, x[i].cpu(), changed[i].cpu(), names, notes))

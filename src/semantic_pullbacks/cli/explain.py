@@ -33,8 +33,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "explain",
         help="explain images: top-5 and an attribution figure per class",
-        description="Explain why the model predicts a class for each image. Writes one PNG per image and class "
-        "(input, signed heat map, input ⊙ attribution, overlay) and prints the top-5 predictions.",
+        description="Explain why the model predicts a class for each image. Prints the top-5 predictions and\n"
+        "writes one PNG per image and class: input, signed heat map, input ⊙ attribution, overlay.",
         epilog="examples:\n  semantic-pullbacks explain example:chelsea --out out/\n"
         "  semantic-pullbacks explain photos/ --top-k 3 --save-tensors npy\n"
         "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent",
@@ -42,7 +42,10 @@ def register(subparsers: Any) -> None:
     )
     add_image_arguments(parser)
     parser.add_argument(
-        "--method", default="SoftPullback", help="explanation method (default: %(default)s; see --help of compare)"
+        "--method",
+        default="SoftPullback",
+        help="explanation method (default: %(default)s), e.g. Gradient, PullbackAscent, DoublePullback, "
+        "SmoothPullback; an unknown name lists them all",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
