@@ -232,10 +232,10 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                     label="Methods (pullbacks first, then their gradient baselines)",
                     elem_id="methods",
                 )
+                run = gr.Button("Explain", variant="primary", elem_id="explain")
                 with gr.Accordion("Ascent and temperatures", open=False):
-                    with gr.Row():
-                        steps = gr.Slider(1, 20, value=5, step=1, label="K (ascent steps)")
-                        alpha = gr.Slider(1, 60, value=20, step=1, label="α (step size)")
+                    steps = gr.Slider(1, 20, value=5, step=1, label="K (ascent steps)")
+                    alpha = gr.Slider(1, 60, value=20, step=1, label="α (step size, L2 norm per step)")
                     sliders = [
                         gr.Slider(0.0, 3.0, value=defaults[f], step=0.05, label=_FAMILY_LABELS[f])
                         for f in logic.SLIDER_FAMILIES
@@ -244,7 +244,6 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         gr.Checkbox(value=bool(defaults[f]), label=_FAMILY_LABELS[f]) for f in logic.FREEZE_FAMILIES
                     ]
                     reset = gr.Button("Paper defaults", size="sm")
-                run = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column(scale=7, min_width=480):
                 top5 = gr.Label(num_top_classes=5, label="Model's top-5", show_heading=False, elem_id="top5")
                 figure = gr.Image(
