@@ -197,6 +197,7 @@ def test_several_methods_one_panel_each_in_order_with_progress(tiny, x):
     assert "SoftPullback (1/5)" in calls[0][1]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Captum announces its hooks
 def test_every_method_in_the_picker_runs(tiny, x):
     for name in logic.method_choices():
         request = ExplainRequest(target=2, methods=[name], steps=2)
