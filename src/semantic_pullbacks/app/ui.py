@@ -187,7 +187,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         summary = f"**{result.target_name}** ({result.target}) explained on `{result.model}` — {timing}"
         return png, gr.update(value=png, interactive=True), summary
 
-    with gr.Blocks(title="Semantic Pullbacks", delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="Semantic Pullbacks", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# Semantic Pullbacks\n"
             "See what an image classifier looks at: the *soft pullback* keeps the forward pass exact and softens "
