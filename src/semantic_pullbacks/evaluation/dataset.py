@@ -1,0 +1,156 @@
+"""Which images a benchmark runs on, and their labels when known.
+
+Three sources: the bundled example photos (labels from ``examples.json``), a flat folder of images (no
+labels: each image is explained for the model's top-1 class), or an ImageFolder tree ``root/<class>/<image>``
+whose folder names are ImageNet wnids (``n01440764``), class indices (``0``) or class names (``tench``).
+Everything is resolved before the model runs, so a bad folder name fails in a second, not after an hour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
+
+__all__ = ["IMAGE_SUFFIXES", "EvalImage", "find_images", "imagenet_wnids"]
+
+#: file name endings read as images when a folder is given
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """One image of the benchmark: ``id`` (unique, the key of its result rows), ``path``, ``label`` (class
+    index, or None when unknown)."""
+
+    id: str
+    path: Path
+    label: int | None
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class-index order (from timm's bundled synset list)."""
+    try:
+        from importlib import resources
+
+        text = resources.files("timm").joinpath("data/_info/imagenet_synsets.txt").read_text("utf-8")
+    except (ImportError, FileNotFoundError, OSError) as err:
+        raise InvalidInputError(
+            "folder names look like ImageNet wnids (n01440764), but the wnid list comes with timm, which is not "
+            "installed; install semantic-pullbacks[vision] or rename the folders to class indices"
+        ) from err
+    wnids = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(wnids) != 1000:
+        raise InvalidInputError(f"timm's ImageNet synset list has {len(wnids)} entries, expected 1000")
+    return wnids
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _resolve_folder_class(name: str, class_names: Sequence[str]) -> int:
+    """A class folder's name as a class index: wnid, index or exact (case-insensitive) class name."""
+    text = name.strip()
+    if len(text) == 9 and text[0] == "n" and text[1:].isdigit():
+        if len(class_names) != 1000:
+            raise InvalidInputError(
+                f"folder {name!r} is an ImageNet wnid, but the model has {len(class_names)} classes, not 1000"
+            )
+        wnids = imagenet_wnids()
+        if text not in wnids:
+            raise UnknownClassError(f"folder {name!r} is not an ImageNet-1k wnid")
+        return wnids.index(text)
+    if text.isdigit():
+        index = int(text)
+        if index >= len(class_names):
+            raise UnknownClassError(f"folder {name!r}: class index out of range (the model has {len(class_names)})")
+        return index
+    lowered = [c.lower() for c in class_names]
+    for candidate in (text.lower(), text.lower().replace("_", " ")):
+        if candidate in lowered:
+            return lowered.index(candidate)
+    raise UnknownClassError(
+        f"folder {name!r} is not a class of the model: name class folders by ImageNet wnid (n01440764), class "
+        "index (0) or exact class name (tench)"
+    )
+
+
+def _round_robin(groups: list[list[EvalImage]]) -> list[EvalImage]:
+    """Interleave classes, so the first n images cover as many classes as possible (Focus needs 3)."""
+    out: list[EvalImage] = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out.extend(g[i] for g in groups if i < len(g))
+    return out
+
+
+def find_images(
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    class_names: Sequence[str],
+    n_images: int | None = None,
+) -> list[EvalImage]:
+    """Resolve ``images`` (``"examples"``, a folder, an ImageFolder tree, or a list of files) to the first
+    ``n_images`` labelled images.
+
+    ImageFolder trees are taken class by class in turn (first image of each class, then the second, ...).
+    """
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
+        raise InvalidInputError(f"n_images must be a positive int or None, got {n_images!r}")
+    found = _find(images, class_names)
+    if not found:
+        raise InvalidInputError(f"no images found in {images!r}")
+    return found[:n_images] if n_images is not None else found
+
+
+def _find(
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], class_names: Sequence[str]
+) -> list[EvalImage]:
+    if isinstance(images, (list, tuple)):
+        files = [Path(p).expanduser() for p in images]
+        for f in files:
+            if not f.is_file():
+                raise InvalidInputError(f"image file {str(f)!r} does not exist")
+        return _unique([EvalImage(f.stem, f, None) for f in files])
+    if not isinstance(images, (str, os.PathLike)):
+        raise InvalidInputError(f"images must be 'examples', a folder or a list of files, got {type(images)!r}")
+    path = Path(images).expanduser()
+    if not path.exists() and str(images).strip().lower() == "examples":
+        from semantic_pullbacks.examples import list_examples
+
+        return [EvalImage(e.name, e.path, e.expected_class) for e in list_examples()]
+    if not path.exists():
+        raise InvalidInputError(f"images folder {str(path)!r} does not exist (or pass 'examples' for the bundled set)")
+    if path.is_file():
+        return [EvalImage(path.stem, path, None)]
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    groups = []
+    for d in class_dirs:
+        files = _image_files(d)
+        if files:
+            label = _resolve_folder_class(d.name, class_names)
+            groups.append([EvalImage(f"{d.name}/{f.stem}", f, label) for f in files])
+    if groups:
+        return _unique(_round_robin(groups))
+    files = _image_files(path)
+    if not files:
+        raise InvalidInputError(
+            f"images folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in class "
+            "sub-folders"
+        )
+    return _unique([EvalImage(f.stem, f, None) for f in files])
+
+
+def _unique(images: list[EvalImage]) -> list[EvalImage]:
+    """Ids key the result rows, so two files with one stem (a.jpg, a.png) get distinct ids."""
+    seen: dict[str, int] = {}
+    out = []
+    for im in images:
+        n = seen.get(im.id, 0)
+        seen[im.id] = n + 1
+        out.append(im if n == 0 else EvalImage(f"{im.id}~{n}", im.path, im.label))
+    return out
