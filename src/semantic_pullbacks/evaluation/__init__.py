@@ -1,0 +1,45 @@
+"""Benchmark explanation methods with the paper's metrics: one call, one table with confidence intervals.
+
+>>> from semantic_pullbacks.evaluation import evaluate
+>>> result = evaluate(methods=["SoftPullback", "Gradient"], out="runs/bench")   # doctest: +SKIP
+>>> print(result.markdown())                                                     # doctest: +SKIP
+
+Modules: :mod:`.runner` (the loop), :mod:`.store` (resumable results folder), :mod:`.statistics` (bootstrap),
+:mod:`.report` (Markdown, JSON, chart), :mod:`.presets` (``fast``/``paper``), :mod:`.specs` (methods and
+ablations), :mod:`.dataset` (which images).
+"""
+
+from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
+from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, PRESETS, Preset, get_preset
+from semantic_pullbacks.evaluation.runner import EvaluationResult, evaluate
+from semantic_pullbacks.evaluation.specs import ABLATION_METHODS, MethodSpec, ablation_specs, parse_ablation
+from semantic_pullbacks.evaluation.statistics import (
+    PairedDifference,
+    Summary,
+    bootstrap_ci,
+    paired_difference,
+    summarise,
+)
+from semantic_pullbacks.evaluation.store import ResultsStore, Row
+
+__all__ = [
+    "ABLATION_METHODS",
+    "DEFAULT_METRICS",
+    "PRESETS",
+    "EvalImage",
+    "EvaluationResult",
+    "MethodSpec",
+    "PairedDifference",
+    "Preset",
+    "ResultsStore",
+    "Row",
+    "Summary",
+    "ablation_specs",
+    "bootstrap_ci",
+    "evaluate",
+    "find_images",
+    "get_preset",
+    "paired_difference",
+    "parse_ablation",
+    "summarise",
+]

@@ -1,0 +1,230 @@
+"""Reports of a benchmark: Markdown tables, a JSON summary, a bar chart, and optionally Parquet scores.
+
+Written atomically at the end of a run (and again after a resume), from the rows alone, so a report always
+matches ``scores.csv``. Charts use matplotlib's Figure API on the Agg canvas: no pyplot global state, safe in
+threads and on headless machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semantic_pullbacks.evaluation.store import FIELDS, atomic_write
+
+if TYPE_CHECKING:
+    from semantic_pullbacks.evaluation.runner import EvaluationResult
+
+__all__ = ["format_number", "markdown_report", "write_chart", "write_reports"]
+
+
+def format_number(value: float) -> str:
+    """Three significant digits, as the paper's tables print them; ``–`` for NaN."""
+    if not math.isfinite(value):
+        return "–"
+    text = f"{value:.3g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def _arrow(higher: bool) -> str:
+    return "↑" if higher else "↓"
+
+
+def _best(result: EvaluationResult, metric: str) -> str | None:
+    means = {
+        m: s.mean
+        for m in result.methods
+        if (s := result.summaries.get((m, metric))) is not None and math.isfinite(s.mean)
+    }
+    if len(means) < 2:
+        return None
+    pick = max if result.higher_is_better[metric] else min
+    return pick(means, key=lambda k: means[k])
+
+
+def _table(result: EvaluationResult, cell: Any) -> list[str]:
+    header = "| method | " + " | ".join(f"{m} {_arrow(result.higher_is_better[m])}" for m in result.metrics) + " |"
+    lines = [header, "|---|" + "---:|" * len(result.metrics)]
+    best = {m: _best(result, m) for m in result.metrics}
+    for method in result.methods:
+        cells = []
+        for metric in result.metrics:
+            s = result.summaries.get((method, metric))
+            text = "–" if s is None else cell(s)
+            if s is not None and best[metric] == method:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_std(s: Any) -> str:
+    if s.n == 0:
+        return "–"
+    text = f"{format_number(s.mean)} ± {format_number(s.std)}"
+    return text + (f" (n={s.n})" if s.n_nan else "")
+
+
+def _ci(s: Any) -> str:
+    return "–" if s.n == 0 else f"[{format_number(s.ci_low)}, {format_number(s.ci_high)}]"
+
+
+def markdown_report(result: EvaluationResult) -> str:
+    """Summary (mean ± std), 95% bootstrap CIs, paired differences against gradient counterparts, notes."""
+    cfg = result.config
+    n_images = len(cfg.get("images", []))
+    model = cfg.get("model", {}).get("name", "?")
+    lines = [
+        f"# Evaluation: {model}, {n_images} images, preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
+        "",
+        "Mean ± std over images (↑ higher is better, ↓ lower is better; best per column in bold; "
+        "n shown where some scores were undefined).",
+        "",
+        *_table(result, _mean_std),
+        "",
+        "## 95% bootstrap confidence intervals of the mean",
+        "",
+        *_table(result, _ci),
+    ]
+    if result.differences:
+        lines += [
+            "",
+            "## Pullback methods against their gradient counterparts (paired, same images)",
+            "",
+            "Δ = mean(method − baseline) with its 95% bootstrap CI; ratio = mean(method) / mean(baseline); "
+            "verdict from the CI and the metric's direction (n.s.: the CI contains 0).",
+            "",
+            "| method | baseline | metric | n | method mean | baseline mean | Δ [95% CI] | ratio | verdict |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for d in result.differences:
+            verdict = {True: "better", False: "worse", None: "n.s."}[d.method_better]
+            lines.append(
+                f"| {d.method} | {d.baseline} | {d.metric} {_arrow(d.higher_is_better)} | {d.n} | "
+                f"{format_number(d.mean_method)} | {format_number(d.mean_baseline)} | "
+                f"{format_number(d.mean_diff)} [{format_number(d.ci_low)}, {format_number(d.ci_high)}] | "
+                f"{format_number(d.ratio)} | {verdict} |"
+            )
+    if result.notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in result.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_json(result: EvaluationResult) -> dict[str, Any]:
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return {
+        "methods": result.methods,
+        "metrics": result.metrics,
+        "higher_is_better": result.higher_is_better,
+        "summaries": [
+            {"method": m, "metric": k, **{f: clean(v) for f, v in asdict(s).items()}}
+            for (m, k), s in result.summaries.items()
+        ],
+        "differences": [{f: clean(v) for f, v in asdict(d).items()} for d in result.differences],
+        "notes": result.notes,
+        "seconds": result.seconds,
+        "config": result.config,
+    }
+
+
+def write_chart(result: EvaluationResult, path: Path) -> None:
+    """One panel per metric: mean per method with its 95% CI; pullback methods in colour, baselines in grey."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from semantic_pullbacks.methods import get_method
+
+    metrics: Sequence[str] = result.metrics
+    methods = result.methods
+    ncols = min(4, max(1, len(metrics)))
+    nrows = math.ceil(len(metrics) / ncols) if metrics else 1
+    height = max(2.5, 0.28 * len(methods) + 1.2)
+    fig = Figure(figsize=(4.2 * ncols, height * nrows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    info = result.config.get("methods", {})
+    colours = []
+    for m in methods:
+        try:
+            pullback = get_method(info.get(m, {}).get("method", m)).uses_pullback
+        except Exception:  # a label from an older run: draw it neutral
+            pullback = False
+        colours.append("#d95f02" if pullback else "#7f7f7f")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(metrics):
+            ax.set_visible(False)
+            continue
+        metric = metrics[i]
+        means, errs = [], [[], []]
+        for m in methods:
+            s = result.summaries.get((m, metric))
+            ok = s is not None and s.n > 0
+            mean = s.mean if ok else math.nan
+            means.append(mean)
+            errs[0].append(max(0.0, mean - s.ci_low) if ok else 0.0)
+            errs[1].append(max(0.0, s.ci_high - mean) if ok else 0.0)
+        ys = list(range(len(methods)))
+        ax.barh(ys, [0 if math.isnan(v) else v for v in means], xerr=errs, color=colours, capsize=2)
+        ax.set_yticks(ys, methods if i % ncols == 0 else [""] * len(methods), fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.set_title(f"{metric} {_arrow(result.higher_is_better[metric])}", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(
+        f"{result.config.get('model', {}).get('name', '')}: mean and 95% CI over "
+        f"{len(result.config.get('images', []))} images (orange: pullback methods)",
+        fontsize=10,
+    )
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+
+
+def _write_parquet(result: EvaluationResult, path: Path) -> bool:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    columns = {f: [getattr(r, f) for r in result.rows] for f in FIELDS}
+    atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
+    return True
+
+
+def _write_csv(result: EvaluationResult, path: Path) -> None:
+    """The run's rows sorted by method, metric, image: stable for diffs, unlike the append-order log."""
+
+    def write(p: Path) -> None:
+        with p.open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+            w.writeheader()
+            for r in sorted(result.rows, key=lambda r: (r.method, r.metric, r.image)):
+                w.writerow(r.as_record())
+
+    atomic_write(path, write)
+
+
+def write_reports(result: EvaluationResult, *, chart: bool = True) -> dict[str, Path]:
+    """Write ``summary.md``, ``summary.json``, ``scores_sorted.csv``, ``chart.png`` and (with pyarrow)
+    ``scores.parquet`` into ``result.out``."""
+    if result.out is None:
+        return {}
+    out = result.out
+    files = {"scores": out / "scores.csv", "summary": out / "summary.md", "json": out / "summary.json"}
+    markdown = markdown_report(result)
+    atomic_write(files["summary"], lambda p: p.write_text(markdown, "utf-8"))
+    data = json.dumps(_summary_json(result), indent=2, default=repr)
+    atomic_write(files["json"], lambda p: p.write_text(data + "\n", "utf-8"))
+    files["sorted"] = out / "scores_sorted.csv"
+    _write_csv(result, files["sorted"])
+    if chart and result.metrics and result.methods:
+        files["chart"] = out / "chart.png"
+        write_chart(result, files["chart"])
+    if _write_parquet(result, out / "scores.parquet"):
+        files["parquet"] = out / "scores.parquet"
+    return files
