@@ -78,6 +78,24 @@ def copy_tag(src: Any, dst: Any) -> None:
         dst.__dict__[_TAG] = t
 
 
+def grad_needed(ctx: Any, i: int) -> bool:
+    """Whether the running backward pass wants the gradient of input ``i`` of a custom Function.
+
+    ``ctx.needs_input_grad`` only says the input requires grad; an explanation asks ``autograd.grad`` for the
+    input image alone, and computing every LayerNorm's weight gradient anyway costs time the ordinary
+    backward (which checks the graph task) does not spend.
+    """
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[i][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # a leaf that autograd.grad asks for, or an older torch: assume yes
+        return True
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Gates are evaluated in at least float32, so bfloat16/float16 passes stay finite and accurate."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -3,6 +3,13 @@
 Every rule here has the same shape: forward = the exact op, backward = ``grad * gate(x / tau)``, where the gate
 is the op's own on/off switch with its edge blurred: ``Phi`` (normal CDF) for ReLU-type and GELU gates (the
 expected gate under N(0, tau^2) noise on the input), ``g(x/tau)`` for x*g(x) activations.
+
+Cost, kept at the gradient's: ``Phi`` is evaluated through ``erfc``, which is vectorised on CPU
+(``torch.special.ndtr`` is not, and is several times slower). ReLU-type gates of float32/16 inputs are computed in
+the forward pass and stored in float16 instead of saving the input: the ordinary ReLU backward needs only the
+output, which the next layer saves anyway, so saving the float32 input would add a whole activation per ReLU to
+the pass's memory; the float16 gate adds half of one, and its rounding (<= 2.5e-4 absolute) is far below what
+the temperature itself changes. GELU/SiLU-type rules save the input, as their ordinary backward does.
 """
 
 from __future__ import annotations
@@ -24,7 +31,19 @@ from ._common import Binder, compute_dtype, wants_grad
 
 __all__ = ["ActivationGate", "soft_gate"]
 
-Phi = torch.special.ndtr
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+def Phi(u: torch.Tensor) -> torch.Tensor:
+    """Standard normal CDF via ``erfc`` (accurate in both tails, vectorised on CPU unlike ``special.ndtr``)."""
+    return torch.erfc(u * -_SQRT1_2).mul_(0.5)
+
+
+def _phi_scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
+    """``Phi(x / tau)`` with the division folded into the one scaling pass when ``tau`` is a number."""
+    if isinstance(tau, float):
+        return torch.erfc(x * (-_SQRT1_2 / tau)).mul_(0.5)
+    return Phi(x / tau)
 
 
 @dataclass(frozen=True)
@@ -43,14 +62,14 @@ def _scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
 def _relu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
     if _is_zero(tau):
         return (x > 0).to(x.dtype)
-    return Phi(_scaled(x, tau))
+    return _phi_scaled(x, tau)
 
 
 def _hardtanh_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
     lo, hi = float(p["min_val"]), float(p["max_val"])
     if _is_zero(tau):
         return ((x > lo) & (x < hi)).to(x.dtype)
-    return Phi(_scaled(x - lo, tau)) - Phi(_scaled(x - hi, tau))
+    return _phi_scaled(x - lo, tau) - _phi_scaled(x - hi, tau)
 
 
 def _leaky_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
@@ -68,10 +87,10 @@ def _prelu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
 def _gelu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
     if _is_zero(tau):
         return (x > 0).to(x.dtype)
-    u = _scaled(x, tau)
     if p.get("approximate", "none") == "tanh":
+        u = _scaled(x, tau)
         return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u**3)))
-    return Phi(u)
+    return _phi_scaled(x, tau)
 
 
 def _sigmoid_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
@@ -106,17 +125,28 @@ HARDSWISH = ActivationGate("hardswish", "silu", _hardsigmoid_gate)
 MISH = ActivationGate("mish", "silu", _mish_gate)
 
 
+#: Gates whose ordinary backward needs no saved input (it reads the output): stored compactly, see above.
+_COMPACT = frozenset({"relu", "hardtanh", "leaky_relu"})
+
+
+def _stored_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float16 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else x.dtype
+
+
 class _SoftGate(torch.autograd.Function):
     """Forward: ``exact(x)`` as given. Backward: ``grad * gate(x / tau)``, the gate held fixed."""
 
     @staticmethod
     def forward(ctx, x, exact, spec, tau, params, inplace):  # type: ignore[no-untyped-def, override]
         ctx.spec, ctx.params = spec, params
-        if inplace:
-            # The input is about to be overwritten: evaluate the gate now and keep only it.
+        if inplace or spec.name in _COMPACT:
+            # The input is about to be overwritten, or saving it would cost more than the gate: keep only the gate.
             ctx.gate = _evaluate(spec, x, tau, params)
+            if spec.name in _COMPACT:
+                ctx.gate = ctx.gate.to(_stored_dtype(x))
             out = exact(x)
-            ctx.mark_dirty(x)
+            if inplace:
+                ctx.mark_dirty(x)
             return out
         ctx.gate = None
         ctx.tau = tau
@@ -132,7 +162,7 @@ class _SoftGate(torch.autograd.Function):
             else:
                 (x,) = ctx.saved_tensors
                 gate = _evaluate(ctx.spec, x, ctx.tau, ctx.params)
-            return (grad * gate).to(grad.dtype), None, None, None, None, None
+            return torch.mul(grad, gate).to(grad.dtype), None, None, None, None, None
 
 
 def _evaluate(spec: ActivationGate, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> torch.Tensor:
