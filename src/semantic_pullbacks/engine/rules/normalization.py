@@ -1,8 +1,10 @@
 """Normalisation with frozen statistics: with mean and variance held constant the op is affine.
 
 Backward to the input is ``grad * weight / sqrt(var + eps)``; weight and bias get their frozen-statistics
-gradients (``sum(grad * x_hat)`` and ``sum(grad)``). Statistics are recomputed in backward from the saved input,
-so the forward saves nothing it would not have saved anyway.
+gradients (``sum(grad * x_hat)`` and ``sum(grad)``), computed only when the backward pass asks for them.
+LayerNorm's forward runs as ``torch.native_layer_norm``, the kernel ``F.layer_norm`` itself calls (same output,
+bit for bit), which also returns the mean and 1/std, so the backward reuses them instead of recomputing the
+statistics. Other norms recompute them from the saved input; none saves more than its ordinary backward would.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
-from ._common import Binder, compute_dtype, wants_grad
+from ._common import Binder, compute_dtype, grad_needed, wants_grad
 
 
 def _stats(x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,23 +36,40 @@ class _FrozenNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, exact, kind, params):  # type: ignore[no-untyped-def, override]
-        ctx.save_for_backward(x, weight)
         ctx.kind, ctx.params = kind, params
         ctx.has_bias = bias is not None
+        if kind == "layer":  # native_layer_norm: (output, mean, rstd)
+            out, mean, rstd = torch.native_layer_norm(x, params["shape"], weight, bias, params["eps"])
+            ctx.save_for_backward(x, weight, mean, rstd)
+            return out
+        ctx.save_for_backward(x, weight)
         return exact()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         with rules_suspended():
+            kind, p = ctx.kind, ctx.params
+            want_w = grad_needed(ctx, 1)
+            want_b = ctx.has_bias and grad_needed(ctx, 2)
+            if kind == "layer":  # statistics from the forward; rstd is float32 for low-precision inputs
+                x, weight, mean, rstd = ctx.saved_tensors
+                gx = grad * rstd if weight is None else grad * rstd * weight
+                gw = gb = None
+                reduce_dims = tuple(range(x.dim() - p["nd"]))
+                if want_w and weight is not None:
+                    xhat = (x.to(rstd.dtype) - mean) * rstd
+                    gw = (grad * xhat).sum(reduce_dims).reshape(weight.shape).to(weight.dtype)
+                if want_b:
+                    gb = grad.sum(reduce_dims).reshape(weight.shape if weight is not None else -1).to(grad.dtype)
+                return gx.to(grad.dtype), gw, gb, None, None, None
             x, weight = ctx.saved_tensors
             dtype = compute_dtype(x)
             xf, g = x.to(dtype), grad.to(dtype)
-            kind, p = ctx.kind, ctx.params
-            if kind in ("layer", "rms"):
+            if kind == "rms":
                 nd = p["nd"]
                 dims = tuple(range(x.dim() - nd, x.dim()))
-                mean, rstd = _stats(xf, dims, p["eps"], kind == "rms")
+                mean, rstd = _stats(xf, dims, p["eps"], True)
                 w = weight.to(dtype) if weight is not None else None
                 xhat = (xf - mean) * rstd
                 reduce_dims = tuple(range(x.dim() - nd))
@@ -74,9 +93,9 @@ class _FrozenNorm(torch.autograd.Function):
                 reduce_dims = tuple(i for i in range(x.dim()) if i != 1)
             gx = g * rstd if w is None else g * w * rstd
             gw = gb = None
-            if ctx.needs_input_grad[1] and weight is not None:
+            if want_w and weight is not None:
                 gw = (g * xhat).sum(reduce_dims).reshape(weight.shape).to(weight.dtype)
-            if ctx.needs_input_grad[2] and ctx.has_bias:
+            if want_b:
                 gb = g.sum(reduce_dims).reshape(weight.shape if weight is not None else -1).to(grad.dtype)
             return gx.to(grad.dtype), gw, gb, None, None, None
 
@@ -101,8 +120,8 @@ def _norm_handler(op: str, kind: str, binder: Binder, params_of):  # type: ignor
 
 def _layer_params(p: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
     shape = p["normalized_shape"]
-    nd = 1 if isinstance(shape, int) else len(shape)
-    return {"nd": nd, "eps": p["eps"]}
+    shape = [shape] if isinstance(shape, int) else list(shape)
+    return {"nd": len(shape), "eps": p["eps"], "shape": shape}
 
 
 def _rms_params(p: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
