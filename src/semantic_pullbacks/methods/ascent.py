@@ -14,7 +14,7 @@ from ..engine import Temperatures
 from ..errors import InvalidInputError
 from .base import Explainer, forward_args
 from .pullback import Gradient, SoftPullback, _Backward, normalise_step
-from .targets import OutputSelector, TargetType, class_indices
+from .targets import OutputSelector, TargetType, class_indices, objective
 
 __all__ = ["AscentResult", "ClipMode", "GradientAscent", "PullbackAscent"]
 
@@ -84,12 +84,14 @@ class PullbackAscent(Explainer):
         with self._caller_state():
             return self._run(x0, target, forward_args(additional_forward_args))
 
-    def _run(self, x0: torch.Tensor, target: TargetType, args: tuple[Any, ...]) -> AscentResult:
+    def _run(
+        self, x0: torch.Tensor, target: TargetType, args: tuple[Any, ...], final_score: bool = True
+    ) -> AscentResult:
+        """The loop; ``final_score=False`` (plain ``attribute``) skips the forward pass that only scores x_K."""
         step = self._step_method
-        if target is None or isinstance(target, (int, list, tuple)):
-            # resolve once at x0: "top-1" must not drift to another class along the way
-            with torch.no_grad():
-                target = class_indices(step._output(x0, args), target, x0.shape[0])
+        # "top-1" must be resolved once at x0, not drift to another class along the way; the first step's own
+        # forward pass (bit-identical to the model's) resolves it, so no extra pass is spent on it.
+        resolve = target is None or isinstance(target, (int, list, tuple))
         lo, hi = self.domain
         x = x0.clone()
         scores, path = [], [x0] if self.keep_trajectory else []
@@ -97,7 +99,10 @@ class PullbackAscent(Explainer):
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
                 with step._context():
-                    score = step._objective(xr, target, args)
+                    output = step._output(xr, args)
+                    if resolve:
+                        target, resolve = class_indices(output.detach(), target, x0.shape[0]), False
+                    score = objective(output, target, x0.shape[0])
                     (v,) = torch.autograd.grad(score.sum(), xr)
             scores.append(score.detach())
             x = x + normalise_step(v, self.alpha)
@@ -113,16 +118,16 @@ class PullbackAscent(Explainer):
             x = x.clamp(lo, hi)
             if self.keep_trajectory:
                 path[-1] = x.detach()
-        with torch.no_grad():
-            final = step._objective(x, target, args)
-        scores.append(final)
+        if final_score:
+            with torch.no_grad():
+                scores.append(step._objective(x, target, args))
         x = x.detach()
         return AscentResult(x0, x, x - x0, torch.stack(scores), tuple(path))
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
-        return self._run(x, target, args).attribution
+        return self._run(x, target, args, final_score=False).attribution
 
 
 class GradientAscent(PullbackAscent):
