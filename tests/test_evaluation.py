@@ -335,3 +335,17 @@ def test_cli_evaluate_end_to_end(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
     assert main(["evaluate", "--metrics", "nope", "--out", str(out)]) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_perturbation_outputs_are_shared_between_methods(tiny, image_folder):
+    """Faithfulness correlation perturbs the same way for every method: a second method adds no forward pass."""
+    calls = []
+    hook = tiny.model.register_forward_hook(lambda *_: calls.append(1) if not torch.is_grad_enabled() else None)
+    try:
+        _run(tiny, image_folder, None, methods=["Gradient"], metrics=["faithfulness_correlation"])
+        one = len(calls)
+        calls.clear()
+        _run(tiny, image_folder, None, methods=["Gradient", "SoftPullback"], metrics=["faithfulness_correlation"])
+    finally:
+        hook.remove()
+    assert one > 0 and len(calls) == one

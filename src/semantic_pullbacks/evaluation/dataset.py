@@ -35,10 +35,14 @@ class EvalImage:
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in class-index order (from timm's bundled synset list)."""
-    try:
-        from importlib import resources
+    import importlib.util
 
-        text = resources.files("timm").joinpath("data/_info/imagenet_synsets.txt").read_text("utf-8")
+    try:  # find the file without importing timm, which takes seconds
+        spec = importlib.util.find_spec("timm")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("timm")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        text = (folder / "data" / "_info" / "imagenet_synsets.txt").read_text("utf-8")
     except (ImportError, FileNotFoundError, OSError) as err:
         raise InvalidInputError(
             "folder names look like ImageNet wnids (n01440764), but the wnid list comes with timm, which is not "

@@ -80,7 +80,8 @@ def markdown_report(result: EvaluationResult) -> str:
     n_images = len(cfg.get("images", []))
     model = cfg.get("model", {}).get("name", "?")
     lines = [
-        f"# Evaluation: {model}, {n_images} images, preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
+        f"# Evaluation: {model}, {n_images} image{'' if n_images == 1 else 's'}, "
+        f"preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
         "",
         "Mean ± std over images (↑ higher is better, ↓ lower is better; best per column in bold; "
         "n shown where some scores were undefined).",

@@ -318,18 +318,17 @@ def evaluate(
         for im in mosaic_items:
             targets[im.id] = int(im.label)  # type: ignore[arg-type]
     total = sum(len(u.metrics) for u in units) * len(specs)
+    mosaic_index = {mid: i for i, mid in enumerate(plan.ids)} if plan is not None else {}
 
     built: dict[str, Any] = {}
     failed: dict[str, str] = {}
     computed = 0
 
-    from tqdm.auto import tqdm
-
     def is_done(unit: _Unit, label: str, metric: str) -> bool:
         return all(store.done((im.id, label, metric)) for im in unit.items)
 
     initial = sum(1 for u in units for s in specs for m in u.metrics if is_done(u, s.label, m))
-    bar = tqdm(total=total, initial=initial, desc="evaluate", unit="score", file=sys.stderr, disable=not progress)
+    bar = _progress(total, initial, progress)
     cache = _OutputCache(net)
     try:
         for unit in units:
@@ -342,7 +341,7 @@ def evaluate(
             if unit.mosaic:
                 if plan is None:  # mosaic units exist only with a plan
                     raise RuntimeError("internal error: mosaic batch without a mosaic plan")
-                rows_idx = [plan.ids.index(im.id) for im in unit.items]
+                rows_idx = [mosaic_index[im.id] for im in unit.items]
                 src = plan.sources[rows_idx]
                 needed = sorted(set(src.flatten().tolist()))
                 decoded = _decode(loaded, [eval_images[i] for i in needed])
@@ -437,6 +436,30 @@ def evaluate(
 
         result.files = write_reports(result, chart=chart)
     return result
+
+
+class _NullBar:
+    """Stands in for tqdm when progress is off or tqdm is not installed."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr (counting scores, i.e. (batch, method, metric) units), or a silent stand-in."""
+    if not enabled:
+        return _NullBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NullBar()
+    return tqdm(total=total, initial=initial, desc="evaluate", unit="task", file=sys.stderr)
 
 
 def _record(settings: Mapping[str, Any]) -> dict[str, Any]:
