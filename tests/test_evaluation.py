@@ -349,3 +349,17 @@ def test_perturbation_outputs_are_shared_between_methods(tiny, image_folder):
     finally:
         hook.remove()
     assert one > 0 and len(calls) == one
+
+
+def test_a_failing_method_is_noted_and_the_others_still_scored(tiny, image_folder, monkeypatch):
+    from semantic_pullbacks.methods import Gradient
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Gradient, "_attribute", boom)
+    result = _run(tiny, image_folder, None, metrics=["faithfulness_correlation"], on_error="skip")
+    assert {r.method for r in result.rows} == {"SoftPullback"}
+    assert any(n.startswith("Gradient skipped") and "boom" in n for n in result.notes)
+    with pytest.raises(RuntimeError, match="boom"):
+        _run(tiny, image_folder, None, metrics=["faithfulness_correlation"])

@@ -200,6 +200,19 @@ def _mosaic_plan(images: Sequence[EvalImage], targets: Mapping[str, int], n: int
     return _MosaicPlan(ids, plan.sources, plan.positions, plan.targets)
 
 
+def _mosaic_inputs(
+    loaded: LoadedModel, images: Sequence[EvalImage], plan: _MosaicPlan, rows: list[int]
+) -> tuple[Tensor, Tensor]:
+    """Mosaics ``rows`` of the plan and their target quadrants, decoding each source image once."""
+    src = plan.sources[rows]
+    needed = sorted(set(src.flatten().tolist()))
+    decoded = _decode(loaded, [images[i] for i in needed])
+    lookup = {j: k for k, j in enumerate(needed)}
+    tiles = decoded[torch.tensor([lookup[j] for j in src.flatten().tolist()], device=decoded.device)]
+    x = compose_mosaics(tiles.reshape(len(rows), 4, *decoded.shape[1:]))
+    return x, plan.positions[rows].to(x.device)
+
+
 def compose_mosaics(tiles: Tensor) -> Tensor:
     """``(n, 4, C, H, W)`` source images -> ``(n, C, 2·(H//2), 2·(W//2))`` mosaics, quadrants in row-major
     order, tiles resized exactly as :func:`make_mosaics` does."""
@@ -322,6 +335,7 @@ def evaluate(
 
     built: dict[str, Any] = {}
     failed: dict[str, str] = {}
+    failed_metrics: set[tuple[str, str]] = set()
     computed = 0
 
     def is_done(unit: _Unit, label: str, metric: str) -> bool:
@@ -341,14 +355,8 @@ def evaluate(
             if unit.mosaic:
                 if plan is None:  # mosaic units exist only with a plan
                     raise RuntimeError("internal error: mosaic batch without a mosaic plan")
-                rows_idx = [mosaic_index[im.id] for im in unit.items]
-                src = plan.sources[rows_idx]
-                needed = sorted(set(src.flatten().tolist()))
-                decoded = _decode(loaded, [eval_images[i] for i in needed])
-                lookup = {j: k for k, j in enumerate(needed)}
-                tiles = decoded[torch.tensor([lookup[j] for j in src.flatten().tolist()], device=decoded.device)]
-                x = compose_mosaics(tiles.reshape(len(rows_idx), 4, *decoded.shape[1:]))
-                extra: dict[str, Any] = {"positions": plan.positions[rows_idx].to(x.device)}
+                x, positions = _mosaic_inputs(loaded, eval_images, plan, [mosaic_index[im.id] for im in unit.items])
+                extra: dict[str, Any] = {"positions": positions}
             else:
                 x = _decode(loaded, unit.items)
                 extra = {}
@@ -370,19 +378,28 @@ def evaluate(
                     continue
                 explain = _explainer(spec, method, net, cache, method_kwargs[spec.label])
                 for metric in metrics_todo:
+                    if (spec.label, metric) in failed_metrics:
+                        continue
                     bar.set_postfix_str(f"{spec.label} / {metric}")
                     m_obj = metric_objs[metric]
                     t0 = time.perf_counter()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", ZeroAttributionWarning)
-                        scores = m_obj(
-                            cache if metric in _SHAREABLE else net,
-                            x,
-                            t,
-                            attributions=attributions,
-                            explain_func=explain,
-                            **(extra if metric == "focus" else {}),
-                        )
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", ZeroAttributionWarning)
+                            scores = m_obj(
+                                cache if metric in _SHAREABLE else net,
+                                x,
+                                t,
+                                attributions=attributions,
+                                explain_func=explain,
+                                **(extra if metric == "focus" else {}),
+                            )
+                    except Exception as err:  # e.g. a re-explanation the method cannot do
+                        if on_error == "raise":
+                            raise
+                        failed_metrics.add((spec.label, metric))
+                        notes.append(f"{spec.label} / {metric} skipped: {type(err).__name__}: {err}")
+                        continue
                     per_image = (time.perf_counter() - t0) / x.shape[0]
                     rows = [
                         Row(
