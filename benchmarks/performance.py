@@ -464,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     args.batches = args.batches or ([1] if args.quick else [1, 8, 64] if cuda else [1, 8])
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.size = 96 if args.quick else 224
-    args.extras_batches = set() if args.no_extras else {args.batches[0]}  # ascent, multi-target and SmoothGrad: smallest batch only
+    # ascent, multi-target and SmoothGrad: smallest batch only
+    args.extras_batches = set() if args.no_extras else {args.batches[0]}
     args.targets = 10
     args.smooth_n = 10 if args.quick else 50
     args.smooth_repeats = 1 if args.quick else 3
