@@ -363,3 +363,23 @@ def test_a_failing_method_is_noted_and_the_others_still_scored(tiny, image_folde
     assert any(n.startswith("Gradient skipped") and "boom" in n for n in result.notes)
     with pytest.raises(RuntimeError, match="boom"):
         _run(tiny, image_folder, None, metrics=["faithfulness_correlation"])
+
+
+def test_one_writer_per_results_folder(tiny, image_folder, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(str(other.pid))
+        with pytest.raises(InvalidInputError, match=f"another evaluation \\(pid {other.pid}\\)"):
+            _run(tiny, image_folder, out, metrics=["faithfulness_correlation"])
+    finally:
+        other.kill()
+        other.wait()
+    result = _run(tiny, image_folder, out, metrics=["faithfulness_correlation"])  # the stale lock is taken over
+    assert result.computed_rows == 12
+    assert not (out / ".lock").exists()
+    assert (out / "summary.md").stat().st_mode & 0o044  # readable by others, like any file the user writes

@@ -421,6 +421,7 @@ def evaluate(
                             on_row(r)
     finally:
         bar.close()
+        store.close()
 
     methods_order = [s.label for s in specs]
     metrics_order = [m for m in metric_names if m != "focus" or plan is not None]

@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +69,8 @@ def fingerprint(config: Mapping[str, Any]) -> str:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` then move ``tmp`` over ``path``: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a fresh name created by ``write`` itself, so the file gets the usual permissions (mkstemp's are 0600)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -87,6 +87,47 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     return [] if old == new else [prefix.rstrip(".") or "(all)"]
+
+
+LOCK = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _acquire_lock(folder: Path) -> None:
+    """One writer per results folder: two runs appending to one scores file would interleave their rows.
+
+    The lock file holds the owner's pid; a lock left by a process that no longer exists is taken over. It is
+    released by :meth:`ResultsStore.close` (the runner closes the store in ``finally``).
+    """
+    path = folder / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _pid_alive(owner):
+                raise InvalidInputError(
+                    f"another evaluation (pid {owner}) is writing to {str(folder)!r}; wait for it or choose another "
+                    f"--out (delete {LOCK} there if that process is gone)"
+                ) from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise InvalidInputError(f"could not lock {str(folder)!r} for writing")
 
 
 class ResultsStore:
@@ -116,39 +157,39 @@ class ResultsStore:
         if folder.exists() and not folder.is_dir():
             raise InvalidInputError(f"output path {str(folder)!r} exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-        config = json.loads(json.dumps(dict(config), sort_keys=True, default=repr))  # as it reads back from disk
-        config_path, scores_path = folder / CONFIG, folder / SCORES
-        has_results = scores_path.exists() or config_path.exists()
-        if has_results and resume:
-            old = cls._read_config(config_path)
-            if old is not None and fingerprint(old.get("settings", {})) != fingerprint(config):
-                changed = ", ".join(_diff(old.get("settings", {}), config)[:12])
-                if not force:
-                    raise InvalidInputError(
-                        f"{str(folder)!r} holds results computed with other settings (changed: {changed}); "
-                        "resume with the same settings, choose another --out, or pass --force to start over "
-                        "(the old results are kept in a previous-* sub-folder)"
-                    )
+        _acquire_lock(folder)
+        try:
+            config = json.loads(json.dumps(dict(config), sort_keys=True, default=repr))  # as it reads back from disk
+            config_path, scores_path = folder / CONFIG, folder / SCORES
+            has_results = scores_path.exists() or config_path.exists()
+            if has_results and resume:
+                old = cls._read_config(config_path)
+                if old is not None and fingerprint(old.get("settings", {})) != fingerprint(config):
+                    changed = ", ".join(_diff(old.get("settings", {}), config)[:12])
+                    if not force:
+                        raise InvalidInputError(
+                            f"{str(folder)!r} holds results computed with other settings (changed: {changed}); "
+                            "resume with the same settings, choose another --out, or pass --force to start over "
+                            "(the old results are kept in a previous-* sub-folder)"
+                        )
+                    cls._move_aside(folder)
+                elif old is None and scores_path.exists():
+                    if not force:
+                        raise InvalidInputError(
+                            f"{str(folder)!r} has {SCORES} but no readable {CONFIG}, so its settings are unknown; "
+                            "choose another --out or pass --force to start over"
+                        )
+                    cls._move_aside(folder)
+            elif has_results:
                 cls._move_aside(folder)
-            elif old is None and scores_path.exists():
-                if not force:
-                    raise InvalidInputError(
-                        f"{str(folder)!r} has {SCORES} but no readable {CONFIG}, so its settings are unknown; "
-                        "choose another --out or pass --force to start over"
-                    )
-                cls._move_aside(folder)
-        elif has_results:
-            cls._move_aside(folder)
-        rows = cls._read_rows(scores_path) if scores_path.exists() else []
-        store = cls(folder, config, rows)
-        atomic_write(
-            config_path,
-            lambda p: p.write_text(
-                json.dumps({"fingerprint": fingerprint(config), "settings": config}, indent=2, sort_keys=True) + "\n",
-                "utf-8",
-            ),
-        )
-        store._prepare_scores_file()
+            rows = cls._read_rows(scores_path) if scores_path.exists() else []
+            store = cls(folder, config, rows)
+            record = json.dumps({"fingerprint": fingerprint(config), "settings": config}, indent=2, sort_keys=True)
+            atomic_write(config_path, lambda p: p.write_text(record + "\n", "utf-8"))
+            store._prepare_scores_file()
+        except BaseException:
+            (folder / LOCK).unlink(missing_ok=True)
+            raise
         return store
 
     @staticmethod
@@ -169,7 +210,7 @@ class ResultsStore:
             n += 1
         dest.mkdir()
         for entry in folder.iterdir():
-            if entry != dest and not entry.name.startswith("previous-"):
+            if entry != dest and not entry.name.startswith("previous-") and entry.name != LOCK:
                 shutil.move(str(entry), str(dest / entry.name))
 
     @staticmethod
@@ -213,6 +254,16 @@ class ResultsStore:
             data = f.read()
             if not data.endswith(b"\n"):
                 f.truncate(data.rfind(b"\n") + 1)
+
+    def close(self) -> None:
+        """Release the folder for other runs (rows are already on disk)."""
+        if self.out is not None:
+            lock = self.out / LOCK
+            try:
+                if lock.read_text().strip() == str(os.getpid()):
+                    lock.unlink()
+            except (OSError, ValueError):
+                pass
 
     # ------------------------------------------------------------------------------------------ rows
     @property
