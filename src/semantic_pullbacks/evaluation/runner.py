@@ -258,7 +258,7 @@ def evaluate(
     ``summary.md``, ``summary.json`` and ``chart.png`` are written at the end. ``on_row`` is called after each
     stored row; ``on_error="skip"`` notes a failing method and goes on, ``"raise"`` stops.
 
-    >>> result = evaluate(methods=["SoftPullback", "Gradient"], metrics=["infidelity"], out="runs/quick")
+    >>> result = evaluate(methods=["SoftPullback", "Gradient"], metrics=["infidelity"], out="runs/q")  # doctest: +SKIP
     >>> print(result.markdown())                                                    # doctest: +SKIP
     """
     start = time.perf_counter()
