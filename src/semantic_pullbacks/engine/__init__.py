@@ -4,7 +4,7 @@ from . import rules as _rules  # noqa: F401  (registers the built-in rules)
 from .coverage import CoverageReport
 from .mode import PassContext, PullbackSession, check_model_supported, pullback_mode, rules_suspended
 from .registry import NOT_HANDLED, Rule, register_nonlinear, register_rule, registered_rules, rule_for, unregister_rule
-from .temperatures import FAMILIES, Relative, Temperatures
+from .temperatures import FAMILIES, Relative, TemperatureLike, Temperatures
 
 __all__ = [
     "FAMILIES",
@@ -14,6 +14,7 @@ __all__ = [
     "PullbackSession",
     "Relative",
     "Rule",
+    "TemperatureLike",
     "Temperatures",
     "check_model_supported",
     "pullback_mode",
