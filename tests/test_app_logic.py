@@ -313,3 +313,27 @@ def test_cli_app_options():
     assert args.func is app_cli.run
     args = parser.parse_args(["app", "--host", "0.0.0.0", "--port", "8000", "--model", "timm:x", "--models"])
     assert (args.host, args.port, args.model, args.models) == ("0.0.0.0", 8000, "timm:x", [])
+
+
+def test_relative_sliders_and_presets():
+    from semantic_pullbacks import Relative
+    from semantic_pullbacks.app import ui
+    from semantic_pullbacks.calibration import Settings, recommended_settings
+
+    controls = {**logic.paper_temperatures(), "relu": 2.0, "maxpool": 0.0}
+    temps = logic.temperatures_from_controls(controls, relative=True)
+    assert temps.relu == Relative(2.0) and temps.maxpool == 0.0  # 0 stays the hard gate
+    config = ui.AppConfig(settings=Settings(Temperatures(relu=0.1)))
+    assert ui.preset_temperatures(ui.PRESET_FILE, "efficientnet_lite0", config).relu == 0.1
+    assert ui.preset_temperatures(ui.PRESET_PAPER, "efficientnet_lite0", config) == Temperatures()
+    recommended = ui.preset_temperatures(ui.PRESET_RECOMMENDED, "efficientnet_lite0", config)
+    assert recommended == recommended_settings("efficientnet_lite0").temperatures != Temperatures()
+    assert ui.preset_temperatures(ui.PRESET_CUSTOM, "efficientnet_lite0", config) is None
+
+
+def test_preset_overrides_the_sliders(tiny, x):
+    hard = Temperatures.hard()
+    hard_controls = {**logic.paper_temperatures(), "relu": 0.0, "maxpool": 0.0}
+    by_preset = explain(tiny, x, ExplainRequest(target=0, preset=hard)).panels[0].signed
+    by_sliders = explain(tiny, x, ExplainRequest(target=0, temperatures=hard_controls)).panels[0].signed
+    np.testing.assert_array_equal(by_preset, by_sliders)

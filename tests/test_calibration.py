@@ -106,3 +106,16 @@ def test_cli_bad_settings_file_is_rejected(tmp_path, capsys):
     code = main(["explain", "example:chelsea", "--settings", str(tmp_path / "bad.json"), "--out", str(tmp_path)])
     assert code == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def test_cli_starts_from_the_recommended_settings():
+    import argparse
+
+    from semantic_pullbacks.cli._common import settings_from_args
+
+    ns = argparse.Namespace(model="efficientnet_lite0", settings=None, temperatures=None, steps=None, alpha=None)
+    assert settings_from_args(ns).temperatures == recommended_settings("efficientnet_lite0").temperatures
+    ns.paper_defaults = True
+    assert settings_from_args(ns).temperatures == Temperatures()
+    ns.temperatures = "relu=3*std"
+    assert settings_from_args(ns).temperatures.relu == Relative(3.0)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semantic_pullbacks.engine import Temperatures
+from semantic_pullbacks.engine import Relative, Temperatures
 from semantic_pullbacks.errors import ImageLoadError, InvalidInputError, SemanticPullbacksError
 from semantic_pullbacks.imagenet import Prediction
 from semantic_pullbacks.images import to_display
@@ -240,14 +240,18 @@ def paper_temperatures() -> dict[str, float | bool]:
     return values
 
 
-def temperatures_from_controls(values: Mapping[str, Any]) -> Temperatures:
-    """Slider values (0 = hard gate, the ordinary gradient) and freeze switches as :class:`Temperatures`."""
-    settings: dict[str, float | None] = {}
+def temperatures_from_controls(values: Mapping[str, Any], *, relative: bool = False) -> Temperatures:
+    """Slider values (0 = hard gate, the ordinary gradient) and freeze switches as :class:`Temperatures`.
+
+    With ``relative`` the slider values are multiples of each layer's pre-activation std (scale-aware
+    temperatures, :class:`~semantic_pullbacks.Relative`), which transfer across models better than absolute ones.
+    """
+    settings: dict[str, Any] = {}
     for family in SLIDER_FAMILIES:
         value = float(values.get(family, paper_temperatures()[family]))
         if not (math.isfinite(value) and value >= 0):
             raise InvalidInputError(f"temperature {family!r} must be a number >= 0, got {value}")
-        settings[family] = value
+        settings[family] = Relative(value) if relative and value > 0 else value
     for family in FREEZE_FAMILIES:
         settings[family] = 1.0 if bool(values.get(family, True)) else None
     return Temperatures.coerce(settings)
@@ -265,6 +269,10 @@ class ExplainRequest:
     temperatures: Mapping[str, Any] = field(default_factory=paper_temperatures)
     steps: int = 5
     alpha: float = 20.0
+    #: slider values as multiples of each layer's std rather than absolute temperatures
+    relative: bool = False
+    #: a finished set of temperatures (a preset: recommended, settings file, paper) that overrides the sliders
+    preset: Temperatures | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +381,7 @@ def explain(
     """
     limits = limits or Limits()
     names = _check(request, limits)
-    temperatures = temperatures_from_controls(request.temperatures)
+    temperatures = request.preset or temperatures_from_controls(request.temperatures, relative=request.relative)
     batch = _batch(x, loaded)
     target = loaded.target(request.target) if request.target is not None else classify(loaded, x, 1)[0].index
     deadline = None if limits.timeout_s is None else time.monotonic() + limits.timeout_s

@@ -24,6 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr
 
+from semantic_pullbacks.calibration import Settings, recommended_settings
+from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import ImageLoadError, SemanticPullbacksError
 from semantic_pullbacks.examples import list_examples
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel
@@ -65,6 +67,25 @@ class AppConfig:
     max_file_size: str = "10mb"
     queue_size: int = 16
     figure_dir: Path | None = None
+    #: a settings file's contents (``--settings``), offered as a temperature preset and used by default
+    settings: Settings | None = None
+
+
+PRESET_RECOMMENDED = "Recommended for the model"
+PRESET_FILE = "Settings file"
+PRESET_PAPER = "Paper defaults"
+PRESET_CUSTOM = "Custom (sliders below)"
+
+
+def preset_temperatures(preset: str, model_name: str, config: AppConfig) -> Temperatures | None:
+    """The temperatures a preset stands for; ``None`` for the custom sliders."""
+    if preset == PRESET_FILE and config.settings is not None:
+        return config.settings.temperatures
+    if preset == PRESET_PAPER:
+        return Temperatures()
+    if preset == PRESET_RECOMMENDED:
+        return recommended_settings(model_name).temperatures
+    return None
 
 
 def _pass_path_through(image: gr.Image) -> gr.Image:
@@ -120,6 +141,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
     figures = _Figures(config.figure_dir)
     model_names = list(dict.fromkeys([config.model, *config.models]))
     defaults = logic.paper_temperatures()
+    start = config.settings or recommended_settings(config.model)
     default_model = cache.get(config.model)  # fail at start, not on the first visitor, if it cannot load
 
     def load_model(name: str) -> LoadedModel:
@@ -158,6 +180,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         methods: list[str],
         steps: float,
         alpha: float,
+        preset: str,
+        relative: bool,
         *temperatures: Any,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio detects progress by this default)
     ) -> tuple[Any, Any, Any]:
@@ -173,6 +197,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             temperatures=dict(zip(families, temperatures)),
             steps=int(steps),
             alpha=float(alpha),
+            relative=bool(relative),
+            preset=preset_temperatures(preset, model_name, config),
         )
         loaded = load_model(model_name)
         try:
@@ -234,8 +260,17 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 )
                 run = gr.Button("Explain", variant="primary", elem_id="explain")
                 with gr.Accordion("Ascent and temperatures", open=False):
-                    steps = gr.Slider(1, 20, value=5, step=1, label="K (ascent steps)")
-                    alpha = gr.Slider(1, 60, value=20, step=1, label="α (step size, L2 norm per step)")
+                    steps = gr.Slider(1, 20, value=start.ascent.steps, step=1, label="K (ascent steps)")
+                    alpha = gr.Slider(
+                        1, 60, value=start.ascent.alpha or 20, step=1, label="α (step size, L2 norm per step)"
+                    )
+                    presets = [PRESET_RECOMMENDED, PRESET_PAPER, PRESET_CUSTOM]
+                    if config.settings is not None:
+                        presets.insert(0, PRESET_FILE)
+                    preset = gr.Radio(presets, value=presets[0], label="Temperatures", elem_id="preset")
+                    relative = gr.Checkbox(
+                        value=False, label="Custom sliders are multiples of each layer's std (scale-aware)"
+                    )
                     sliders = [
                         gr.Slider(0.0, 3.0, value=defaults[f], step=0.05, label=_FAMILY_LABELS[f])
                         for f in logic.SLIDER_FAMILIES
@@ -262,18 +297,20 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         image.change(on_image, [image, model], [top5, target, figure], **heavy)
         model.change(on_model, [model, image], [top5, target, figure], **heavy)
         run.click(
-            on_explain, [image, model, target, methods, steps, alpha, *sliders, *switches],
+            on_explain, [image, model, target, methods, steps, alpha, preset, relative, *sliders, *switches],
             [figure, download, summary], **heavy,
         )  # fmt: skip
         reset.click(
             lambda: [
                 5,
                 20,
+                PRESET_PAPER,
+                False,
                 *(defaults[f] for f in logic.SLIDER_FAMILIES),
                 *(defaults[f] for f in logic.FREEZE_FAMILIES),
             ],
             None,
-            [steps, alpha, *sliders, *switches],
+            [steps, alpha, preset, relative, *sliders, *switches],
             queue=False,
         )
     demo.queue(default_concurrency_limit=1, max_size=config.queue_size)

@@ -95,6 +95,11 @@ def add_settings_options(parser: argparse.ArgumentParser, *, ascent: bool = True
         help='settings file: {"temperatures": {"relu": 0.5, ...}, "ascent": {"steps": 5, "alpha": 20}}',
     )
     group.add_argument(
+        "--paper-defaults",
+        action="store_true",
+        help="start from the paper's temperatures instead of the model family's recommended (calibrated) ones",
+    )
+    group.add_argument(
         "--temperatures",
         metavar="FAMILY=VALUE,...",
         help="soft-pullback temperatures, e.g. 'relu=0.5,maxpool=none,silu=2*std' (overrides --settings)",
@@ -137,10 +142,16 @@ class RunSettings:
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    """The paper's defaults, then the settings file (``--settings``), then explicit options."""
+    """The model family's recommended settings (the paper's defaults where none were measured), then the
+    settings file (``--settings``), then explicit options; ``--paper-defaults`` starts from the paper instead."""
+    from ..calibration import recommended_settings
     from ..engine import Temperatures
 
-    settings = RunSettings(Temperatures())
+    if getattr(args, "paper_defaults", False) or not getattr(args, "model", None):
+        settings = RunSettings(Temperatures())
+    else:
+        recommended = recommended_settings(args.model)
+        settings = RunSettings(recommended.temperatures, recommended.ascent.steps, recommended.ascent.alpha)
     if getattr(args, "settings", None):
         settings = _from_file(args.settings)
     if getattr(args, "temperatures", None):

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=120.0, help="seconds one request may compute (default: %(default)s)"
     )
     parser.add_argument("--queue-size", type=int, default=16, help="requests waiting at most (default: %(default)s)")
+    parser.add_argument(
+        "--settings", metavar="FILE.json", help="settings file (from 'calibrate'), offered and used by default"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     parser.set_defaults(func=run)
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..app.logic import Limits, discover_models
     from ..app.ui import AppConfig, launch
+    from ..calibration import load_settings
     from ..models import DEFAULT_MODEL
 
     if args.threads is not None:
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(max_pixels=args.max_pixels, timeout_s=args.timeout),
         max_file_size=args.max_file_size,
         queue_size=args.queue_size,
+        settings=load_settings(args.settings) if args.settings else None,
     )
     launch(
         config,
