@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from semantic_pullbacks.calibration import recommended_settings
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
@@ -256,7 +257,9 @@ def evaluate(
     :mod:`~semantic_pullbacks.evaluation.presets`. With ``out``, rows are appended to ``out/scores.csv`` as
     they finish, and a rerun with ``resume=True`` skips them (other settings are refused unless ``force``);
     ``summary.md``, ``summary.json`` and ``chart.png`` are written at the end. ``on_row`` is called after each
-    stored row; ``on_error="skip"`` notes a failing method and goes on, ``"raise"`` stops.
+    stored row; ``on_error="skip"`` notes a failing method and goes on, ``"raise"`` stops. ``temperatures=None``
+    uses the model family's recommended settings (:func:`~semantic_pullbacks.calibration.recommended_settings`);
+    pass ``Temperatures()`` for the paper's.
 
     >>> result = evaluate(methods=["SoftPullback", "Gradient"], metrics=["infidelity"], out="runs/q")  # doctest: +SKIP
     >>> print(result.markdown())                                                    # doctest: +SKIP
@@ -272,7 +275,6 @@ def evaluate(
     metric_names = resolve_metrics(metrics)
     bundled = isinstance(images, str) and images.strip().lower() == "examples" and not Path(images).exists()
     preset_obj: Preset = get_preset(preset if preset is not None else ("fast" if bundled else "paper"))
-    base_temps = Temperatures.coerce(temperatures)
     ascent_settings = _check_ascent(ascent)
 
     if isinstance(model, LoadedModel):
@@ -281,6 +283,10 @@ def evaluate(
         from semantic_pullbacks.models import load
 
         loaded = load(model, weights=weights, device=device)
+    # like the CLI: the model family's recommended temperatures unless told otherwise (Temperatures() = paper's)
+    base_temps = (
+        recommended_settings(loaded.name).temperatures if temperatures is None else Temperatures.coerce(temperatures)
+    )
     net = loaded.model
     eval_images = find_images(images, loaded.class_names, n_images)
     size = loaded.input_size
