@@ -112,6 +112,9 @@ def test_paired_difference_uses_only_images_both_scored():
     assert d.n == 3
     assert d.mean_diff == pytest.approx(-2.0)
     assert d.ratio == pytest.approx(0.5)
+    b["z"] = 30.0  # one image dominating the means moves the ratio of means, not the median ratio
+    d2 = paired_difference(a, b, method="SP", baseline="G", metric="m", higher_is_better=False, seed=0)
+    assert d2.ratio == pytest.approx(6 / 36) and d2.median_ratio == pytest.approx(0.5)
     assert d.ci_high < 0 and d.method_better is True  # lower is better and the whole CI is below 0
 
 

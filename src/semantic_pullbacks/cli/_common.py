@@ -7,7 +7,6 @@ validated before the model is loaded or any image decoded, so mistakes cost a se
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -239,7 +238,7 @@ def build_method(
     name: str, model: LoadedModel, settings: RunSettings, *, seed: int = 0, clip: str = "never"
 ) -> Explainer:
     """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain)."""
-    from ..methods import get_method
+    from ..methods import accepted_settings, get_method
 
     cls = get_method(name)
     _quiet_captum()
@@ -251,7 +250,7 @@ def build_method(
         "domain": model.domain,
         "seed": seed,
     }
-    accepted = _init_parameters(cls)
+    accepted = accepted_settings(cls)
     return cls(model.model, **{k: v for k, v in offered.items() if k in accepted})
 
 
@@ -263,19 +262,6 @@ def _quiet_captum() -> None:
     for message in ("Input Tensor .* did not already require gradients", "Setting backward hooks on ReLU"):
         warnings.filterwarnings("ignore", message=message, category=UserWarning, module="captum")
 
-
-def _init_parameters(cls: type) -> set[str]:
-    """Keyword names ``cls(...)`` accepts, following ``**kwargs`` up to the base classes that consume them."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = inspect.signature(init).parameters
-        names |= {n for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            break
-    return names
 
 
 def resolve_targets(model: LoadedModel, specs: Sequence[str]) -> list[int]:

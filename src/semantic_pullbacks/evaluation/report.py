@@ -98,10 +98,12 @@ def markdown_report(result: EvaluationResult) -> str:
             "## Pullback methods against their gradient counterparts (paired, same images)",
             "",
             "Δ = mean(method − baseline) with its 95% bootstrap CI; ratio = mean(method) / mean(baseline); "
-            "verdict from the CI and the metric's direction (n.s.: the CI contains 0).",
+            "median ratio = median over images of method / baseline; verdict from the CI and the metric's "
+            "direction (n.s.: the CI contains 0).",
             "",
-            "| method | baseline | metric | n | method mean | baseline mean | Δ [95% CI] | ratio | verdict |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|",
+            "| method | baseline | metric | n | method mean | baseline mean | Δ [95% CI] | ratio | median ratio "
+            "| verdict |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for d in result.differences:
             verdict = {True: "better", False: "worse", None: "n.s."}[d.method_better]
@@ -109,7 +111,7 @@ def markdown_report(result: EvaluationResult) -> str:
                 f"| {d.method} | {d.baseline} | {d.metric} {_arrow(d.higher_is_better)} | {d.n} | "
                 f"{format_number(d.mean_method)} | {format_number(d.mean_baseline)} | "
                 f"{format_number(d.mean_diff)} [{format_number(d.ci_low)}, {format_number(d.ci_high)}] | "
-                f"{format_number(d.ratio)} | {verdict} |"
+                f"{format_number(d.ratio)} | {format_number(d.median_ratio)} | {verdict} |"
             )
     if result.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in result.notes]]

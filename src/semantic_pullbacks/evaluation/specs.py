@@ -6,7 +6,6 @@ run can hold a method next to its variants, and resumed runs find their rows by 
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from torch import nn
 
 from semantic_pullbacks.engine import FAMILIES, Temperatures
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.methods import Explainer, get_method
+from semantic_pullbacks.methods import Explainer, accepted_settings, get_method
 
 __all__ = ["ABLATION_METHODS", "MethodSpec", "ablation_specs", "parse_ablation", "temperatures_record"]
 
@@ -49,7 +48,7 @@ class MethodSpec:
         own = dict(self.settings)
         temps = temperatures.replace(**own.pop("temperatures", {})) if "temperatures" in own else temperatures
         offered: dict[str, Any] = {"temperatures": temps, **ascent, "seed": seed, "domain": domain}
-        accepted = init_parameters(cls)
+        accepted = accepted_settings(cls)
         kwargs = {k: v for k, v in offered.items() if k in accepted}
         kwargs.update(own)
         return kwargs
@@ -57,20 +56,6 @@ class MethodSpec:
     def build(self, model: nn.Module, **shared: Any) -> Explainer:
         """An instance bound to ``model`` (``shared``: see :meth:`resolved`)."""
         return get_method(self.method)(model, **self.resolved(**shared))
-
-
-def init_parameters(cls: type) -> set[str]:
-    """Keyword names ``cls(...)`` accepts, following ``**kwargs`` up to the base classes that consume them."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = inspect.signature(init).parameters
-        names |= {n for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            break
-    return names
 
 
 def temperatures_record(temperatures: Temperatures) -> dict[str, Any]:
@@ -141,7 +126,7 @@ def ablation_specs(
     specs: list[MethodSpec] = []
     for name in methods:
         base = MethodSpec.of(name)
-        accepted = init_parameters(get_method(base.method))
+        accepted = accepted_settings(get_method(base.method))
         specs.append(base)
         for param, values in sweeps.items():
             for v in values:

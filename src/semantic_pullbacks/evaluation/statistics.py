@@ -36,7 +36,8 @@ class Summary:
 @dataclass(frozen=True)
 class PairedDifference:
     """A method against its baseline on the images both scored: ``mean(method − baseline)`` with a bootstrap
-    CI, and the ratio of the two means (the form the paper reports, e.g. SoftPullback / Gradient)."""
+    CI, the ratio of the two means (the form the paper reports, e.g. SoftPullback / Gradient), and the median of
+    the per-image ratios (robust to one image dominating the means)."""
 
     method: str
     baseline: str
@@ -49,6 +50,7 @@ class PairedDifference:
     ci_high: float
     ratio: float
     higher_is_better: bool
+    median_ratio: float = math.nan
 
     @property
     def method_better(self) -> bool | None:
@@ -131,6 +133,9 @@ def paired_difference(
     low, high = bootstrap_ci(diff, seed=seed, n_resamples=n_resamples)
     mean_a, mean_b = float(a.mean()), float(b.mean())
     ratio = mean_a / mean_b if mean_b != 0 else math.nan
+    nonzero = b != 0
+    median_ratio = float(np.median(a[nonzero] / b[nonzero])) if nonzero.any() else math.nan
     return PairedDifference(
-        method, baseline, metric, int(a.size), mean_a, mean_b, float(diff.mean()), low, high, ratio, higher_is_better
-    )
+        method, baseline, metric, int(a.size), mean_a, mean_b, float(diff.mean()), low, high, ratio, higher_is_better,
+        median_ratio,
+    )  # fmt: skip

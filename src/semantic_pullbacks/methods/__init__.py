@@ -64,6 +64,24 @@ def get_method(name: str) -> type[Explainer]:
     raise InvalidInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
 
 
+def accepted_settings(method: str | type[Explainer]) -> set[str]:
+    """Keyword names a method's constructor accepts (following ``**kwargs`` up to the base classes that consume
+    them), so front ends can offer one set of shared settings (temperatures, steps, seed, ...) to any method."""
+    import inspect
+
+    cls = get_method(method) if isinstance(method, str) else method
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        names |= {n for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return names
+
+
 def counterpart(name: str) -> str | None:
     """The gradient baseline a pullback method is compared against (``None`` for baselines themselves)."""
     cls = PAIRS.get(get_method(name).__name__)
@@ -93,6 +111,7 @@ __all__ = [
     "SmoothPullback",
     "SoftPullback",
     "TargetType",
+    "accepted_settings",
     "available_methods",
     "counterpart",
     "get_method",

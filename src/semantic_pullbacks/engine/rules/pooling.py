@@ -62,11 +62,13 @@ def soft_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, k, s, p, d, tau
     return gx.to(grad.dtype)
 
 
-class _SoftMaxPool(torch.autograd.Function):
+class _SoftPool(torch.autograd.Function):
+    """Forward: the exact pooling op. Backward: ``adjoint(x, grad)``, the soft spreading of each window's gradient."""
+
     @staticmethod
-    def forward(ctx, x, exact, nd, k, s, p, d, tau):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, exact, adjoint):  # type: ignore[no-untyped-def, override]
         ctx.save_for_backward(x)
-        ctx.cfg = (nd, k, s, p, d, tau)
+        ctx.adjoint = adjoint
         out = exact()
         if isinstance(out, tuple):  # with indices: only the values are differentiable
             ctx.mark_non_differentiable(out[1])
@@ -77,33 +79,35 @@ class _SoftMaxPool(torch.autograd.Function):
     def backward(ctx, grad, *unused):  # type: ignore[no-untyped-def, override]
         with rules_suspended():
             (x,) = ctx.saved_tensors
-            nd, k, s, p, d, tau = ctx.cfg
-            return soft_pool_grad(x, grad, nd, k, s, p, d, tau), None, None, None, None, None, None, None
+            return ctx.adjoint(x, grad), None, None
 
 
-def _pool_rule(nd: int, with_indices: bool | None):  # type: ignore[no-untyped-def]
-    names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
-    binder = Binder(names, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
-    op = f"max_pool{nd}d"
+def _pool_rule(op: str, binder: Binder, adjoint_of):  # type: ignore[no-untyped-def]
+    """A handler for one pooling op; ``adjoint_of(bound_args, tau)`` returns its ``(x, grad) -> grad_x``."""
 
     def handler(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-def]
         p = binder(args, kwargs)
-        x = p["input"]
-        if not wants_grad(x):
+        if not wants_grad(p["input"]):
             return NOT_HANDLED
         tau = ctx.temperature("maxpool")
-        if tau is None or (isinstance(tau, float) and tau == 0.0):
+        if tau is None or (isinstance(tau, float) and tau == 0.0):  # tau = 0: the hard max is the ordinary op
             ctx.record(op, ORDINARY if tau is None else SOFTENED)
             return NOT_HANDLED
         ctx.record(op, SOFTENED)
+        return _SoftPool.apply(p["input"], lambda: func(*args, **kwargs), adjoint_of(p, tau))
+
+    return handler
+
+
+def _window_adjoint(nd: int):  # type: ignore[no-untyped-def]
+    def adjoint_of(p, tau):  # type: ignore[no-untyped-def]
         k = _tuple(p["kernel_size"], nd)
         stride = p["stride"]
         s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else _tuple(stride, nd)
-        return _SoftMaxPool.apply(
-            x, lambda: func(*args, **kwargs), nd, k, s, _tuple(p["padding"], nd), _tuple(p["dilation"], nd), tau
-        )
+        pad, dil = _tuple(p["padding"], nd), _tuple(p["dilation"], nd)
+        return lambda x, grad: soft_pool_grad(x, grad, nd, k, s, pad, dil, tau)
 
-    return handler
+    return adjoint_of
 
 
 # --- adaptive max pooling -----------------------------------------------------------------------------------
@@ -135,42 +139,6 @@ def soft_adaptive_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, tau) -
     return gx.to(grad.dtype)
 
 
-class _SoftAdaptiveMaxPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, exact, nd, tau):  # type: ignore[no-untyped-def, override]
-        ctx.save_for_backward(x)
-        ctx.nd, ctx.tau = nd, tau
-        out = exact()
-        if isinstance(out, tuple):
-            ctx.mark_non_differentiable(out[1])
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, *unused):  # type: ignore[no-untyped-def, override]
-        with rules_suspended():
-            (x,) = ctx.saved_tensors
-            return soft_adaptive_pool_grad(x, grad, ctx.nd, ctx.tau), None, None, None
-
-
-def _adaptive_rule(nd: int):  # type: ignore[no-untyped-def]
-    binder = Binder(["input", "output_size", "return_indices"], return_indices=False)
-    op = f"adaptive_max_pool{nd}d"
-
-    def handler(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-def]
-        x = binder(args, kwargs)["input"]
-        if not wants_grad(x):
-            return NOT_HANDLED
-        tau = ctx.temperature("maxpool")
-        if tau is None or (isinstance(tau, float) and tau == 0.0):
-            ctx.record(op, ORDINARY if tau is None else SOFTENED)
-            return NOT_HANDLED
-        ctx.record(op, SOFTENED)
-        return _SoftAdaptiveMaxPool.apply(x, lambda: func(*args, **kwargs), nd, tau)
-
-    return handler
-
-
 for _nd in (1, 2, 3):
     register_rule(
         [
@@ -181,9 +149,24 @@ for _nd in (1, 2, 3):
         ],
         op=f"max_pool{_nd}d",
         family="maxpool",
-    )(_pool_rule(_nd, None))
+    )(
+        _pool_rule(
+            f"max_pool{_nd}d",
+            Binder(
+                ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"],
+                stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+            ),
+            _window_adjoint(_nd),
+        )
+    )  # fmt: skip
     register_rule(
         [getattr(F, f"adaptive_max_pool{_nd}d"), getattr(F, f"adaptive_max_pool{_nd}d_with_indices")],
         op=f"adaptive_max_pool{_nd}d",
         family="maxpool",
-    )(_adaptive_rule(_nd))
+    )(
+        _pool_rule(
+            f"adaptive_max_pool{_nd}d",
+            Binder(["input", "output_size", "return_indices"], return_indices=False),
+            lambda p, tau, nd=_nd: lambda x, grad: soft_adaptive_pool_grad(x, grad, nd, tau),
+        )
+    )
