@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,8 +21,6 @@ class _Backward(Explainer):
     """``d objective / d inputs`` with the backward pass chosen by :meth:`_context`."""
 
     def _context(self):  # type: ignore[no-untyped-def]
-        import contextlib
-
         return contextlib.nullcontext()
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
