@@ -337,3 +337,16 @@ def test_preset_overrides_the_sliders(tiny, x):
     by_preset = explain(tiny, x, ExplainRequest(target=0, preset=hard)).panels[0].signed
     by_sliders = explain(tiny, x, ExplainRequest(target=0, temperatures=hard_controls)).panels[0].signed
     np.testing.assert_array_equal(by_preset, by_sliders)
+
+
+def test_stepping_methods_use_the_presets_ascent_temperatures(tiny, x):
+    from semantic_pullbacks.app import ui
+
+    rec = ui.preset_settings(ui.PRESET_RECOMMENDED, "efficientnet_lite0", ui.AppConfig())
+    assert rec is not None and rec.ascent.temperatures is not None
+    request = dict(target=0, methods=["PullbackAscent"], steps=2, alpha=2.0, preset=Temperatures.hard())
+    hard = explain(tiny, x, ExplainRequest(**request)).panels[0].signed
+    own = explain(tiny, x, ExplainRequest(**request, ascent_preset=Temperatures())).panels[0].signed
+    paper = explain(tiny, x, ExplainRequest(**{**request, "preset": Temperatures()})).panels[0].signed
+    assert not np.array_equal(hard, own)
+    np.testing.assert_array_equal(own, paper)

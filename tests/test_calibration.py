@@ -119,3 +119,49 @@ def test_cli_starts_from_the_recommended_settings():
     assert settings_from_args(ns).temperatures == Temperatures()
     ns.temperatures = "relu=3*std"
     assert settings_from_args(ns).temperatures.relu == Relative(3.0)
+
+
+def test_recommended_ascent_raises_the_target_on_every_bundled_photo():
+    from semantic_pullbacks.calibration.settings import temperatures_for
+    from semantic_pullbacks.examples import example_path, list_examples
+    from semantic_pullbacks.methods import PullbackAscent
+    from semantic_pullbacks.models import load
+
+    model = load("efficientnet_lite0")
+    rec = recommended_settings(model.name)
+    examples = list_examples()
+    x = torch.cat([model.load_image(example_path(e.name)) for e in examples])
+    y = torch.tensor([e.expected_class for e in examples])
+    temps = temperatures_for("PullbackAscent", rec.temperatures, rec.ascent.temperatures)
+    result = PullbackAscent(model.model, temps, steps=rec.ascent.steps, alpha=rec.ascent.alpha, clip="last").run(x, y)
+    assert (result.scores[-1] > result.scores[0]).all(), result.scores
+
+
+def test_settings_files_carry_ascent_temperatures(tmp_path):
+    from semantic_pullbacks.calibration import AscentSettings
+    from semantic_pullbacks.calibration.settings import temperatures_for
+
+    s = Settings(Temperatures(relu=Relative(3.0)), AscentSettings(5, 20.0, Temperatures()))
+    loaded = load_settings(save_settings(s, tmp_path / "a.json"))
+    assert loaded.ascent.temperatures == Temperatures()
+    assert temperatures_for("PullbackAscent", loaded.temperatures, loaded.ascent.temperatures) == Temperatures()
+    assert temperatures_for("SoftPullback", loaded.temperatures, loaded.ascent.temperatures).relu == Relative(3.0)
+    (tmp_path / "b.json").write_text('{"temperatures": {}, "ascent": {"temperatures": 3}}')
+    with pytest.raises(InvalidInputError, match=r"ascent\.temperatures"):
+        load_settings(tmp_path / "b.json")
+
+
+def test_cli_stepping_methods_get_the_ascent_temperatures():
+    import argparse
+
+    from semantic_pullbacks.cli._common import build_method, settings_from_args
+    from semantic_pullbacks.models import load
+
+    ns = argparse.Namespace(model="efficientnet_lite0", settings=None, temperatures=None, steps=None, alpha=None)
+    settings = settings_from_args(ns)
+    model = load("efficientnet_lite0")
+    rec = recommended_settings("efficientnet_lite0")
+    assert build_method("PullbackAscent", model, settings).temperatures == rec.ascent.temperatures
+    assert build_method("SoftPullback", model, settings).temperatures == rec.temperatures
+    ns.temperatures = "relu=0.4"  # explicit temperatures apply to every method
+    assert build_method("PullbackAscent", model, settings_from_args(ns)).temperatures.relu == 0.4

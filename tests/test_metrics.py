@@ -119,9 +119,7 @@ def test_focus_is_one_when_relevance_is_inside_target_quadrants():
     attr[1, :, :4, 4:] = 1.0
     scores = Focus()(nn.Identity(), x, torch.tensor([0, 0]), attributions=attr, positions=positions)
     assert torch.allclose(scores, torch.ones(2))
-    half = Focus()(
-        nn.Identity(), x, torch.tensor([0, 0]), attributions=torch.ones_like(x), positions=positions
-    )
+    half = Focus()(nn.Identity(), x, torch.tensor([0, 0]), attributions=torch.ones_like(x), positions=positions)
     assert bool(((half > 0.2) & (half < 0.8)).all())
 
 
@@ -156,9 +154,7 @@ def test_random_logit_linear_model_and_explicit_off_targets(linear_case):
     assert bool((off != y).all())
     expected = torch.stack(
         [
-            torch.corrcoef(torch.stack([exact(model, x, y)[i].flatten(), exact(model, x, off)[i].flatten()]))[
-                0, 1
-            ]
+            torch.corrcoef(torch.stack([exact(model, x, y)[i].flatten(), exact(model, x, off)[i].flatten()]))[0, 1]
             for i in range(3)
         ]
     )
@@ -169,9 +165,7 @@ def test_random_logit_linear_model_and_explicit_off_targets(linear_case):
 
 def test_max_sensitivity_zero_for_input_independent_explainer(linear_case):
     model, x, y = linear_case
-    constant = MaxSensitivity(nr_samples=3)(
-        model, x, y, explain_func=lambda m, inp, t: model.weight[t].detach()
-    )
+    constant = MaxSensitivity(nr_samples=3)(model, x, y, explain_func=lambda m, inp, t: model.weight[t].detach())
     assert torch.allclose(constant, torch.zeros(3))
     # input x gradient of a linear model: ‖w ⊙ u‖/‖w ⊙ x‖ <= radius·max|w| / ...: small but positive
     ixg = MaxSensitivity(nr_samples=3)(model, x, y, explain_func=lambda m, inp, t: exact(model, inp, t))
@@ -211,12 +205,8 @@ def test_patch_masks_against_loops():
         masks = patch_masks(h, w, p, s)
         stride = s or p
         ref = []
-        tops = (
-            list(range(0, h, stride)) if stride >= p else sorted(set([*range(0, h - p + 1, stride), h - p]))
-        )
-        lefts = (
-            list(range(0, w, stride)) if stride >= p else sorted(set([*range(0, w - p + 1, stride), w - p]))
-        )
+        tops = list(range(0, h, stride)) if stride >= p else sorted(set([*range(0, h - p + 1, stride), h - p]))
+        lefts = list(range(0, w, stride)) if stride >= p else sorted(set([*range(0, w - p + 1, stride), w - p]))
         for top in tops:
             for left in lefts:
                 m = torch.zeros(h, w, dtype=torch.bool)
@@ -343,12 +333,8 @@ def test_seeded_metrics_are_deterministic_and_leave_global_rng_alone(linear_case
 def test_batch_size_does_not_change_scores(linear_case):
     model, x, y = linear_case
     a = exact(model, x, y) + 0.05
-    big = MonotonicityCorrelation(features_in_step=16, nr_samples=3, batch_size=1000)(
-        model, x, y, attributions=a
-    )
-    small = MonotonicityCorrelation(features_in_step=16, nr_samples=3, batch_size=5)(
-        model, x, y, attributions=a
-    )
+    big = MonotonicityCorrelation(features_in_step=16, nr_samples=3, batch_size=1000)(model, x, y, attributions=a)
+    small = MonotonicityCorrelation(features_in_step=16, nr_samples=3, batch_size=5)(model, x, y, attributions=a)
     assert torch.allclose(big, small, atol=1e-6)
 
 

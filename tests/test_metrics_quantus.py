@@ -199,9 +199,7 @@ def test_max_sensitivity_matches_quantus():
     model, (x, y) = cnn(), data()
     a = gradient(model, x, y)
     samples = 4
-    q = quantus.MaxSensitivity(
-        nr_samples=samples, lower_bound=0.02, disable_warnings=True, return_aggregate=False
-    )
+    q = quantus.MaxSensitivity(nr_samples=samples, lower_bound=0.02, disable_warnings=True, return_aggregate=False)
     np.random.seed(11)
     theirs = run_quantus(q, model, x, y, a, explain_func=quantus_gradient)
     np.random.seed(11)
@@ -229,12 +227,8 @@ def test_random_logit_matches_quantus():
     # Quantus's draw of the off-class: an index into the sorted list of the other classes.
     rng = np.random.RandomState(42)
     index = rng.randint(0, classes - 1, B)
-    off = torch.tensor(
-        [[c for c in range(classes) if c != t][i] for t, i in zip(y.tolist(), index, strict=True)]
-    )
-    ours = RandomLogit(similarity="pearson")(
-        model, x, y, attributions=a, explain_func=gradient, off_targets=off
-    )
+    off = torch.tensor([[c for c in range(classes) if c != t][i] for t, i in zip(y.tolist(), index, strict=True)])
+    ours = RandomLogit(similarity="pearson")(model, x, y, attributions=a, explain_func=gradient, off_targets=off)
     close(ours, theirs)
 
 
@@ -259,9 +253,7 @@ def test_model_parameter_randomisation_matches_quantus_per_layer():
     theirs = run_quantus(q, model, x, y, a, explain_func=quantus_gradient)
     torch.set_rng_state(state)
     # Quantus seeds every layer's reset with seed + 1 (through the global RNG); ours uses `seed` in a fork.
-    ours = ModelParameterRandomisation(seed=43).layer_scores(
-        model, x, y, attributions=a, explain_func=gradient
-    )
+    ours = ModelParameterRandomisation(seed=43).layer_scores(model, x, y, attributions=a, explain_func=gradient)
     assert list(ours) == [k for k in theirs if k != "original"]
     for name, scores in ours.items():
         close(scores, theirs[name])

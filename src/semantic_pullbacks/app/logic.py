@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from semantic_pullbacks.calibration.settings import temperatures_for
 from semantic_pullbacks.engine import Relative, Temperatures
 from semantic_pullbacks.errors import ImageLoadError, InvalidInputError, SemanticPullbacksError
 from semantic_pullbacks.imagenet import Prediction
@@ -273,6 +274,8 @@ class ExplainRequest:
     relative: bool = False
     #: a finished set of temperatures (a preset: recommended, settings file, paper) that overrides the sliders
     preset: Temperatures | None = None
+    #: the preset's own temperatures for the stepping methods (PullbackAscent, DoublePullback), if it has them
+    ascent_preset: Temperatures | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +338,7 @@ def _batch(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
 
 def _make(name: str, model: nn.Module, temperatures: Temperatures, request: ExplainRequest, loaded: LoadedModel):  # type: ignore[no-untyped-def]
     cls = get_method(name)
+    temperatures = temperatures_for(cls.__name__, temperatures, request.ascent_preset if request.preset else None)
     if issubclass(cls, PullbackAscent):
         return cls(model, temperatures, steps=request.steps, alpha=request.alpha, clip="last", domain=loaded.domain)
     if issubclass(cls, Gradient):

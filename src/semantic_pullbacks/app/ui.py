@@ -77,15 +77,21 @@ PRESET_PAPER = "Paper defaults"
 PRESET_CUSTOM = "Custom (sliders below)"
 
 
+def preset_settings(preset: str, model_name: str, config: AppConfig) -> Settings | None:
+    """The settings a preset stands for; ``None`` for the custom sliders."""
+    if preset == PRESET_FILE and config.settings is not None:
+        return config.settings
+    if preset == PRESET_PAPER:
+        return Settings()
+    if preset == PRESET_RECOMMENDED:
+        return recommended_settings(model_name)
+    return None
+
+
 def preset_temperatures(preset: str, model_name: str, config: AppConfig) -> Temperatures | None:
     """The temperatures a preset stands for; ``None`` for the custom sliders."""
-    if preset == PRESET_FILE and config.settings is not None:
-        return config.settings.temperatures
-    if preset == PRESET_PAPER:
-        return Temperatures()
-    if preset == PRESET_RECOMMENDED:
-        return recommended_settings(model_name).temperatures
-    return None
+    settings = preset_settings(preset, model_name, config)
+    return settings.temperatures if settings is not None else None
 
 
 def _pass_path_through(image: gr.Image) -> gr.Image:
@@ -191,6 +197,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         if slow:
             gr.Info(f"{', '.join(slow)} run the model many times: expect several seconds to a minute on a CPU.")
         families = (*logic.SLIDER_FAMILIES, *logic.FREEZE_FAMILIES)
+        chosen = preset_settings(preset, model_name, config)
         request = logic.ExplainRequest(
             target=None if target is None else int(target),
             methods=tuple(methods or ()),
@@ -198,7 +205,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             steps=int(steps),
             alpha=float(alpha),
             relative=bool(relative),
-            preset=preset_temperatures(preset, model_name, config),
+            preset=chosen.temperatures if chosen is not None else None,
+            ascent_preset=chosen.ascent.temperatures if chosen is not None else None,
         )
         loaded = load_model(model_name)
         try:

@@ -23,7 +23,10 @@ from typing import Any
 from ..engine import Temperatures
 from ..errors import InvalidInputError
 
-__all__ = ["AscentSettings", "Settings", "load_settings", "save_settings"]
+__all__ = ["STEPPING_METHODS", "AscentSettings", "Settings", "load_settings", "save_settings", "temperatures_for"]
+
+#: Methods that step along the pullback before reading it: they use ``ascent.temperatures`` when a file gives them.
+STEPPING_METHODS = frozenset({"PullbackAscent", "DoublePullback"})
 
 _TOP_KEYS = {"temperatures", "ascent", "model", "evidence", "format"}
 FORMAT = "semantic-pullbacks-settings/1"
@@ -31,8 +34,15 @@ FORMAT = "semantic-pullbacks-settings/1"
 
 @dataclass(frozen=True)
 class AscentSettings:
+    """K and alpha of pullback ascent, and optionally its own temperatures.
+
+    Gates softened enough to make a single map most faithful can make the network so nearly linear that steps
+    along the map stop raising the target; ``temperatures`` lets the stepping methods keep gates that still do.
+    """
+
     steps: int = 5
     alpha: float | None = 20.0
+    temperatures: Temperatures | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -60,7 +70,11 @@ class Settings:
             "format": FORMAT,
             "model": self.model,
             "temperatures": self.temperatures.to_dict(),
-            "ascent": {"steps": self.ascent.steps, "alpha": self.ascent.alpha},
+            "ascent": {
+                "steps": self.ascent.steps,
+                "alpha": self.ascent.alpha,
+                **({"temperatures": self.ascent.temperatures.to_dict()} if self.ascent.temperatures else {}),
+            },
             "evidence": self.evidence,
         }
 
@@ -81,10 +95,17 @@ class Settings:
         except InvalidInputError as e:
             raise InvalidInputError(f"{source}: {e}") from None
         ascent = data.get("ascent", {})
-        if not isinstance(ascent, dict) or set(ascent) - {"steps", "alpha"}:
-            raise InvalidInputError(f"{source}: 'ascent' must be an object with 'steps' and/or 'alpha'")
+        if not isinstance(ascent, dict) or set(ascent) - {"steps", "alpha", "temperatures"}:
+            raise InvalidInputError(f"{source}: 'ascent' must be an object with 'steps', 'alpha' and/or 'temperatures'")
         try:
-            ascent_settings = AscentSettings(**ascent)
+            ascent_temps = ascent.get("temperatures")
+            if ascent_temps is not None and not isinstance(ascent_temps, dict):
+                raise InvalidInputError("'ascent.temperatures' must be an object of family -> value")
+            ascent_settings = AscentSettings(
+                ascent.get("steps", 5),
+                ascent.get("alpha", 20.0),
+                Temperatures.coerce(ascent_temps) if ascent_temps is not None else None,
+            )
         except InvalidInputError as e:
             raise InvalidInputError(f"{source}: {e}") from None
         model = data.get("model")
@@ -94,6 +115,13 @@ class Settings:
         if not isinstance(evidence, dict):
             raise InvalidInputError(f"{source}: 'evidence' must be an object")
         return cls(temperatures, ascent_settings, model, evidence)
+
+
+def temperatures_for(method: str, temperatures: Temperatures, ascent_temperatures: Temperatures | None) -> Temperatures:
+    """The temperatures ``method`` runs with: the ascent's own for stepping methods, when given."""
+    if ascent_temperatures is not None and method in STEPPING_METHODS:
+        return ascent_temperatures
+    return temperatures
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:

@@ -138,6 +138,8 @@ class RunSettings:
     temperatures: Temperatures
     steps: int = 5
     alpha: float | None = 20.0
+    #: temperatures of the stepping methods (PullbackAscent, DoublePullback), when the settings give their own
+    ascent_temperatures: Temperatures | None = None
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
@@ -150,7 +152,12 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         settings = RunSettings(Temperatures())
     else:
         recommended = recommended_settings(args.model)
-        settings = RunSettings(recommended.temperatures, recommended.ascent.steps, recommended.ascent.alpha)
+        settings = RunSettings(
+            recommended.temperatures,
+            recommended.ascent.steps,
+            recommended.ascent.alpha,
+            recommended.ascent.temperatures,
+        )
     if getattr(args, "settings", None):
         settings = _from_file(args.settings)
     if getattr(args, "temperatures", None):
@@ -161,7 +168,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             raise InvalidInputError(f"--temperatures {args.temperatures!r}: {error}") from None
         _check_families(changes, f"--temperatures {args.temperatures!r}")
         temperatures = settings.temperatures.replace(**{name: parsed.get(name) for name in changes})
-        settings = replace(settings, temperatures=temperatures)
+        # explicit temperatures are meant for every method, the stepping ones included
+        settings = replace(settings, temperatures=temperatures, ascent_temperatures=None)
     if getattr(args, "steps", None) is not None:
         settings = replace(settings, steps=args.steps)
     alpha = getattr(args, "alpha", None)
@@ -194,7 +202,10 @@ def _from_file(path: str) -> RunSettings:
 
     loaded = load_settings(path)
     _check_families(dict(loaded.temperatures.extra), f"settings file {path!r}")
-    return RunSettings(loaded.temperatures, steps=loaded.ascent.steps, alpha=loaded.ascent.alpha)
+    return RunSettings(
+        loaded.temperatures, steps=loaded.ascent.steps, alpha=loaded.ascent.alpha,
+        ascent_temperatures=loaded.ascent.temperatures,
+    )  # fmt: skip
 
 
 def _check_families(names: Iterable[str], where: str) -> None:
@@ -238,12 +249,13 @@ def build_method(
     name: str, model: LoadedModel, settings: RunSettings, *, seed: int = 0, clip: str = "never"
 ) -> Explainer:
     """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain)."""
+    from ..calibration.settings import temperatures_for
     from ..methods import accepted_settings, get_method
 
     cls = get_method(name)
     _quiet_captum()
     offered: dict[str, Any] = {
-        "temperatures": settings.temperatures,
+        "temperatures": temperatures_for(cls.__name__, settings.temperatures, settings.ascent_temperatures),
         "steps": settings.steps,
         "alpha": settings.alpha,
         "clip": clip,
@@ -261,7 +273,6 @@ def _quiet_captum() -> None:
 
     for message in ("Input Tensor .* did not already require gradients", "Setting backward hooks on ReLU"):
         warnings.filterwarnings("ignore", message=message, category=UserWarning, module="captum")
-
 
 
 def resolve_targets(model: LoadedModel, specs: Sequence[str]) -> list[int]:

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             temperatures=settings.temperatures,
             ascent=ascent,
+            ascent_temperatures=settings.ascent_temperatures,
             resume=args.resume,
             force=args.force,
             progress=not args.quiet,

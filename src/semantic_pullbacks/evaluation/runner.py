@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from semantic_pullbacks.calibration import recommended_settings
+from semantic_pullbacks.calibration.settings import temperatures_for
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
@@ -239,6 +240,7 @@ def evaluate(
     seed: int = 0,
     temperatures: Temperatures | Mapping[str, Any] | None = None,
     ascent: Mapping[str, Any] | None = None,
+    ascent_temperatures: Temperatures | Mapping[str, Any] | None = None,
     n_mosaics: int | None = None,
     resume: bool = True,
     force: bool = False,
@@ -259,7 +261,8 @@ def evaluate(
     ``summary.md``, ``summary.json`` and ``chart.png`` are written at the end. ``on_row`` is called after each
     stored row; ``on_error="skip"`` notes a failing method and goes on, ``"raise"`` stops. ``temperatures=None``
     uses the model family's recommended settings (:func:`~semantic_pullbacks.calibration.recommended_settings`);
-    pass ``Temperatures()`` for the paper's.
+    pass ``Temperatures()`` for the paper's. ``ascent_temperatures`` (default: the recommended settings' own, if
+    any) are used by the stepping methods, PullbackAscent and DoublePullback.
 
     >>> result = evaluate(methods=["SoftPullback", "Gradient"], metrics=["infidelity"], out="runs/q")  # doctest: +SKIP
     >>> print(result.markdown())                                                    # doctest: +SKIP
@@ -284,9 +287,14 @@ def evaluate(
 
         loaded = load(model, weights=weights, device=device)
     # like the CLI: the model family's recommended temperatures unless told otherwise (Temperatures() = paper's)
-    base_temps = (
-        recommended_settings(loaded.name).temperatures if temperatures is None else Temperatures.coerce(temperatures)
-    )
+    if temperatures is None:
+        recommended = recommended_settings(loaded.name)
+        base_temps = recommended.temperatures
+        if ascent_temperatures is None:
+            ascent_temperatures = recommended.ascent.temperatures
+    else:
+        base_temps = Temperatures.coerce(temperatures)
+    ascent_temps = Temperatures.coerce(ascent_temperatures) if ascent_temperatures is not None else None
     net = loaded.model
     eval_images = find_images(images, loaded.class_names, n_images)
     size = loaded.input_size
@@ -295,7 +303,10 @@ def evaluate(
         for name in metric_names
     }
     shared = {"temperatures": base_temps, "ascent": ascent_settings, "seed": seed, "domain": loaded.domain}
-    method_kwargs = {s.label: s.resolved(**shared) for s in specs}
+    method_kwargs = {
+        s.label: s.resolved(**{**shared, "temperatures": temperatures_for(s.method, base_temps, ascent_temps)})
+        for s in specs
+    }
     for s in specs:
         method_kwargs[s.label].update(preset_obj.method_settings.get(s.method, {}))
 
