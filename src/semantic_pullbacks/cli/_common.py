@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from ..calibration import Settings
     from ..engine import Temperatures
     from ..imagenet import Prediction
     from ..methods import Explainer
@@ -141,6 +142,12 @@ class RunSettings:
     #: temperatures of the stepping methods (PullbackAscent, DoublePullback), when the settings give their own
     ascent_temperatures: Temperatures | None = None
 
+    @classmethod
+    def of(cls, settings: Settings) -> RunSettings:
+        """From a settings file's (or a model family's recommended) :class:`Settings`."""
+        a = settings.ascent
+        return cls(settings.temperatures, a.steps, a.alpha, a.temperatures)
+
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The model family's recommended settings (the paper's defaults where none were measured), then the
@@ -151,13 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if getattr(args, "paper_defaults", False) or not getattr(args, "model", None):
         settings = RunSettings(Temperatures())
     else:
-        recommended = recommended_settings(args.model)
-        settings = RunSettings(
-            recommended.temperatures,
-            recommended.ascent.steps,
-            recommended.ascent.alpha,
-            recommended.ascent.temperatures,
-        )
+        settings = RunSettings.of(recommended_settings(args.model))
     if getattr(args, "settings", None):
         settings = _from_file(args.settings)
     if getattr(args, "temperatures", None):
@@ -202,10 +203,7 @@ def _from_file(path: str) -> RunSettings:
 
     loaded = load_settings(path)
     _check_families(dict(loaded.temperatures.extra), f"settings file {path!r}")
-    return RunSettings(
-        loaded.temperatures, steps=loaded.ascent.steps, alpha=loaded.ascent.alpha,
-        ascent_temperatures=loaded.ascent.temperatures,
-    )  # fmt: skip
+    return RunSettings.of(loaded)
 
 
 def _check_families(names: Iterable[str], where: str) -> None:
