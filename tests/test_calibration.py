@@ -165,3 +165,11 @@ def test_cli_stepping_methods_get_the_ascent_temperatures():
     assert build_method("SoftPullback", model, settings).temperatures == rec.temperatures
     ns.temperatures = "relu=0.4"  # explicit temperatures apply to every method
     assert build_method("PullbackAscent", model, settings_from_args(ns)).temperatures.relu == 0.4
+
+
+def test_calibration_leaves_the_stepping_methods_their_temperatures(data):
+    r = calibrate(small_net(), data, candidates={"relu": (Relative(3.0),)}, families=["relu"], budget_s=300)
+    assert r.settings.ascent.temperatures == Temperatures()  # the starting (paper) temperatures
+    r2 = calibrate(small_net(), data, families=["relu"], candidates={"relu": (0.6,)}, tune_ascent=True, budget_s=300)
+    assert r2.settings.ascent.temperatures == Temperatures() and any(t.ascent for t in r2.trials)
+    assert "(chosen)" in r2.markdown()

@@ -80,7 +80,11 @@ class CalibrationResult:
             "|---|---|---|---|",
         ]
         for t in self.trials:
-            chosen = t.temperatures == self.settings.temperatures and t.ascent in (None, self.settings.ascent)
+            chosen = (
+                t.temperatures == self.settings.temperatures
+                if t.ascent is None
+                else (t.ascent.steps, t.ascent.alpha) == (self.settings.ascent.steps, self.settings.ascent.alpha)
+            )
             mark = " **(chosen)**" if chosen else ""
             cons = ", ".join(f"{k} {v:.3f}" for k, v in t.constraints.items()) + ("" if t.feasible else " (violated)")
             lines.append(f"| {t.label}{mark} | {t.score:.3f} | {cons or '-'} | {t.seconds:.1f} |")
@@ -241,18 +245,21 @@ def calibrate(
                 if rank(trial) < rank(best_trial):
                     best_trial = trial
     best_t, best = best_trial.temperatures, best_trial.score
-    best_ascent = current.ascent
+    # Stepping methods keep the starting temperatures: gates soft enough to make one map most faithful can make the
+    # network so nearly linear that steps along the map stop raising the target. Only their K and alpha are tuned.
+    ascent_t = current.ascent.temperatures or current.temperatures
+    best_ascent = AscentSettings(current.ascent.steps, current.ascent.alpha, ascent_t)
     if tune_ascent and not exhausted:
         best_a: Trial | None = None
         for steps, alpha in ASCENT_CANDIDATES:
             if time.monotonic() - t0 > budget_s:
                 exhausted = True
                 break
-            trial = evaluate(best_t, AscentSettings(steps, alpha))
+            trial = evaluate(ascent_t, AscentSettings(steps, alpha))
             if best_a is None or rank(trial) < rank(best_a):
                 best_a = trial
         if best_a is not None and best_a.ascent is not None:
-            best_ascent = best_a.ascent
+            best_ascent = AscentSettings(best_a.ascent.steps, best_a.ascent.alpha, ascent_t)
 
     report: dict[str, dict[str, float]] = {}
     xr, yr = inputs[rep], y[rep]
