@@ -228,3 +228,25 @@ def test_top_k():
     assert result[1][0].prob > result[1][1].prob > 0
     with pytest.raises(InvalidInputError):
         top_k(torch.zeros(2, 10))
+
+
+@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_larger_lite_models_load_offline_and_explain(name, size):
+    """Lite1/Lite2 ship as weight packages too: offline, their own input size, most bundled photos right."""
+    from semantic_pullbacks import pullback_mode
+
+    m = load(name)
+    assert m.input_size == size and m.domain == (-1.0, 1.0)
+    examples = list_examples()
+    x = torch.cat([m.load_image(example_path(e.name)) for e in examples])
+    assert x.shape[-1] == size
+    with torch.no_grad():
+        top1 = m.model(x).argmax(1)
+    correct = sum(int(t) == e.expected_class for t, e in zip(top1, examples))
+    assert correct >= 4, f"{name} classified only {correct} of {len(examples)} bundled photos correctly"
+    xr = x[:1].clone().requires_grad_(True)
+    reference = m.model(xr)
+    with pullback_mode() as pb:
+        out = m.model(xr)
+        out[0, examples[0].expected_class].backward()
+    assert torch.equal(out, reference) and torch.isfinite(xr.grad).all() and pb.coverage.softened
