@@ -324,11 +324,11 @@ def test_relative_sliders_and_presets():
     temps = logic.temperatures_from_controls(controls, relative=True)
     assert temps.relu == Relative(2.0) and temps.maxpool == 0.0  # 0 stays the hard gate
     config = ui.AppConfig(settings=Settings(Temperatures(relu=0.1)))
-    assert ui.preset_temperatures(ui.PRESET_FILE, "efficientnet_lite0", config).relu == 0.1
-    assert ui.preset_temperatures(ui.PRESET_PAPER, "efficientnet_lite0", config) == Temperatures()
-    recommended = ui.preset_temperatures(ui.PRESET_RECOMMENDED, "efficientnet_lite0", config)
+    assert ui.preset_settings(ui.PRESET_FILE, "efficientnet_lite0", config).temperatures.relu == 0.1
+    assert ui.preset_settings(ui.PRESET_PAPER, "efficientnet_lite0", config).temperatures == Temperatures()
+    recommended = ui.preset_settings(ui.PRESET_RECOMMENDED, "efficientnet_lite0", config).temperatures
     assert recommended == recommended_settings("efficientnet_lite0").temperatures != Temperatures()
-    assert ui.preset_temperatures(ui.PRESET_CUSTOM, "efficientnet_lite0", config) is None
+    assert ui.preset_settings(ui.PRESET_CUSTOM, "efficientnet_lite0", config) is None
 
 
 def test_preset_overrides_the_sliders(tiny, x):

@@ -272,3 +272,11 @@ def test_usable_inside_captum_noise_tunnel_and_quantus(lite0, photos):
         device="cpu",
     )
     assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+def test_accepted_settings_include_captum_method_settings():
+    from semantic_pullbacks.methods import accepted_settings
+
+    assert {"domain", "n_samples", "temperatures", "seed"} <= accepted_settings("PullbackShap")
+    assert {"steps", "alpha", "clip", "domain", "temperatures"} <= accepted_settings("PullbackAscent")
+    assert "temperatures" not in accepted_settings("Gradient")

@@ -31,7 +31,7 @@ from semantic_pullbacks.engine import Relative, Temperatures
 from semantic_pullbacks.errors import ImageLoadError, InvalidInputError, SemanticPullbacksError
 from semantic_pullbacks.imagenet import Prediction
 from semantic_pullbacks.images import to_display
-from semantic_pullbacks.methods import METHODS, AscentResult, Gradient, PullbackAscent, get_method
+from semantic_pullbacks.methods import METHODS, AscentResult, accepted_settings, get_method
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, load
 from semantic_pullbacks.visualize import heatmap_rgb, overlay_rgb, robust_vmax
 
@@ -337,17 +337,17 @@ def _batch(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
 
 
 def _make(name: str, model: nn.Module, temperatures: Temperatures, request: ExplainRequest, loaded: LoadedModel):  # type: ignore[no-untyped-def]
+    """The method with the request's settings it accepts (ascent K, alpha and clipping, the model's domain)."""
     cls = get_method(name)
-    temperatures = temperatures_for(cls.__name__, temperatures, request.ascent_preset if request.preset else None)
-    if issubclass(cls, PullbackAscent):
-        return cls(model, temperatures, steps=request.steps, alpha=request.alpha, clip="last", domain=loaded.domain)
-    if issubclass(cls, Gradient):
-        return cls(model)
-    if cls.__name__ == "DoublePullback":
-        return cls(model, temperatures, alpha=request.alpha)
-    if cls.__name__ in ("GradientShap", "PullbackShap"):
-        return cls(model, temperatures, domain=loaded.domain)
-    return cls(model, temperatures)
+    offered = {
+        "temperatures": temperatures_for(cls.__name__, temperatures, request.ascent_preset if request.preset else None),
+        "steps": request.steps,
+        "alpha": request.alpha,
+        "clip": "last",
+        "domain": loaded.domain,
+    }
+    accepted = accepted_settings(cls)
+    return cls(model, **{k: v for k, v in offered.items() if k in accepted})
 
 
 def _check(request: ExplainRequest, limits: Limits) -> list[str]:

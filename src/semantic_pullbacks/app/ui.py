@@ -25,7 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gradio as gr
 
 from semantic_pullbacks.calibration import Settings, recommended_settings
-from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import ImageLoadError, SemanticPullbacksError
 from semantic_pullbacks.examples import list_examples
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel
@@ -86,12 +85,6 @@ def preset_settings(preset: str, model_name: str, config: AppConfig) -> Settings
     if preset == PRESET_RECOMMENDED:
         return recommended_settings(model_name)
     return None
-
-
-def preset_temperatures(preset: str, model_name: str, config: AppConfig) -> Temperatures | None:
-    """The temperatures a preset stands for; ``None`` for the custom sliders."""
-    settings = preset_settings(preset, model_name, config)
-    return settings.temperatures if settings is not None else None
 
 
 def _pass_path_through(image: gr.Image) -> gr.Image:

@@ -79,7 +79,8 @@ def accepted_settings(method: str | type[Explainer]) -> set[str]:
         names |= {n for n, p in parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"}
         if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             break
-    return names
+    # Captum-based methods take their settings through **settings, validated against their declared defaults
+    return names | set(getattr(cls, "defaults", {}))
 
 
 def counterpart(name: str) -> str | None:
