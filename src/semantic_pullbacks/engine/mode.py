@@ -37,6 +37,12 @@ def _session_stack() -> list[PullbackSession]:
     return stack
 
 
+def _innermost() -> PullbackSession | None:
+    """The session whose rules apply on this thread; outer nested sessions pass calls through."""
+    stack = getattr(_local, "sessions", None)
+    return stack[-1] if stack else None
+
+
 @contextlib.contextmanager
 def rules_suspended() -> Iterator[None]:
     """Let the code inside (a rule's own forward or backward helpers) run plain torch ops, unintercepted."""
@@ -71,7 +77,7 @@ class _InterceptMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         session = self.session
-        if _suspended_depth() or not torch.is_grad_enabled() or _session_stack()[-1:] != [session]:
+        if _suspended_depth() or not torch.is_grad_enabled() or _innermost() is not session:
             return func(*args, **kwargs)
         rule = rule_for(func)
         if rule is None:
