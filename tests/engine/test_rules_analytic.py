@@ -139,6 +139,8 @@ POOLS = [
     ("2d-indices", lambda x: F.max_pool2d(x, 2, return_indices=True)[0], (2, 2), (2, 2), (0, 0), (1, 1), (1, 2, 4, 4)),
     ("2d-unbatched", lambda x: F.max_pool2d(x, 2), (2, 2), (2, 2), (0, 0), (1, 1), (3, 4, 4)),
     ("3d", lambda x: F.max_pool3d(x, 2, 1), (2, 2, 2), (1, 1, 1), (0, 0, 0), (1, 1, 1), (1, 2, 3, 4, 4)),
+    # a window larger than the offset-by-offset path takes: the unfolded softmax
+    ("2d-large-window", lambda x: F.max_pool2d(x, 6, 2, 2), (6, 6), (2, 2), (2, 2), (1, 1), (1, 2, 9, 10)),
 ]
 
 
@@ -151,6 +153,52 @@ def test_maxpool_spreads_gradient_by_window_softmax(case):
     v = torch.randn_like(out)
     (g,) = pullback(fn, x, direction=v, temperatures={"maxpool": 0.3})
     torch.testing.assert_close(g, slow_soft_maxpool(x, v, k, s, p, d, 0.3))
+
+
+@pytest.mark.parametrize("path", ["_factored_grad", "_offsetwise_grad", "_unfolded_grad"])
+@pytest.mark.parametrize("case", POOLS, ids=[p[0] for p in POOLS])
+def test_each_maxpool_path_matches_the_reference(case, path, monkeypatch):
+    """The fast path hands over to the per-window ones when it cannot be exact; each must be right on its own."""
+    from semantic_pullbacks.engine.rules import pooling
+
+    _, fn, k, s, p, d, shape = case
+    if path == "_factored_grad" and any(di != 1 for di in d):
+        pytest.skip("the factored path does not take dilation")
+    for other in {"_factored_grad", "_offsetwise_grad", "_unfolded_grad"} - {path}:
+        if other == "_factored_grad":
+            monkeypatch.setattr(pooling, other, lambda *a: None)
+    monkeypatch.setattr(pooling, "_LOOP_MAX_WINDOW", 10**9 if path == "_offsetwise_grad" else 0)
+    called = []
+    real = getattr(pooling, path)
+    monkeypatch.setattr(pooling, path, lambda *a: called.append(path) or real(*a))
+    torch.manual_seed(4)
+    x = torch.randn(*shape, dtype=torch.float64)
+    v = torch.randn_like(fn(x))
+    (g,) = pullback(fn, x, direction=v, temperatures={"maxpool": 0.3})
+    assert called
+    torch.testing.assert_close(g, slow_soft_maxpool(x, v, k, s, p, d, 0.3))
+
+
+def test_maxpool_with_a_huge_range_in_one_channel_stays_exact():
+    """Windows far below their channel's maximum would underflow in the factored path; the exact path steps in."""
+    torch.manual_seed(6)
+    x = torch.randn(1, 2, 8, 8)
+    x[0, 0, 0, 0] = 200.0
+    fn = lambda t: F.max_pool2d(t, 2)
+    v = torch.randn(1, 2, 4, 4)
+    (g,) = pullback(fn, x, direction=v, temperatures={"maxpool": 0.3})
+    assert torch.isfinite(g).all()
+    expected = slow_soft_maxpool(x.double(), v.double(), (2, 2), (2, 2), (0, 0), (1, 1), 0.3)
+    torch.testing.assert_close(g.double(), expected)
+
+
+def test_maxpool_window_of_minus_infinity_gets_no_nan():
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    x[..., :2, :2] = float("-inf")
+    (g,) = pullback(lambda t: F.max_pool2d(t, 2), x, direction=torch.ones(1, 1, 2, 2, dtype=torch.float64),
+                    temperatures={"maxpool": 0.3})  # fmt: skip
+    assert torch.isfinite(g).all() and g[..., :2, :2].abs().sum() == 0
+    torch.testing.assert_close(g[..., 2:, 2:].sum(), torch.tensor(1.0, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("out_size", [1, 3, (2, 5)])

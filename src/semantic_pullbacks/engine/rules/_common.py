@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 _MISSING = inspect.Parameter.empty
+SQRT1_2 = 1.0 / math.sqrt(2.0)
 
 
 class Binder:

@@ -19,6 +19,7 @@ from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
 from ._common import Binder, compute_dtype, grad_needed, wants_grad
+from .rebuild import eval_batch_norm
 
 
 def _stats(x: torch.Tensor, dims: tuple[int, ...], eps: float, rms: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +108,8 @@ def _norm_handler(op: str, kind: str, binder: Binder, params_of):  # type: ignor
         if not wants_grad(x, weight, bias):
             return NOT_HANDLED
         params = params_of(p, x)
-        if params is None:  # e.g. eval-mode batch norm: already affine, nothing to freeze
-            return NOT_HANDLED
+        if params is None:  # eval-mode batch norm: already affine, nothing to freeze
+            return eval_batch_norm(func, args, kwargs, ctx) if kind == "batch" else NOT_HANDLED
         if ctx.temperature("norm") is None:
             ctx.record(op, ORDINARY)
             return NOT_HANDLED

@@ -7,6 +7,7 @@ gradient (tau = 0 is routed to the ordinary op).
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -42,24 +43,128 @@ def _windows(x: torch.Tensor, nd: int, k, s, d, pads_lo, pads_hi, out_sizes) -> 
     return xp[tuple(index)]
 
 
+#: Windows up to this many elements are handled offset by offset (a few passes over output-sized views, no
+#: window tensor); larger ones (global pooling, big kernels) go through one unfolded softmax.
+_LOOP_MAX_WINDOW = 32
+
+
 def soft_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, k, s, p, d, tau) -> torch.Tensor:
     """The soft adjoint of max pooling for input ``x`` and output gradient ``grad``."""
     out_sizes = grad.shape[-nd:]
     sizes = x.shape[-nd:]
     pads_hi = [max(0, (out_sizes[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sizes[i] - p[i]) for i in range(nd)]
     dtype = compute_dtype(x)
-    xd = x.detach().to(dtype).requires_grad_(True)
-    with torch.enable_grad():
-        win = _windows(xd, nd, k, s, d, p, pads_hi, out_sizes)
-    flat = win.detach().flatten(-nd)
-    t = resolve_temperature(tau, x.detach().to(dtype))
+    xd = x.detach().to(dtype)
+    t = resolve_temperature(tau, xd)
     if isinstance(t, torch.Tensor):
-        t = t.view(t.shape[0], *([1] * (flat.dim() - 1))) if x.dim() > nd + 1 else t.reshape(())
-    weights = torch.softmax(flat / t, dim=-1)
-    weights = torch.nan_to_num(weights, nan=0.0).view(win.shape)
-    g = grad.to(dtype).view(*grad.shape, *([1] * nd)) * weights
-    (gx,) = torch.autograd.grad(win, xd, g)
+        t = t.view(t.shape[0], *([1] * (xd.dim() - 1))) if x.dim() > nd + 1 else t.reshape(())
+    gx = _factored_grad(xd, t, grad.to(dtype), nd, k, s, p, pads_hi, out_sizes) if all(di == 1 for di in d) else None
+    if gx is None:
+        z = xd / t
+        if math.prod(k) <= _LOOP_MAX_WINDOW:
+            gx = _offsetwise_grad(z, grad.to(dtype), nd, k, s, p, d, pads_hi, out_sizes)
+        else:
+            gx = _unfolded_grad(z, grad.to(dtype), nd, k, s, p, d, pads_hi, out_sizes)
     return gx.to(grad.dtype)
+
+
+def _factored_grad(x, t, grad, nd, k, s, p, pads_hi, out_sizes) -> torch.Tensor | None:  # type: ignore[no-untyped-def]
+    """The window softmax through one depthwise sum-convolution and its adjoint (the fast path).
+
+    With one shift ``M`` per channel, ``softmax(window / t)_i = a_i / S_w`` where ``a = exp((x - M) / t)`` and
+    ``S_w`` is the window's sum of ``a``; so the spread gradient is ``a * sum_{w contains i} grad_w / S_w``: the
+    window sums are a depthwise convolution with a kernel of ones, and the inner sum is that convolution's adjoint,
+    both native kernels over contiguous memory. It needs no dilation, and every window's ``S`` well inside the
+    float range (a window far below its channel's maximum would underflow): otherwise it returns None and the
+    per-window paths take over.
+    """
+    lead = x.dim() - nd
+    if lead != 2:  # unbatched: give it a batch dimension of one
+        if lead != 1:
+            return None
+        out = _factored_grad(x.unsqueeze(0), t, grad.unsqueeze(0), nd, k, s, p, pads_hi, out_sizes)
+        return None if out is None else out.squeeze(0)
+    shift = x.amax(dim=tuple(range(lead, x.dim())), keepdim=True)
+    if not bool(torch.isfinite(shift).all()):
+        return None
+    a = torch.sub(x, shift).mul_(1.0 / t).exp_()
+    ones = torch.ones(x.shape[1], 1, *k, dtype=a.dtype, device=a.device)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    if any(pads_hi[i] != p[i] for i in range(nd)):  # ceil_mode: the last windows reach further on the high side
+        pad: list[int] = []
+        for i in reversed(range(nd)):
+            pad += [p[i], pads_hi[i]]
+        ap, conv_pad = F.pad(a, pad), [0] * nd
+    else:
+        ap, conv_pad = a, list(p)
+    sums = conv(ap, ones, stride=s, padding=conv_pad, groups=x.shape[1])
+    if tuple(sums.shape[2:]) != tuple(out_sizes) or not bool(sums.amin() > _TINY[x.dtype]):  # False for NaN too
+        return None
+    adjoint = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+    extra = [ap.shape[2 + i] - ((out_sizes[i] - 1) * s[i] - 2 * conv_pad[i] + k[i]) for i in range(nd)]
+    if any(e < 0 or e >= s[i] for i, e in enumerate(extra)):
+        return None
+    spread = adjoint(grad / sums, ones, stride=s, padding=conv_pad, output_padding=extra, groups=x.shape[1])
+    if ap is not a:
+        index = [slice(None)] * lead + [slice(p[i], p[i] + x.shape[lead + i]) for i in range(nd)]
+        spread = spread[tuple(index)]
+    return spread.mul_(a)
+
+
+#: Window sums below this are too close to underflow for the factored path's accuracy.
+_TINY = {torch.float32: 1e-30, torch.float64: 1e-290}
+
+
+def _offsetwise_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """``softmax`` over each window, one kernel offset at a time.
+
+    For offset ``o`` the elements at that position of every window form a strided view of the padded input with
+    the output's shape, so the window softmax is a handful of elementwise passes per offset, and the spread
+    gradient is added back into the same views. It does the work of the unfolded softmax without building the
+    ``prod(kernel)``-times-larger window tensor or differentiating through ``unfold``.
+    """
+    pad: list[int] = []
+    for i in reversed(range(nd)):
+        pad += [p[i], pads_hi[i]]
+    zp = F.pad(z, pad, value=float("-inf")) if any(pad) else z
+    lead = z.dim() - nd
+
+    def view(t: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
+        index = [slice(None)] * lead
+        for i in range(nd):
+            start = offset[i] * d[i]
+            index.append(slice(start, start + (out_sizes[i] - 1) * s[i] + 1, s[i]))
+        return t[tuple(index)]
+
+    offsets = list(itertools.product(*[range(ki) for ki in k]))
+    top = view(zp, offsets[0]).clone()  # each window's max (the native kernel is slower: it computes indices)
+    for o in offsets[1:]:
+        torch.maximum(top, view(zp, o), out=top)
+    if not bool(torch.isfinite(top).all()):  # a window of -inf/nan: let the unfolded path's nan handling deal
+        return _unfolded_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes)
+    weights = [torch.sub(view(zp, o), top).exp_() for o in offsets]
+    total = weights[0].clone()
+    for w in weights[1:]:
+        total.add_(w)
+    share = grad / total
+    gxp = torch.zeros_like(zp)
+    for o, w in zip(offsets, weights):
+        view(gxp, o).addcmul_(w, share)
+    if any(pad):
+        index = [slice(None)] * lead + [slice(p[i], p[i] + z.shape[lead + i]) for i in range(nd)]
+        gxp = gxp[tuple(index)]
+    return gxp
+
+
+def _unfolded_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    zd = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        win = _windows(zd, nd, k, s, d, p, pads_hi, out_sizes)
+    weights = torch.softmax(win.detach().flatten(-nd), dim=-1)
+    weights = torch.nan_to_num(weights, nan=0.0).view(win.shape)
+    g = grad.view(*grad.shape, *([1] * nd)) * weights
+    (gx,) = torch.autograd.grad(win, zd, g)
+    return gx
 
 
 class _SoftPool(torch.autograd.Function):

@@ -1,0 +1,193 @@
+"""ReLU gates rebuilt in the backward pass from tensors the graph keeps anyway, instead of stored.
+
+In a conv -> eval-mode BatchNorm -> ReLU stack (ResNets, VGG-BN, DenseNets), the ReLU's input is a per-channel
+affine map of the BatchNorm's input, which the BatchNorm backward keeps; after a residual sum it is that plus the
+block's input, which the block's first layer keeps. The soft ReLU backward needs ``Phi(x / tau)``, so rather than
+storing a gate per element (half an activation in float16 per ReLU, plus a dtype conversion each way), it rebuilds
+``x`` from those tensors when the backward pass reaches it: no memory beyond the ordinary gradient's, and the gate
+is exact in the input's precision.
+
+Eval-mode BatchNorm runs as its own Function here, both to mark its outputs as rebuildable and because its adjoint
+is one per-channel multiply, several times cheaper on CPU than the generic ``native_batch_norm_backward``. Sums
+are only tagged (their output is the exact op's), so models pay a dictionary lookup per addition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..mode import PassContext
+from ..registry import NOT_HANDLED, register_rule
+from ..temperatures import Relative, resolve_temperature
+from ._common import SQRT1_2, Binder, grad_needed, wants_grad
+
+__all__ = ["rebuildable_terms", "rebuilt_soft_relu"]
+
+#: A sum of at most this many terms is rebuilt; longer sums keep the stored gate.
+_MAX_TERMS = 3
+_REBUILT_DTYPES = (torch.float32, torch.float64)
+
+
+class _ChannelAffine(torch.autograd.Function):
+    """Eval-mode BatchNorm: forward the exact op; backward ``grad * weight / sqrt(var + eps)`` per channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, exact, mean, var, eps):  # type: ignore[no-untyped-def, override]
+        out = exact()
+        shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+        invstd = torch.rsqrt(var.detach() + eps)
+        scale = invstd if weight is None else invstd * weight.detach()
+        shift = -mean.detach() * scale
+        if bias is not None:
+            shift = shift + bias.detach()
+        ctx.scale, ctx.shift = scale.view(shape), shift.view(shape)
+        ctx.mean, ctx.invstd = mean.detach().view(shape), invstd.view(shape)
+        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+        ctx.save_for_backward(x)  # as the ordinary backward does; also what a following ReLU rebuilds from
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        gx = gw = gb = None
+        dims = tuple(i for i in range(grad.dim()) if i != 1)
+        if ctx.needs_input_grad[0]:
+            gx = (grad * ctx.scale).to(grad.dtype)
+        if ctx.has_weight and grad_needed(ctx, 1):
+            (x,) = ctx.saved_tensors
+            gw = (grad * ((x - ctx.mean) * ctx.invstd)).sum(dims).to(grad.dtype)
+        if ctx.has_bias and grad_needed(ctx, 2):
+            gb = grad.sum(dims)
+        return gx, gw, gb, None, None, None, None
+
+
+_ChannelAffineNode = _ChannelAffine._backward_cls  # type: ignore[attr-defined]
+
+_bn = Binder(
+    ["input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"],
+    weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+)  # fmt: skip
+
+
+def eval_batch_norm(func, args, kwargs, ctx: PassContext) -> Any:  # type: ignore[no-untyped-def]
+    """Handler for ``F.batch_norm`` with running statistics (the training-mode case is a frozen norm)."""
+    p = _bn(args, kwargs)
+    x, mean, var = p["input"], p["running_mean"], p["running_var"]
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not wants_grad(x, p["weight"], p["bias"]):
+        return NOT_HANDLED
+    out = _ChannelAffine.apply(x, p["weight"], p["bias"], lambda: func(*args, **kwargs), mean, var, p["eps"])
+    out.grad_fn.out_version = out._version
+    return out
+
+
+# --- sums ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plain:
+    """A term used as it is (a residual's identity), valid while its version is unchanged."""
+
+    tensor: torch.Tensor
+    version: int
+
+
+@dataclass(frozen=True)
+class _SumTag:
+    terms: tuple[Any, ...]  # _ChannelAffineNode or _Plain
+    version: int
+
+
+_TAG = "_semantic_pullbacks_sum"
+
+
+def rebuildable_terms(t: Any) -> tuple[Any, ...] | None:
+    """The terms ``t`` is the sum of, if it can still be rebuilt from them (nothing modified in place since)."""
+    if not isinstance(t, torch.Tensor) or t.dtype not in _REBUILT_DTYPES:
+        return None
+    node = t.grad_fn
+    if type(node) is _ChannelAffineNode:
+        return (node,) if getattr(node, "out_version", None) == t._version else None
+    tag = t.__dict__.get(_TAG) if node is not None else None
+    if tag is None or tag.version != t._version:
+        return None
+    if any(isinstance(term, _Plain) and term.tensor._version != term.version for term in tag.terms):
+        return None
+    return tag.terms
+
+
+def _add_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-def]
+    if kwargs or len(args) != 2:
+        return NOT_HANDLED
+    a, b = args
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return NOT_HANDLED
+    ta, tb = rebuildable_terms(a), rebuildable_terms(b)
+    if ta is None and tb is None:
+        return NOT_HANDLED
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return NOT_HANDLED
+    inplace = func in _INPLACE_ADD
+    if inplace and ta is None:  # a's old value, a term of the sum, is overwritten by the op
+        return NOT_HANDLED
+    terms = (ta or (_Plain(a, a._version),)) + (tb or (_Plain(b, b._version),))
+    out = func(a, b)
+    if len(terms) <= _MAX_TERMS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+        out.__dict__[_TAG] = _SumTag(terms, out._version)
+    return out
+
+
+_INPLACE_ADD = {torch.Tensor.add_, torch.Tensor.__iadd__}
+
+
+# --- the rebuilt soft ReLU -----------------------------------------------------------------------------------
+class _RebuiltSoftReLU(torch.autograd.Function):
+    """Forward: the exact ReLU. Backward: ``grad * (1 + erf(x / (sqrt 2 tau))) / 2`` with ``x`` rebuilt."""
+
+    @staticmethod
+    def forward(ctx, x, exact, c, inplace, terms):  # type: ignore[no-untyped-def, override]
+        tensors, coefs, offset = [], [], None
+        for term in sorted(terms, key=lambda t: isinstance(t, _Plain)):  # an affine term first: it carries the offset
+            if isinstance(term, _Plain):
+                tensors.append(term.tensor)
+                coefs.append(c)
+            else:
+                (z,) = term.saved_tensors
+                tensors.append(z)
+                coefs.append(term.scale * c)
+                offset = term.shift * c if offset is None else offset + term.shift * c
+        ctx.save_for_backward(*tensors)
+        ctx.coefs, ctx.offset = coefs, offset
+        out = exact(x)
+        if inplace:
+            ctx.mark_dirty(x)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        zs, coefs = ctx.saved_tensors, ctx.coefs
+        u = zs[0] * coefs[0] if ctx.offset is None else torch.addcmul(ctx.offset, zs[0], coefs[0])
+        for z, coef in zip(zs[1:], coefs[1:]):
+            if isinstance(coef, float):
+                u.add_(z, alpha=coef)
+            else:
+                u.addcmul_(z, coef)
+        u.erf_()
+        torch.addcmul(grad, grad, u, out=u)
+        return u.mul_(0.5), None, None, None, None
+
+
+def rebuilt_soft_relu(x: torch.Tensor, exact, tau: float | Relative, inplace: bool, terms) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The soft ReLU of ``x`` whose backward rebuilds ``x`` from ``terms`` (see :func:`rebuildable_terms`)."""
+    t = resolve_temperature(tau, x.detach())
+    return _RebuiltSoftReLU.apply(x, exact, SQRT1_2 / t, inplace, terms)
+
+
+register_rule(
+    [torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, *_INPLACE_ADD],
+    op="add",
+    family="relu",
+    description="tags residual sums of eval-mode BatchNorm outputs so a following ReLU can rebuild its input",
+)(_add_rule)

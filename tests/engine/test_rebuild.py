@@ -1,0 +1,162 @@
+"""ReLU gates rebuilt from eval-mode BatchNorm inputs and residual sums equal the stored-gate rule exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semantic_pullbacks import pullback_mode
+from semantic_pullbacks.engine import Relative
+
+
+def _bn(c):
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return bn
+
+
+class Block(nn.Module):
+    """A torchvision-style bottleneck: in-place ReLUs, ``out += identity``, optional downsample branch."""
+
+    def __init__(self, c_in, c_out, downsample):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _bn(c_out)
+        self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _bn(c_out)
+        self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), _bn(c_out)) if downsample else None
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        identity = x if self.down is None else self.down(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+def net():
+    torch.manual_seed(0)
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), _bn(4), nn.ReLU(inplace=True), Block(4, 4, False), Block(4, 6, True)
+        )
+        .double()
+        .eval()
+    )
+
+
+def folded(model):
+    """The same function without BatchNorm layers (folded into the convolutions): every ReLU stores its gate."""
+
+    def fold(conv, bn):
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding).double()
+        with torch.no_grad():
+            new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            new.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        return new
+
+    out = nn.Sequential(fold(model[0], model[1]), nn.ReLU())
+    for block in model[3:]:
+        b = Block.__new__(Block)
+        nn.Module.__init__(b)
+        b.conv1, b.bn1 = fold(block.conv1, block.bn1), nn.Identity()
+        b.conv2, b.bn2 = fold(block.conv2, block.bn2), nn.Identity()
+        b.down = None if block.down is None else fold(block.down[0], block.down[1])
+        b.relu = nn.ReLU()
+        out.append(b)
+    return out.eval()
+
+
+def nodes(out):
+    seen, stack, names = set(), [out.grad_fn], []
+    while stack:
+        n = stack.pop()
+        if n is None or n in seen:
+            continue
+        seen.add(n)
+        names.append(type(n).__name__)
+        stack.extend(f for f, _ in n.next_functions)
+    return names
+
+
+def pullback(model, x, v, temperatures):
+    x = x.clone().requires_grad_(True)
+    with pullback_mode(temperatures):
+        out = model(x)
+        (g,) = torch.autograd.grad(out, x, v)
+    return g, out
+
+
+@pytest.mark.parametrize("tau", [0.6, Relative(2.0)], ids=["absolute", "relative"])
+def test_rebuilt_relu_equals_the_stored_gate(tau):
+    model, reference = net(), None
+    reference = folded(model)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    v = torch.randn_like(model(x))
+    g, out = pullback(model, x, v, {"relu": tau})
+    g_ref, _ = pullback(reference, x, v, {"relu": tau})
+    torch.testing.assert_close(g, g_ref)
+    kinds = nodes(out)
+    assert kinds.count("_RebuiltSoftReLUBackward") == 5, kinds  # stem, and two per block
+    assert "_SoftReLUBackward" not in kinds
+
+
+def test_eval_batch_norm_backward_is_torch_s():
+    torch.manual_seed(1)
+    bn = _bn(5).double().eval()
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, 5, 4, 4, dtype=torch.float64)
+    expected = torch.autograd.grad(bn(x), [x, bn.weight, bn.bias], v)
+    with pullback_mode():
+        out = bn(x)
+        assert type(out.grad_fn).__name__ == "_ChannelAffineBackward"
+        got = torch.autograd.grad(out, [x, bn.weight, bn.bias], v)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_term_modified_after_the_sum_falls_back_to_the_stored_gate():
+    torch.manual_seed(2)
+    bn = _bn(3).double().eval()
+    z = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+
+    def f(z, t, modify):
+        s = bn(z) + t
+        if modify:
+            t.mul_(3.0)  # the identity term changes: rebuilding from it would give a wrong gate
+        return F.relu(s)
+
+    v = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+    with pullback_mode({"relu": 0.6}):
+        out = f(z, t.clone(), True)
+        (g,) = torch.autograd.grad(out, z, v)
+    assert "_RebuiltSoftReLUBackward" not in nodes(out)
+    s = bn(z.detach()) + t
+    expected = torch.autograd.grad(bn(z), z, v * torch.special.ndtr(s / 0.6))[0]
+    torch.testing.assert_close(g, expected)
+
+
+def test_float32_resnet_map_matches_float64():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    maps = []
+    for dtype in (torch.float32, torch.float64):
+        m, xi = model.to(dtype), x.to(dtype).requires_grad_(True)
+        with pullback_mode():
+            out = m(xi)[0, 3]
+            (g,) = torch.autograd.grad(out, xi)
+        maps.append(g.double())
+    rel = (maps[0] - maps[1]).norm() / maps[1].norm()
+    assert rel < 1e-4, rel
