@@ -160,3 +160,30 @@ def test_float32_resnet_map_matches_float64():
         maps.append(g.double())
     rel = (maps[0] - maps[1]).norm() / maps[1].norm()
     assert rel < 1e-4, rel
+
+
+def test_changed_running_statistics_are_picked_up():
+    """The per-channel constants are reused across passes only while the statistics stay as they were."""
+    torch.manual_seed(4)
+    bn = _bn(3).double().eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    for _ in range(3):
+        with pullback_mode():
+            (g,) = torch.autograd.grad(bn(x), x, v)
+        torch.testing.assert_close(g, torch.autograd.grad(bn(x), x, v)[0])
+        with torch.no_grad():
+            bn.running_var.mul_(4.0)
+
+
+def test_several_backward_passes_store_gates_once():
+    """With several backward passes through one graph, gates are evaluated in the forward and kept."""
+    model = net()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    with pullback_mode({"relu": 0.6}, backward_passes=2):
+        out = model(x)
+        kinds = nodes(out)
+        maps = [torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in (torch.ones_like(out), -out.detach())]
+    assert "_RebuiltSoftReLUBackward" not in kinds and kinds.count("_SoftReLUBackward") == 5
+    for v, g in zip((torch.ones_like(out), -out.detach()), maps):
+        torch.testing.assert_close(g, pullback(model, x.detach(), v, {"relu": 0.6})[0])

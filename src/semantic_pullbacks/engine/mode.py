@@ -56,11 +56,14 @@ def rules_suspended() -> Iterator[None]:
 class PassContext:
     """What a rule handler may ask of the session it runs in."""
 
-    __slots__ = ("coverage", "temperatures")
+    __slots__ = ("coverage", "store_gates", "temperatures")
 
-    def __init__(self, temperatures: Temperatures, coverage: CoverageReport) -> None:
+    def __init__(self, temperatures: Temperatures, coverage: CoverageReport, store_gates: bool = False) -> None:
         self.temperatures = temperatures
         self.coverage = coverage
+        #: Several backward passes will share this graph: evaluate gates once in the forward and store them,
+        #: rather than rebuilding them from saved inputs in every backward pass.
+        self.store_gates = store_gates
 
     def temperature(self, family: str) -> TemperatureLike:
         return self.temperatures.get(family)
@@ -107,10 +110,10 @@ def _any_requires_grad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool
 class PullbackSession:
     """Handle returned by :func:`pullback_mode`; holds the temperatures and the coverage report."""
 
-    def __init__(self, temperatures: Temperatures, warn_unhandled: bool) -> None:
+    def __init__(self, temperatures: Temperatures, warn_unhandled: bool, backward_passes: int = 1) -> None:
         self.temperatures = temperatures
         self.coverage = CoverageReport()
-        self.context = PassContext(temperatures, self.coverage)
+        self.context = PassContext(temperatures, self.coverage, store_gates=backward_passes > 1)
         self.warn_unhandled = warn_unhandled
         self._mode = _InterceptMode(self)
         self._thread: int | None = None
@@ -125,13 +128,15 @@ def pullback_mode(
     *,
     model: nn.Module | None = None,
     warn_unhandled: bool = False,
+    backward_passes: int = 1,
 ) -> Iterator[PullbackSession]:
     """Compute soft pullbacks instead of gradients for every backward pass whose graph is built inside.
 
     Forward values are bit-identical to the model's own; only the adjoint changes. Nothing on the model is
     mutated, leaving the block (also by an exception) restores ordinary autograd, and the mode only affects the
     thread that entered it. Pass ``model`` to have it checked for TorchScript / ``torch.compile``, which hide
-    their ops from the mode.
+    their ops from the mode. ``backward_passes`` > 1 says several backward passes will run through the graph
+    (one per target, with ``retain_graph``): gates are then evaluated once, in the forward pass, and stored.
 
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18().eval()
@@ -143,7 +148,7 @@ def pullback_mode(
     """
     if model is not None:
         check_model_supported(model)
-    session = PullbackSession(Temperatures.coerce(temperatures), warn_unhandled)
+    session = PullbackSession(Temperatures.coerce(temperatures), warn_unhandled, backward_passes)
     stack = _session_stack()
     stack.append(session)
     try:

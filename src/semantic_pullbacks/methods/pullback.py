@@ -20,7 +20,7 @@ __all__ = ["DoublePullback", "Gradient", "SoftPullback", "normalise_step"]
 class _Backward(Explainer):
     """``d objective / d inputs`` with the backward pass chosen by :meth:`_context`."""
 
-    def _context(self):  # type: ignore[no-untyped-def]
+    def _context(self, backward_passes: int = 1):  # type: ignore[no-untyped-def]
         return contextlib.nullcontext()
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
@@ -38,7 +38,7 @@ class _Backward(Explainer):
         _reject(kwargs)
         x = x.requires_grad_(True)
         maps = []
-        with torch.enable_grad(), self._context():
+        with torch.enable_grad(), self._context(backward_passes=len(targets)):
             output = self._output(x, args)
             for i, t in enumerate(targets):
                 score = objective(output, t, x.shape[0])
@@ -72,16 +72,16 @@ class SoftPullback(_Backward):
         self.temperatures = Temperatures.coerce(temperatures)
         self.coverage = CoverageReport()
 
-    def _context(self):  # type: ignore[no-untyped-def]
-        return _Recorder(self)
+    def _context(self, backward_passes: int = 1):  # type: ignore[no-untyped-def]
+        return _Recorder(self, backward_passes)
 
 
 class _Recorder:
     """Enter ``pullback_mode`` and keep the coverage of the last pass on the explainer."""
 
-    def __init__(self, owner: SoftPullback) -> None:
+    def __init__(self, owner: SoftPullback, backward_passes: int = 1) -> None:
         self.owner = owner
-        self._cm = pullback_mode(owner.temperatures)
+        self._cm = pullback_mode(owner.temperatures, backward_passes=backward_passes)
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         session = self._cm.__enter__()

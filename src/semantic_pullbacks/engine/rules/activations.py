@@ -142,10 +142,11 @@ class _SoftGate(torch.autograd.Function):
     """Forward: ``exact(x)`` as given. Backward: ``grad * gate(x / tau)``, the gate held fixed."""
 
     @staticmethod
-    def forward(ctx, x, exact, spec, tau, params, inplace):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, exact, spec, tau, params, inplace, store):  # type: ignore[no-untyped-def, override]
         ctx.spec, ctx.params = spec, params
-        if inplace or spec.name in _COMPACT:
-            # The input is about to be overwritten, or saving it would cost more than the gate: keep only the gate.
+        if inplace or store or spec.name in _COMPACT:
+            # The input is about to be overwritten, saving it would cost more than the gate, or several backward
+            # passes will read the gate: keep only the gate.
             ctx.gate = _evaluate(spec, x, tau, params)
             if spec.name in _COMPACT:
                 ctx.gate = ctx.gate.to(_stored_dtype(x))
@@ -167,7 +168,7 @@ class _SoftGate(torch.autograd.Function):
             else:
                 (x,) = ctx.saved_tensors
                 gate = _evaluate(ctx.spec, x, ctx.tau, ctx.params)
-            return torch.mul(grad, gate).to(grad.dtype), None, None, None, None, None
+            return torch.mul(grad, gate).to(grad.dtype), None, None, None, None, None, None
 
 
 class _SoftReLU(torch.autograd.Function):
@@ -206,9 +207,14 @@ def soft_gate(
     tau: float | Relative,
     params: dict[str, Any] | None = None,
     inplace: bool = False,
+    store: bool = False,
 ) -> torch.Tensor:
-    """Apply ``exact`` to ``x`` with the soft adjoint of ``spec`` attached (the building block of these rules)."""
-    return _SoftGate.apply(x, exact, spec, tau, params or {}, inplace)
+    """Apply ``exact`` to ``x`` with the soft adjoint of ``spec`` attached (the building block of these rules).
+
+    ``store``: evaluate the gate now and keep it (for graphs that several backward passes run through) rather
+    than saving ``x`` and evaluating it in the backward pass.
+    """
+    return _SoftGate.apply(x, exact, spec, tau, params or {}, inplace, store)
 
 
 def _activation_rule(spec: ActivationGate, binder: Binder, *, force_inplace: bool = False, fixed: dict | None = None):
@@ -231,11 +237,11 @@ def _activation_rule(spec: ActivationGate, binder: Binder, *, force_inplace: boo
         if spec is PRELU:
             return _soft_prelu(func, args, kwargs, x, p["weight"], tau, p)
         if spec is RELU and not _is_zero(tau) and x.is_floating_point():
-            terms = rebuildable_terms(x)
+            terms = None if ctx.store_gates else rebuildable_terms(x)
             if terms is not None:
                 return rebuilt_soft_relu(x, lambda t: func(*args, **kwargs), tau, inplace, terms)
             return _SoftReLU.apply(x, lambda t: func(*args, **kwargs), tau, inplace)
-        return soft_gate(x, lambda t: func(*args, **kwargs), spec, tau, p, inplace)
+        return soft_gate(x, lambda t: func(*args, **kwargs), spec, tau, p, inplace, store=ctx.store_gates)
 
     return handler
 

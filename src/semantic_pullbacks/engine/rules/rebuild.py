@@ -14,6 +14,7 @@ are only tagged (their output is the exact op's), so models pay a dictionary loo
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +39,7 @@ class _ChannelAffine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, exact, mean, var, eps):  # type: ignore[no-untyped-def, override]
         out = exact()
-        shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-        invstd = torch.rsqrt(var.detach() + eps)
-        scale = invstd if weight is None else invstd * weight.detach()
-        shift = -mean.detach() * scale
-        if bias is not None:
-            shift = shift + bias.detach()
-        ctx.scale, ctx.shift = scale.view(shape), shift.view(shape)
-        ctx.mean, ctx.invstd = mean.detach().view(shape), invstd.view(shape)
+        ctx.scale, ctx.shift, ctx.mean, ctx.invstd = _channel_constants(mean, var, weight, bias, eps, x.dim())
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         ctx.save_for_backward(x)  # as the ordinary backward does; also what a following ReLU rebuilds from
         return out
@@ -54,15 +48,44 @@ class _ChannelAffine(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         gx = gw = gb = None
-        dims = tuple(i for i in range(grad.dim()) if i != 1)
         if ctx.needs_input_grad[0]:
             gx = (grad * ctx.scale).to(grad.dtype)
         if ctx.has_weight and grad_needed(ctx, 1):
             (x,) = ctx.saved_tensors
-            gw = (grad * ((x - ctx.mean) * ctx.invstd)).sum(dims).to(grad.dtype)
+            gw = (grad * ((x - ctx.mean) * ctx.invstd)).sum(_non_channel_dims(grad)).to(grad.dtype)
         if ctx.has_bias and grad_needed(ctx, 2):
-            gb = grad.sum(dims)
+            gb = grad.sum(_non_channel_dims(grad))
         return gx, gw, gb, None, None, None, None
+
+
+def _non_channel_dims(t: torch.Tensor) -> tuple[int, ...]:
+    return (0, *range(2, t.dim()))
+
+
+#: id(running_var) -> (weak reference to it, the other statistics, their versions, the per-channel constants);
+#: reused while none of them changes, so a model in eval mode pays for them once rather than on every pass.
+#: (Keyed by id: tensors compare elementwise, so they cannot be dictionary keys themselves.)
+_CONSTANTS: dict[int, tuple[Any, ...]] = {}
+
+
+def _channel_constants(mean, var, weight, bias, eps, ndim):  # type: ignore[no-untyped-def]
+    """``(scale, shift, mean, 1/std)``, each shaped ``(1, C, 1, ...)``: the op is ``x * scale + shift``."""
+    tensors = (mean, weight, bias)
+    state = (eps, ndim, *(t._version if t is not None else -1 for t in (mean, var, weight, bias)))
+    hit = _CONSTANTS.get(id(var))
+    if hit is not None and hit[0]() is var and hit[2] == state and all(a is b for a, b in zip(hit[1], tensors)):
+        return hit[3]
+    with torch.no_grad():
+        shape = (1, var.shape[0]) + (1,) * (ndim - 2)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
+        value = (scale.view(shape), shift.view(shape), mean.view(shape), invstd.view(shape))
+    key = id(var)
+    _CONSTANTS[key] = (weakref.ref(var, lambda _, key=key: _CONSTANTS.pop(key, None)), tensors, state, value)
+    return value
 
 
 _ChannelAffineNode = _ChannelAffine._backward_cls  # type: ignore[attr-defined]
