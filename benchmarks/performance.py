@@ -11,7 +11,9 @@ Random-weight models, random inputs in [-1, 1], the same inputs for every varian
   of the model for modules that call custom autograd functions. It shows what intercepting at the torch-function
   level (no model copy, functional calls covered) costs or saves against module surgery.
 * **PullbackAscent (K=5) vs Gradient** (target <= 5.5x), **SmoothGrad (n=50) vs SoftPullback**, and
-  **10 targets at once** (``attribute_targets``) **vs 10 separate ``attribute`` calls** (target >= 2x faster).
+  **10 targets at once** (``attribute_targets``) **vs 10 separate ``attribute`` calls** (target >= 2x faster),
+  next to the same comparison for the plain gradient: one shared forward pass saves at most
+  ``(F + B) / (F / T + B)``, which is under 2 whenever a backward pass costs more than 0.8 forward passes.
 
 Timing: the variants of one comparison run interleaved (A, B, B, A, A, B, ...) after one warm-up call each, and
 the median of ``--repeats`` runs is reported, so that load from other processes hits every variant alike. On a
@@ -388,6 +390,20 @@ def bench_config(name: str, model: nn.Module, batch: int, device: torch.device, 
                 t["loop"], t["at_once"])  # fmt: skip
         r.target, r.met = ">= 2x", bool(_check(r.ratio, ">=", 2.0))
         rows.append(r)
+        # The same for the plain gradient: sharing the forward pass saves at most (F + B) / (F / T + B), which
+        # is below 2 when a backward pass B costs more than 0.8 forward passes F. This row shows that bound.
+        t = interleaved(
+            {
+                "loop": lambda: [grad.attribute(x, target=c) for c in targets],
+                "at_once": lambda: grad.attribute_targets(x, targets),
+            },
+            cfg.repeats,
+            device,
+        )["median"]
+        rows.append(
+            Row(name, batch, f"{cfg.targets} targets, Gradient (reference)", "separate", "attribute_targets",
+                t["loop"], t["at_once"])
+        )  # fmt: skip
 
         smooth = SmoothGrad(model, nt_samples=cfg.smooth_n, nt_samples_batch_size=max(1, 50 // batch))
         t = interleaved(
