@@ -15,9 +15,10 @@ Random-weight models, random inputs in [-1, 1], the same inputs for every varian
   next to the same comparison for the plain gradient: one shared forward pass saves at most
   ``(F + B) / (F / T + B)``, which is under 2 whenever a backward pass costs more than 0.8 forward passes.
 
-Timing: the variants of one comparison run interleaved (A, B, B, A, A, B, ...) after one warm-up call each, and
-the median of ``--repeats`` runs is reported, so that load from other processes hits every variant alike. On a
-shared machine the absolute times are noisy; the ratios are what to read.
+Timing: the variants of one comparison run interleaved (A, B, B, A, A, B, ...) after one warm-up call each; the
+table gives each variant's median of ``--repeats`` runs, and as the ratio the median over rounds of A/B from the
+same round, so that load from other processes hits both sides of a ratio alike. On a shared machine the absolute
+times are noisy; the ratios are what to read.
 
 Peak memory: on CPU, a separate call under ``torch.profiler`` with ``profile_memory=True``; every tensor
 allocation and free the CPU allocator reports is replayed in time order, and the peak of the running total is the
@@ -257,6 +258,16 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, device:
     return {"median": {n: statistics.median(t) for n, t in times.items()}, "first": first, "all": times}
 
 
+def paired_ratio(result: dict[str, Any], a: str, b: str) -> float:
+    """The median, over rounds, of A's time over B's from the same round.
+
+    Each round runs A and B back to back, so a slow spell on a shared machine (another process, a noisy
+    neighbour of the virtual machine) hits both sides of a ratio alike; the ratio of the two medians does not
+    have that protection and was seen to swing by +-10 % between runs here.
+    """
+    return statistics.median(x / y for x, y in zip(result["all"][a], result["all"][b]))
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
     """Peak bytes allocated by one call above what was live at its start (see the module docstring)."""
     fn()  # warm: one-time caches do not count
@@ -314,10 +325,11 @@ class Row:
     mem_b: float | None = None
     target: str = ""
     met: bool | None = None
+    paired: float | None = None  # median over rounds of A/B measured back to back (see ``paired_ratio``)
 
     @property
     def ratio(self) -> float:
-        return self.time_a / self.time_b
+        return self.paired if self.paired is not None else self.time_a / self.time_b
 
     @property
     def mem_ratio(self) -> float | None:
@@ -356,62 +368,67 @@ def bench_config(name: str, model: nn.Module, batch: int, device: torch.device, 
     def run_swap() -> object:
         return swap.attribute(x, target=target)
 
-    t = interleaved({"sp": run_sp, "grad": run_grad, "swap": run_swap}, cfg.repeats, device)["median"]
+    res = interleaved({"sp": run_sp, "grad": run_grad, "swap": run_swap}, cfg.repeats, device)
+    t = res["median"]
     mem = {k: peak_memory(f, device) for k, f in (("sp", run_sp), ("grad", run_grad), ("swap", run_swap))}
     row = Row(name, batch, "SoftPullback vs Gradient", "SoftPullback", "Gradient", t["sp"], t["grad"])
     row.mem_a, row.mem_b = mem["sp"], mem["grad"]
+    row.paired = paired_ratio(res, "sp", "grad")
     row.target = "time <= 1.10x, mem <= 1.15x"
     row.met = bool(_check(row.ratio, "<=", 1.10)) and bool(_check(row.mem_ratio, "<=", 1.15))
     rows.append(row)
     rows.append(
         Row(name, batch, "SoftPullback vs class-swap", "SoftPullback", "class-swap", t["sp"], t["swap"],
-            mem["sp"], mem["swap"], f"(maps agree to {rel:.0e})")
+            mem["sp"], mem["swap"], f"(maps agree to {rel:.0e})", paired=paired_ratio(res, "sp", "swap"))
     )  # fmt: skip
 
     if batch in cfg.extras_batches:
         ascent = PullbackAscent(model, steps=5)
-        t = interleaved({"ascent": lambda: ascent.attribute(x, target=target), "grad": run_grad}, cfg.repeats, device)[
-            "median"
-        ]
+        res = interleaved({"ascent": lambda: ascent.attribute(x, target=target), "grad": run_grad}, cfg.repeats, device)
+        t = res["median"]
         r = Row(name, batch, "PullbackAscent K=5 vs Gradient", "PullbackAscent", "Gradient", t["ascent"], t["grad"])
+        r.paired = paired_ratio(res, "ascent", "grad")
         r.target, r.met = "<= 5.5x", bool(_check(r.ratio, "<=", 5.5))
         rows.append(r)
 
         targets = list(range(cfg.targets))
-        t = interleaved(
+        res = interleaved(
             {
                 "loop": lambda: [sp.attribute(x, target=c) for c in targets],
                 "at_once": lambda: sp.attribute_targets(x, targets),
             },
             cfg.repeats,
             device,
-        )["median"]
+        )
+        t = res["median"]
         r = Row(name, batch, f"{cfg.targets} targets: separate vs at once", "separate", "attribute_targets",
-                t["loop"], t["at_once"])  # fmt: skip
+                t["loop"], t["at_once"], paired=paired_ratio(res, "loop", "at_once"))  # fmt: skip
         r.target, r.met = ">= 2x", bool(_check(r.ratio, ">=", 2.0))
         rows.append(r)
         # The same for the plain gradient: sharing the forward pass saves at most (F + B) / (F / T + B), which
         # is below 2 when a backward pass B costs more than 0.8 forward passes F. This row shows that bound.
-        t = interleaved(
+        res = interleaved(
             {
                 "loop": lambda: [grad.attribute(x, target=c) for c in targets],
                 "at_once": lambda: grad.attribute_targets(x, targets),
             },
             cfg.repeats,
             device,
-        )["median"]
+        )
+        t = res["median"]
         rows.append(
             Row(name, batch, f"{cfg.targets} targets, Gradient (reference)", "separate", "attribute_targets",
-                t["loop"], t["at_once"])
+                t["loop"], t["at_once"], paired=paired_ratio(res, "loop", "at_once"))
         )  # fmt: skip
 
         smooth = SmoothGrad(model, nt_samples=cfg.smooth_n, nt_samples_batch_size=max(1, 50 // batch))
-        t = interleaved(
+        res = interleaved(
             {"smooth": lambda: smooth.attribute(x, target=target), "sp": run_sp}, cfg.smooth_repeats, device
-        )["median"]
+        )
+        t = res["median"]
         rows.append(
             Row(name, batch, f"SmoothGrad n={cfg.smooth_n} vs SoftPullback", "SmoothGrad", "SoftPullback",
-                t["smooth"], t["sp"])
+                t["smooth"], t["sp"], paired=paired_ratio(res, "smooth", "sp"))
         )  # fmt: skip
     return rows
 
