@@ -11,8 +11,9 @@ a lean path: its forward writes ``erf(x / (sqrt 2 tau))`` straight into a float1
 fused ``grad + grad * e`` and a halving. The ordinary ReLU backward needs only the output, which the next layer
 saves anyway, so saving the float32 input would add a whole activation per ReLU to the pass's memory; the float16
 buffer adds half of one, and its rounding (<= 1.3e-4 on the gate) is far below what the temperature itself
-changes. Other ReLU-type gates store their float16 gate the same way; GELU/SiLU-type rules save the input, as their
-ordinary backward does.
+changes. A ReLU fed by eval-mode BatchNorm (or a residual sum of such outputs) stores nothing at all: ``rebuild``
+rebuilds its input in the backward pass. Other ReLU-type gates store their float16 gate; GELU/SiLU-type rules save
+the input, as their ordinary backward does.
 """
 
 from __future__ import annotations
