@@ -391,35 +391,25 @@ def bench_config(name: str, model: nn.Module, batch: int, device: torch.device, 
         r.target, r.met = "<= 5.5x", bool(_check(r.ratio, "<=", 5.5))
         rows.append(r)
 
+        # Gradient's row is the reference: sharing the forward pass saves at most (F + B) / (F / T + B), which is
+        # below 2 when a backward pass B costs more than 0.8 forward passes F.
         targets = list(range(cfg.targets))
-        res = interleaved(
-            {
-                "loop": lambda: [sp.attribute(x, target=c) for c in targets],
-                "at_once": lambda: sp.attribute_targets(x, targets),
-            },
-            cfg.repeats,
-            device,
-        )
-        t = res["median"]
-        r = Row(name, batch, f"{cfg.targets} targets: separate vs at once", "separate", "attribute_targets",
-                t["loop"], t["at_once"], paired=paired_ratio(res, "loop", "at_once"))  # fmt: skip
-        r.target, r.met = ">= 2x", bool(_check(r.ratio, ">=", 2.0))
-        rows.append(r)
-        # The same for the plain gradient: sharing the forward pass saves at most (F + B) / (F / T + B), which
-        # is below 2 when a backward pass B costs more than 0.8 forward passes F. This row shows that bound.
-        res = interleaved(
-            {
-                "loop": lambda: [grad.attribute(x, target=c) for c in targets],
-                "at_once": lambda: grad.attribute_targets(x, targets),
-            },
-            cfg.repeats,
-            device,
-        )
-        t = res["median"]
-        rows.append(
-            Row(name, batch, f"{cfg.targets} targets, Gradient (reference)", "separate", "attribute_targets",
-                t["loop"], t["at_once"], paired=paired_ratio(res, "loop", "at_once"))
-        )  # fmt: skip
+        for method, label in ((sp, f"{cfg.targets} targets: separate vs at once"),
+                              (grad, f"{cfg.targets} targets, Gradient (reference)")):  # fmt: skip
+            res = interleaved(
+                {
+                    "loop": lambda m=method: [m.attribute(x, target=c) for c in targets],
+                    "at_once": lambda m=method: m.attribute_targets(x, targets),
+                },
+                cfg.repeats,
+                device,
+            )
+            t = res["median"]
+            r = Row(name, batch, label, "separate", "attribute_targets", t["loop"], t["at_once"],
+                    paired=paired_ratio(res, "loop", "at_once"))  # fmt: skip
+            if method is sp:
+                r.target, r.met = ">= 2x", bool(_check(r.ratio, ">=", 2.0))
+            rows.append(r)
 
         smooth = SmoothGrad(model, nt_samples=cfg.smooth_n, nt_samples_batch_size=max(1, 50 // batch))
         res = interleaved(

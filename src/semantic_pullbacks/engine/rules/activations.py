@@ -37,18 +37,13 @@ from .rebuild import rebuildable_terms, rebuilt_soft_relu
 __all__ = ["ActivationGate", "soft_gate"]
 
 
-def Phi(u: torch.Tensor) -> torch.Tensor:
-    """Standard normal CDF (see the module docstring for why through ``erf``)."""
-    return torch.erf(u * SQRT1_2).add_(1.0).mul_(0.5)
-
-
 def _erf_argument(x: torch.Tensor, tau: Any) -> torch.Tensor:
     """``x / (sqrt 2 tau)`` in one pass; ``tau`` is a number or a per-sample tensor."""
     return x * (SQRT1_2 / tau)
 
 
 def _phi_scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
-    """``Phi(x / tau)`` with the division folded into the one scaling pass."""
+    """``Phi(x / tau)``, the normal CDF, with the division folded into the one scaling pass."""
     return _erf_argument(x, tau).erf_().add_(1.0).mul_(0.5)
 
 
@@ -178,9 +173,7 @@ class _SoftReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, exact, tau, inplace):  # type: ignore[no-untyped-def, override]
-        xc = x.detach()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            xc = xc.float()  # scale and erf in float32: the low-precision erf is far less accurate
+        xc = x.detach().to(compute_dtype(x))  # the low-precision erf is far less accurate
         e = torch.empty(x.shape, dtype=_stored_dtype(x), device=x.device)
         torch.erf(_erf_argument(xc, resolve_temperature(tau, xc)), out=e)
         ctx.erf = e

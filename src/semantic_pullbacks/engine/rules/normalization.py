@@ -109,7 +109,7 @@ def _norm_handler(op: str, kind: str, binder: Binder, params_of):  # type: ignor
             return NOT_HANDLED
         params = params_of(p, x)
         if params is None:  # eval-mode batch norm: already affine, nothing to freeze
-            return eval_batch_norm(func, args, kwargs, ctx) if kind == "batch" else NOT_HANDLED
+            return eval_batch_norm(func, args, kwargs, p) if kind == "batch" else NOT_HANDLED
         if ctx.temperature("norm") is None:
             ctx.record(op, ORDINARY)
             return NOT_HANDLED

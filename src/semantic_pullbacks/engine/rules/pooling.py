@@ -27,11 +27,23 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
     return (int(v),) * n
 
 
-def _windows(x: torch.Tensor, nd: int, k, s, d, pads_lo, pads_hi, out_sizes) -> torch.Tensor:
-    """Strided view of every pooling window: ``(*lead, *out_sizes, *k)``; padding reads as -inf."""
+def _pad_spec(nd: int, lo, hi) -> list[int]:  # type: ignore[no-untyped-def]
+    """``F.pad``'s argument for the last ``nd`` dims: (low, high) pairs, last dim first."""
     pad: list[int] = []
     for i in reversed(range(nd)):
-        pad += [pads_lo[i], pads_hi[i]]
+        pad += [lo[i], hi[i]]
+    return pad
+
+
+def _unpad(t: torch.Tensor, nd: int, lo, sizes) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The inverse of padding by ``lo`` at the low end: the region of original ``sizes`` in the last ``nd`` dims."""
+    index = [slice(None)] * (t.dim() - nd) + [slice(lo[i], lo[i] + sizes[i]) for i in range(nd)]
+    return t[tuple(index)]
+
+
+def _windows(x: torch.Tensor, nd: int, k, s, d, pads_lo, pads_hi, out_sizes) -> torch.Tensor:
+    """Strided view of every pooling window: ``(*lead, *out_sizes, *k)``; padding reads as -inf."""
+    pad = _pad_spec(nd, pads_lo, pads_hi)
     xp = F.pad(x, pad, value=float("-inf")) if any(pad) else x
     lead = x.dim() - nd
     for i in range(nd):
@@ -43,8 +55,8 @@ def _windows(x: torch.Tensor, nd: int, k, s, d, pads_lo, pads_hi, out_sizes) -> 
     return xp[tuple(index)]
 
 
-#: Windows up to this many elements are handled offset by offset (a few passes over output-sized views, no
-#: window tensor); larger ones (global pooling, big kernels) go through one unfolded softmax.
+#: Where the factored path cannot be exact, windows up to this many elements are handled offset by offset (a few
+#: passes over output-sized views, no window tensor); larger ones go through one unfolded softmax.
 _LOOP_MAX_WINDOW = 32
 
 
@@ -58,13 +70,11 @@ def soft_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, k, s, p, d, tau
     t = resolve_temperature(tau, xd)
     if isinstance(t, torch.Tensor):
         t = t.view(t.shape[0], *([1] * (xd.dim() - 1))) if x.dim() > nd + 1 else t.reshape(())
-    gx = _factored_grad(xd, t, grad.to(dtype), nd, k, s, p, pads_hi, out_sizes) if all(di == 1 for di in d) else None
+    g = grad.to(dtype)
+    gx = _factored_grad(xd, t, g, nd, k, s, p, pads_hi, out_sizes) if all(di == 1 for di in d) else None
     if gx is None:
-        z = xd / t
-        if math.prod(k) <= _LOOP_MAX_WINDOW:
-            gx = _offsetwise_grad(z, grad.to(dtype), nd, k, s, p, d, pads_hi, out_sizes)
-        else:
-            gx = _unfolded_grad(z, grad.to(dtype), nd, k, s, p, d, pads_hi, out_sizes)
+        per_window = _offsetwise_grad if math.prod(k) <= _LOOP_MAX_WINDOW else _unfolded_grad
+        gx = per_window(xd / t, g, nd, k, s, p, d, pads_hi, out_sizes)
     return gx.to(grad.dtype)
 
 
@@ -91,10 +101,7 @@ def _factored_grad(x, t, grad, nd, k, s, p, pads_hi, out_sizes) -> torch.Tensor 
     ones = torch.ones(x.shape[1], 1, *k, dtype=a.dtype, device=a.device)
     conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
     if any(pads_hi[i] != p[i] for i in range(nd)):  # ceil_mode: the last windows reach further on the high side
-        pad: list[int] = []
-        for i in reversed(range(nd)):
-            pad += [p[i], pads_hi[i]]
-        ap, conv_pad = F.pad(a, pad), [0] * nd
+        ap, conv_pad = F.pad(a, _pad_spec(nd, p, pads_hi)), [0] * nd
     else:
         ap, conv_pad = a, list(p)
     sums = conv(ap, ones, stride=s, padding=conv_pad, groups=x.shape[1])
@@ -106,8 +113,7 @@ def _factored_grad(x, t, grad, nd, k, s, p, pads_hi, out_sizes) -> torch.Tensor 
         return None
     spread = adjoint(grad / sums, ones, stride=s, padding=conv_pad, output_padding=extra, groups=x.shape[1])
     if ap is not a:
-        index = [slice(None)] * lead + [slice(p[i], p[i] + x.shape[lead + i]) for i in range(nd)]
-        spread = spread[tuple(index)]
+        spread = _unpad(spread, nd, p, x.shape[lead:])
     return spread.mul_(a)
 
 
@@ -123,9 +129,7 @@ def _offsetwise_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tenso
     gradient is added back into the same views. It does the work of the unfolded softmax without building the
     ``prod(kernel)``-times-larger window tensor or differentiating through ``unfold``.
     """
-    pad: list[int] = []
-    for i in reversed(range(nd)):
-        pad += [p[i], pads_hi[i]]
+    pad = _pad_spec(nd, p, pads_hi)
     zp = F.pad(z, pad, value=float("-inf")) if any(pad) else z
     lead = z.dim() - nd
 
@@ -150,10 +154,7 @@ def _offsetwise_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tenso
     gxp = torch.zeros_like(zp)
     for o, w in zip(offsets, weights):
         view(gxp, o).addcmul_(w, share)
-    if any(pad):
-        index = [slice(None)] * lead + [slice(p[i], p[i] + z.shape[lead + i]) for i in range(nd)]
-        gxp = gxp[tuple(index)]
-    return gxp
+    return _unpad(gxp, nd, p, z.shape[lead:]) if any(pad) else gxp
 
 
 def _unfolded_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tensor:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, Binder, grad_needed, wants_grad
+from ._common import SQRT1_2, grad_needed
 
 __all__ = ["rebuildable_terms", "rebuilt_soft_relu"]
 
@@ -90,19 +90,15 @@ def _channel_constants(mean, var, weight, bias, eps, ndim):  # type: ignore[no-u
 
 _ChannelAffineNode = _ChannelAffine._backward_cls  # type: ignore[attr-defined]
 
-_bn = Binder(
-    ["input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"],
-    weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
-)  # fmt: skip
 
-
-def eval_batch_norm(func, args, kwargs, ctx: PassContext) -> Any:  # type: ignore[no-untyped-def]
-    """Handler for ``F.batch_norm`` with running statistics (the training-mode case is a frozen norm)."""
-    p = _bn(args, kwargs)
-    x, mean, var = p["input"], p["running_mean"], p["running_var"]
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not wants_grad(x, p["weight"], p["bias"]):
+def eval_batch_norm(func, args, kwargs, p: dict[str, Any]) -> Any:  # type: ignore[no-untyped-def]
+    """``F.batch_norm`` with running statistics, its arguments bound in ``p`` by the batch-norm rule (which also
+    handles the training-mode case, as a frozen norm, and checks that a gradient is wanted)."""
+    x = p["input"]
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
         return NOT_HANDLED
-    out = _ChannelAffine.apply(x, p["weight"], p["bias"], lambda: func(*args, **kwargs), mean, var, p["eps"])
+    exact = lambda: func(*args, **kwargs)
+    out = _ChannelAffine.apply(x, p["weight"], p["bias"], exact, p["running_mean"], p["running_var"], p["eps"])
     out.grad_fn.out_version = out._version
     return out
 
