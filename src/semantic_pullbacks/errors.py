@@ -6,6 +6,7 @@ __all__ = [
     "ImageLoadError",
     "InvalidInputError",
     "SemanticPullbacksError",
+    "UnexpectedArgumentError",
     "UnknownClassError",
     "UnknownModelError",
     "UnsupportedModelError",
@@ -45,3 +46,7 @@ class UnknownClassError(SemanticPullbacksError, KeyError):
 
 class ImageLoadError(SemanticPullbacksError, OSError):
     """A file is missing, not an image, corrupt, or too large to decode safely."""
+
+
+class UnexpectedArgumentError(InvalidInputError, TypeError):
+    """A keyword argument the function does not take: refused rather than ignored (a TypeError, as Python's own)."""

@@ -3,21 +3,30 @@
 A pullback version is the classic method run while soft pullbacks replace gradients: the same Captum code,
 called inside :func:`pullback_mode`. The ordinary versions are Captum's own implementations, so baselines are
 the ones the field already trusts. FusionGrad (absent from Captum) is implemented here.
+
+Where a name matches Captum's, so does the call: ``IntegratedGradients(model).attribute(x, baselines,
+target=..., return_convergence_delta=True)``, ``GradientShap(model).attribute(x, baselines, n_samples)``,
+``GuidedGradCam(model, layer)``. Stochastic methods draw fresh noise on every call, as Captum's do; ``seed=``
+makes each call reproducible without touching the caller's random state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..engine import Temperatures, pullback_mode
-from ..errors import InvalidInputError, UnsupportedModelError
-from .base import Explainer
+from ..errors import InvalidInputError, UnexpectedArgumentError, UnsupportedModelError
+from .base import Explainer, forward_args
 from .targets import OutputSelector, TargetType, class_indices, objective, select_output
 
 __all__ = [
@@ -37,13 +46,22 @@ __all__ = [
 
 
 class _Head(nn.Module):
-    """The model with output selection (and a callable target) folded in, so Captum sees plain logits."""
+    """The model with output selection (and a callable target) folded in, so Captum sees plain logits.
 
-    def __init__(self, model: nn.Module | Callable[..., Any], selector: OutputSelector) -> None:
+    Built afresh for every call: it carries that call's target, so an explainer shared between threads never
+    runs with another call's target.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        selector: OutputSelector,
+        target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.inner = model
         self.selector = selector
-        self.target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.target_fn = target_fn
 
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         out = select_output(self.inner(x, *args), self.selector)
@@ -52,16 +70,61 @@ class _Head(nn.Module):
         return out.reshape(x.shape[0], -1) if out.dim() > 2 else out
 
 
+# Captum draws its noise from the global torch and numpy generators; a seeded call swaps in its own state for
+# its whole length, so seeded calls from several threads take turns instead of interleaving their draws.
+_GLOBAL_RNG = threading.RLock()
+
+
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Deterministic draws without touching the caller's global RNG state."""
+    """Deterministic draws (torch and numpy, which Captum's GradientShap uses), the caller's RNG state restored."""
     if seed is None:
         yield
         return
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=devices):
+        numpy_state = np.random.get_state()
         torch.manual_seed(seed)
-        yield
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+_MODEL_TURNS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_TURNS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _hookable(model: Any) -> Iterator[Any]:
+    """The model for Captum methods that hook its modules (DeepLift, Guided Grad-CAM) during a call.
+
+    Hooks on the caller's modules would act on every other pass through them while the call runs: other threads,
+    other explainers, the caller's own forward passes. So the hooks go on a copy of the module tree that shares
+    every parameter and buffer (no weights are copied, and the copy always has the current ones). A model that
+    cannot be copied is hooked itself, one call at a time.
+    """
+    private = None
+    if isinstance(model, nn.Module):
+        shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+        try:
+            private = copy.deepcopy(model, shared)
+        except (TypeError, RuntimeError, copy.Error):
+            private = None
+    if private is not None:
+        yield private
+        return
+    with _TURNS_GUARD:
+        lock = _MODEL_TURNS.setdefault(model, threading.RLock())
+    with lock:
+        yield model
+
+
+def _captum_visible(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Captum's wrappers (NoiseTunnel) call ``method.attribute.__wrapped__`` to skip their usage logging."""
+    method.__wrapped__ = method  # type: ignore[attr-defined]
+    return method
 
 
 class _CaptumMethod(Explainer):
@@ -69,6 +132,8 @@ class _CaptumMethod(Explainer):
 
     captum_name: str = ""
     defaults: dict[str, Any] = {}
+    #: whether the Captum implementation registers hooks on the model's modules during a call
+    hooks_model: bool = False
 
     def __init__(
         self,
@@ -76,51 +141,90 @@ class _CaptumMethod(Explainer):
         temperatures: Temperatures | Mapping[str, Any] | None = None,
         *,
         output_selector: OutputSelector = None,
-        seed: int | None = 0,
+        seed: int | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(model, output_selector=output_selector)
         self.temperatures = Temperatures.coerce(temperatures)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise InvalidInputError(f"seed must be an int or None (fresh randomness on every call), got {seed!r}")
         self.seed = seed
-        unknown = set(settings) - set(self.defaults) - set(self._extra_settings())
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected settings: {', '.join(sorted(unknown))}")
+        _check_settings(type(self).__name__, settings, self.defaults, "settings")
         self.settings = {**self.defaults, **settings}
-        self._head = _Head(model, output_selector)
 
-    def _extra_settings(self) -> tuple[str, ...]:
-        return ()
-
-    def _captum(self) -> Any:
+    def _captum(self, head: _Head) -> Any:
         import captum.attr as ca
 
-        return getattr(ca, self.captum_name)(self._head)
+        return getattr(ca, self.captum_name)(head)
 
-    def _call(self, method: Any, x: torch.Tensor, target: Any, args: tuple[Any, ...], **settings: Any) -> Any:
-        return method.attribute(x, target=target, additional_forward_args=args or None, **settings)
+    def _call(self, head: _Head, x: torch.Tensor, target: Any, args: tuple[Any, ...], **settings: Any) -> Any:
+        return self._captum(head).attribute(x, target=target, additional_forward_args=args or None, **settings)
 
     def _context(self):  # type: ignore[no-untyped-def]
         return pullback_mode(self.temperatures) if self.uses_pullback else contextlib.nullcontext()
 
-    def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
-        settings = {**self.settings, **kwargs}
-        head = self._head
+    def _head(self, model: Any, x: torch.Tensor, target: TargetType, args: tuple[Any, ...]) -> tuple[_Head, Any]:
+        """This call's head around ``model`` and the target Captum should select from its output."""
         if callable(target) and not isinstance(target, torch.Tensor):
-            head.target_fn, captum_target = target, 0
-        else:
-            with torch.no_grad():
-                out = select_output(self.model(x, *args), self.output_selector)
-            if isinstance(target, torch.Tensor) and target.is_floating_point():
-                direction = target
-                head.target_fn, captum_target = (lambda o: (o * direction).reshape(o.shape[0], -1).sum(1)), 0
-            else:
-                head.target_fn, captum_target = None, class_indices(out, target, x.shape[0]).tolist()
-        try:
-            with _seeded(self.seed, x.device), torch.enable_grad(), self._context():
-                result = self._call(self._captum(), x, captum_target, args, **settings)
-        finally:
-            head.target_fn = None
-        return result
+            return _Head(model, self.output_selector, target), 0
+        if isinstance(target, torch.Tensor) and target.is_floating_point():
+            direction = target
+            return _Head(model, self.output_selector, lambda o: objective(o, direction, o.shape[0])), 0
+        with torch.no_grad():
+            out = select_output(model(x, *args), self.output_selector)
+        return _Head(model, self.output_selector), class_indices(out, target, x.shape[0]).tolist()
+
+    def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> Any:
+        _check_settings(type(self).__name__, kwargs, {**self.defaults, **self._call_options()}, "arguments")
+        settings = {**self.settings, **kwargs}
+        model = _hookable(self.model) if self.hooks_model else contextlib.nullcontext(self.model)
+        with model as forward, _seeded(self.seed, x.device), torch.enable_grad(), self._context():
+            head, captum_target = self._head(forward, x, target, args)
+            return self._call(head, x, captum_target, args, **settings)
+
+    def _call_options(self) -> dict[str, Any]:
+        """Per-call arguments beyond the constructor's settings (Captum's ``return_convergence_delta``...)."""
+        return {}
+
+    def _attribute_targets(self, x, targets, args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("return_convergence_delta"):
+            raise UnexpectedArgumentError(
+                "attribute_targets() returns maps only; call attribute(..., return_convergence_delta=True) per target"
+            )
+        return super()._attribute_targets(x, targets, args, **kwargs)
+
+    def _attribute_with_delta(
+        self, inputs: torch.Tensor, target: TargetType, additional_forward_args: Any, delta: bool, **call: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Captum's ``return_convergence_delta``: ``(attributions, delta)`` with delta per sample."""
+        x = self._check_inputs(inputs)
+        given = {k: v for k, v in call.items() if v is not None}
+        with self._caller_state():
+            out = self._attribute(
+                x, target, forward_args(additional_forward_args), return_convergence_delta=delta, **given
+            )
+        if delta:
+            attributions, deltas = out
+            return attributions.detach(), deltas.detach()
+        return out.detach()
+
+
+def _check_settings(owner: str, given: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
+    unknown = set(given) - set(known)
+    if unknown:
+        raise UnexpectedArgumentError(
+            f"{owner} got unexpected {what}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
+
+
+class _ConvergenceDelta:
+    """Mixin for Captum's completeness check: ``sum(attributions) - (f(x) - f(baseline))`` per sample."""
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def _call_options(self) -> dict[str, Any]:
+        return {"return_convergence_delta": False}
 
 
 class SmoothGrad(_CaptumMethod):
@@ -130,10 +234,10 @@ class SmoothGrad(_CaptumMethod):
     stochastic = True
     defaults = {"nt_samples": 50, "stdevs": 0.15, "nt_samples_batch_size": 10}
 
-    def _call(self, method, x, target, args, **s):  # type: ignore[no-untyped-def]
+    def _call(self, head, x, target, args, **s):  # type: ignore[no-untyped-def]
         from captum.attr import NoiseTunnel
 
-        return NoiseTunnel(method).attribute(
+        return NoiseTunnel(self._captum(head)).attribute(
             x, nt_type="smoothgrad", target=target, additional_forward_args=args or None, abs=False, **s
         )
 
@@ -144,48 +248,111 @@ class SmoothPullback(SmoothGrad):
     uses_pullback = True
 
 
-class IntegratedGradients(_CaptumMethod):
-    """Integrated Gradients from a baseline (default: zeros, mid-grey in [-1, 1])."""
+class IntegratedGradients(_ConvergenceDelta, _CaptumMethod):
+    """Integrated Gradients from a baseline (default: zeros, mid-grey in [-1, 1]).
+
+    ``attribute(inputs, baselines, target, additional_forward_args, n_steps, method, internal_batch_size,
+    return_convergence_delta)`` as in Captum; arguments left out use the constructor's settings.
+    """
 
     captum_name = "IntegratedGradients"
-    defaults = {"n_steps": 50, "baselines": None, "internal_batch_size": 25}
+    defaults = {"n_steps": 50, "method": "gausslegendre", "baselines": None, "internal_batch_size": 25}
+
+    @_captum_visible
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int | None = None,
+        method: str | None = None,
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._attribute_with_delta(
+            inputs, target, additional_forward_args, return_convergence_delta,
+            baselines=baselines, n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+        )  # fmt: skip
 
 
 class IntegratedPullbacks(IntegratedGradients):
     uses_pullback = True
 
 
-class GradientShap(_CaptumMethod):
-    """GradientSHAP; baselines default to zeros and uniform noise over the input domain."""
+class GradientShap(_ConvergenceDelta, _CaptumMethod):
+    """GradientSHAP; baselines default to zeros and uniform noise over the input domain.
+
+    ``attribute(inputs, baselines, n_samples, stdevs, target, additional_forward_args, return_convergence_delta)``
+    as in Captum; arguments left out use the constructor's settings.
+    """
 
     captum_name = "GradientShap"
     stochastic = True
     defaults = {"n_samples": 20, "stdevs": 0.0, "baselines": None, "domain": (-1.0, 1.0)}
 
-    def _call(self, method, x, target, args, baselines=None, domain=(-1.0, 1.0), **s):  # type: ignore[no-untyped-def]
+    @_captum_visible
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        baselines: Any = None,
+        n_samples: int | None = None,
+        stdevs: float | None = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._attribute_with_delta(
+            inputs, target, additional_forward_args, return_convergence_delta,
+            baselines=baselines, n_samples=n_samples, stdevs=stdevs,
+        )  # fmt: skip
+
+    def _call(self, head, x, target, args, baselines=None, domain=(-1.0, 1.0), **s):  # type: ignore[no-untyped-def]
         if baselines is None:
             lo, hi = domain
             noise = torch.rand((4, *x.shape[1:]), dtype=x.dtype, device=x.device) * (hi - lo) + lo
             baselines = torch.cat([torch.zeros_like(x[:1]), noise])
-        return method.attribute(x, baselines=baselines, target=target, additional_forward_args=args or None, **s)
+        return self._captum(head).attribute(
+            x, baselines=baselines, target=target, additional_forward_args=args or None, **s
+        )
 
 
 class PullbackShap(GradientShap):
     uses_pullback = True
 
 
-class DeepLift(_CaptumMethod):
-    """DeepLIFT (rescale rule) from a zero baseline; needs an ``nn.Module`` built from module activations."""
+class DeepLift(_ConvergenceDelta, _CaptumMethod):
+    """DeepLIFT (rescale rule) from a zero baseline; needs an ``nn.Module`` built from module activations.
+
+    ``attribute(inputs, baselines, target, additional_forward_args, return_convergence_delta,
+    custom_attribution_func)`` as in Captum.
+    """
 
     captum_name = "DeepLift"
-    defaults = {"baselines": None}
+    defaults = {"baselines": None, "custom_attribution_func": None}
+    hooks_model = True
 
-    def _captum(self) -> Any:
+    @_captum_visible
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        baselines: Any = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func: Callable[..., Any] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._attribute_with_delta(
+            inputs, target, additional_forward_args, return_convergence_delta,
+            baselines=baselines, custom_attribution_func=custom_attribution_func,
+        )  # fmt: skip
+
+    def _captum(self, head: _Head) -> Any:
         import captum.attr as ca
 
         if not isinstance(self.model, nn.Module):
             raise UnsupportedModelError("DeepLift needs an nn.Module (it hooks the model's activation modules)")
-        return ca.DeepLift(self._head)
+        return ca.DeepLift(head)
 
 
 class PullbackDeepLift(DeepLift):
@@ -193,19 +360,40 @@ class PullbackDeepLift(DeepLift):
 
 
 class GuidedGradCam(_CaptumMethod):
-    """Guided Grad-CAM at a convolutional layer (default: the model's last ``nn.Conv2d``)."""
+    """Guided Grad-CAM at a convolutional layer: ``GuidedGradCam(model, layer)`` as in Captum (default layer: the
+    model's last ``nn.Conv2d``).
+    """
 
     captum_name = "GuidedGradCam"
-    defaults = {"interpolate_mode": "nearest"}
+    defaults = {"interpolate_mode": "nearest", "attribute_to_layer_input": False}
+    hooks_model = True
 
-    def __init__(self, model, temperatures=None, *, layer: nn.Module | None = None, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        model: nn.Module | Callable[..., Any],
+        layer: nn.Module | None = None,
+        temperatures: Temperatures | Mapping[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        if layer is not None and not isinstance(layer, nn.Module):
+            raise InvalidInputError(
+                f"layer must be a module of the model, as in Captum's GuidedGradCam(model, layer); got "
+                f"{type(layer).__name__} (pass temperatures= by keyword)"
+            )
         super().__init__(model, temperatures, **kwargs)
-        self.layer = layer if layer is not None else _last_conv(model)
+        self.layer = _last_conv(self.model) if layer is None else layer
+        _module_name(self.model, self.layer)  # the layer must belong to the model
 
-    def _captum(self) -> Any:
+    def _bind(self, model: Any) -> None:
+        name = _module_name(self.model, self.layer)
+        super()._bind(model)
+        self.layer = model.get_submodule(name)
+
+    def _captum(self, head: _Head) -> Any:
         import captum.attr as ca
 
-        return ca.GuidedGradCam(self._head, self.layer)
+        # the layer as it is in the model this call runs (a copy sharing the weights, see _hookable)
+        return ca.GuidedGradCam(head, head.inner.get_submodule(_module_name(self.model, self.layer)))
 
 
 class GuidedPullbackCam(GuidedGradCam):
@@ -219,6 +407,15 @@ def _last_conv(model: Any) -> nn.Module:
     return convs[-1]
 
 
+def _module_name(model: Any, layer: nn.Module) -> str:
+    """The layer's qualified name in ``model``, which is how it is found again in a copy of the model."""
+    if isinstance(model, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer:
+                return name
+    raise InvalidInputError(f"layer {type(layer).__name__} is not a module of the model being explained")
+
+
 class FusionGrad(_CaptumMethod):
     """FusionGrad: SmoothGrad averaged over models with multiplicative N(1, sigma_w) weight noise.
 
@@ -229,16 +426,13 @@ class FusionGrad(_CaptumMethod):
     stochastic = True
     defaults = {"model_samples": 10, "weight_noise": 0.1, "nt_samples": 10, "stdevs": 0.15, "nt_samples_batch_size": 10}
 
-    def _captum(self) -> Any:
-        return None
-
-    def _call(self, method, x, target, args, model_samples, weight_noise, **s):  # type: ignore[no-untyped-def]
+    def _call(self, head, x, target, args, model_samples, weight_noise, **s):  # type: ignore[no-untyped-def]
         from captum.attr import NoiseTunnel, Saliency
 
         if not isinstance(self.model, nn.Module):
             raise UnsupportedModelError("FusionGrad perturbs the model's weights and needs an nn.Module")
-        noisy = copy.deepcopy(self._head)
-        originals = [p.detach().clone() for p in self._head.parameters()]
+        noisy = copy.deepcopy(head)
+        originals = [p.detach().clone() for p in head.parameters()]
         total = None
         for _ in range(model_samples):
             with torch.no_grad():

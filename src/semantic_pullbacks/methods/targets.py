@@ -1,13 +1,17 @@
 """What to explain: targets and output selection, in Captum's conventions plus callables.
 
 A target turns the model's output into one scalar per sample whose pullback is the explanation:
-``None`` (each sample's top-1 class), an ``int`` (same class for all), a sequence or ``(B,)`` tensor (one class
+``None`` (each sample's top-1 class), an ``int`` (same class for all), a list or ``(B,)`` tensor (one class
 per sample), a float tensor shaped like the output (an output-space direction), or a callable
 ``f(output) -> (B,)`` (a segmentation region, a single-logit model, a hidden direction).
+
+As in Captum, a *tuple* indexes one element of a multi-dimensional output per sample: ``(row, col)`` explains
+``output[i, row, col]`` for every sample ``i``, and a list of tuples gives each sample its own element.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
@@ -17,7 +21,15 @@ from ..errors import InvalidInputError, UnknownClassError
 
 __all__ = ["OutputSelector", "TargetType", "objective", "select_output"]
 
-TargetType = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+TargetType = Union[
+    None,
+    int,
+    tuple[int, ...],
+    Sequence[int],
+    Sequence[tuple[int, ...]],
+    torch.Tensor,
+    Callable[[torch.Tensor], torch.Tensor],
+]
 OutputSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 
 
@@ -76,13 +88,16 @@ def objective(output: torch.Tensor, target: TargetType, batch: int) -> torch.Ten
 
 
 def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch.Tensor:
-    """Per-sample class indices ``(B,)`` (``None`` means each sample's top-1), validated against the output."""
+    """Per-sample indices into ``output.reshape(B, -1)``, shape ``(B,)`` (``None`` means each sample's top-1),
+    validated against the output."""
     flat = output.reshape(batch, -1)
     n = flat.shape[1]
     if target is None:
         return flat.detach().argmax(1)
     if isinstance(target, bool):
         raise InvalidInputError("target must be a class index, not a bool")
+    if isinstance(target, tuple):
+        return _element_indices(output, [target] * batch, batch)
     if isinstance(target, int):
         index = torch.full((batch,), target, dtype=torch.long, device=output.device)
     elif isinstance(target, torch.Tensor):
@@ -92,18 +107,22 @@ def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch
         if index.numel() == 1:
             index = index.expand(batch)
     elif isinstance(target, Sequence) and not isinstance(target, str):
+        if target and all(isinstance(t, tuple) for t in target):
+            return _element_indices(output, list(target), batch)
         if any(isinstance(t, (tuple, list)) for t in target):
             raise InvalidInputError(
-                "nested targets are ambiguous here; for several targets at once use attribute_targets()"
+                "a list target holds one class index per sample, or one tuple index per sample for a "
+                "multi-dimensional output; for several targets at once use attribute_targets()"
             )
         try:
-            index = torch.tensor([int(t) for t in target], dtype=torch.long, device=output.device)
+            index = torch.tensor([_integer(t) for t in target], dtype=torch.long, device=output.device)
         except (TypeError, ValueError):
             raise InvalidInputError(f"targets must be class indices, got {list(target)[:5]!r}") from None
     else:
         raise InvalidInputError(
-            f"unsupported target {target!r}: use None, an int, a sequence/tensor of ints, an output-shaped float "
-            "tensor or a callable(output) -> (B,) tensor (class names are resolved with LoadedModel.target)"
+            f"unsupported target {target!r}: use None, an int, a tuple index into a multi-dimensional output, "
+            "a list/tensor of ints (one per sample), an output-shaped float tensor or a callable(output) -> (B,) "
+            "tensor (class names are resolved with LoadedModel.target)"
         )
     if index.shape != (batch,):
         raise InvalidInputError(
@@ -115,3 +134,38 @@ def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch
             f"target {index[bad][0].item()} is out of range: the model has {n} outputs (valid: 0..{n - 1})"
         )
     return index
+
+
+def _integer(value: Any) -> int:
+    """An index: ints, numpy integers and integer 0-d tensors; floats and bools are refused, never rounded."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return operator.index(value)
+
+
+def _element_indices(output: torch.Tensor, elements: list[tuple[Any, ...]], batch: int) -> torch.Tensor:
+    """Captum's tuple targets: one element ``output[i, *element]`` per sample, as an index into the flat output."""
+    dims = tuple(output.shape[1:])
+    if len(elements) != batch:
+        raise InvalidInputError(f"got {len(elements)} tuple targets for a batch of {batch}; give one per sample")
+    flat = []
+    for element in elements:
+        if len(element) != len(dims):
+            raise InvalidInputError(
+                f"tuple target {element!r} must index one element of each sample's output of shape {dims} with "
+                f"{len(dims)} indices; for one class per sample pass a list or tensor instead of a tuple"
+            )
+        try:
+            ints = [_integer(i) for i in element]
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"tuple target {element!r} must hold integer indices") from None
+        for i, d in zip(ints, dims):
+            if not 0 <= i < d:
+                raise UnknownClassError(
+                    f"tuple target {element!r} is out of range for an output of shape {dims} per sample"
+                )
+        position = 0
+        for i, d in zip(ints, dims):
+            position = position * d + i
+        flat.append(position)
+    return torch.tensor(flat, dtype=torch.long, device=output.device)
