@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from semantic_pullbacks.calibration.settings import temperatures_for
 from semantic_pullbacks.engine import Relative, Temperatures
 from semantic_pullbacks.errors import ImageLoadError, InvalidInputError, SemanticPullbacksError
 from semantic_pullbacks.imagenet import Prediction
 from semantic_pullbacks.images import to_display
 from semantic_pullbacks.methods import METHODS, AscentResult, accepted_settings, get_method
+from semantic_pullbacks.methods.configure import method_settings
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, load
 from semantic_pullbacks.visualize import heatmap_rgb, overlay_rgb, robust_vmax
 
@@ -337,17 +337,21 @@ def _batch(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
 
 
 def _make(name: str, model: nn.Module, temperatures: Temperatures, request: ExplainRequest, loaded: LoadedModel):  # type: ignore[no-untyped-def]
-    """The method with the request's settings it accepts (ascent K, alpha and clipping, the model's domain)."""
+    """The method with the request's settings it accepts (ascent K, alpha and clipping, the model's domain), through
+    the same mapping the CLI and ``SoftPullback(loaded)`` use; stochastic methods are seeded, so the same request
+    shows the same map."""
     cls = get_method(name)
-    offered = {
-        "temperatures": temperatures_for(cls.__name__, temperatures, request.ascent_preset if request.preset else None),
-        "steps": request.steps,
-        "alpha": request.alpha,
-        "clip": "last",
-        "domain": loaded.domain,
-    }
+    kwargs = method_settings(
+        cls,
+        temperatures,
+        ascent_temperatures=request.ascent_preset if request.preset else None,
+        steps=request.steps,
+        alpha=request.alpha,
+        domain=loaded.domain,
+    )
     accepted = accepted_settings(cls)
-    return cls(model, **{k: v for k, v in offered.items() if k in accepted})
+    kwargs.update({k: v for k, v in {"clip": "last", "seed": 0}.items() if k in accepted})
+    return cls(model, **kwargs)
 
 
 def _check(request: ExplainRequest, limits: Limits) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
 
@@ -244,24 +244,26 @@ def resolve_method_names(names: Sequence[str]) -> list[str]:
 
 
 def build_method(
-    name: str, model: LoadedModel, settings: RunSettings, *, seed: int = 0, clip: str = "never"
+    name: str, model: LoadedModel, settings: RunSettings, *, seed: int | None = 0, clip: str = "never"
 ) -> Explainer:
-    """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain)."""
-    from ..calibration.settings import temperatures_for
+    """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain),
+    through the same mapping ``SoftPullback(loaded)`` uses in Python."""
     from ..methods import accepted_settings, get_method
+    from ..methods.configure import method_settings
 
     cls = get_method(name)
     _quiet_captum()
-    offered: dict[str, Any] = {
-        "temperatures": temperatures_for(cls.__name__, settings.temperatures, settings.ascent_temperatures),
-        "steps": settings.steps,
-        "alpha": settings.alpha,
-        "clip": clip,
-        "domain": model.domain,
-        "seed": seed,
-    }
+    kwargs = method_settings(
+        cls,
+        settings.temperatures,
+        ascent_temperatures=settings.ascent_temperatures,
+        steps=settings.steps,
+        alpha=settings.alpha,
+        domain=model.domain,
+    )
     accepted = accepted_settings(cls)
-    return cls(model.model, **{k: v for k, v in offered.items() if k in accepted})
+    kwargs.update({k: v for k, v in {"seed": seed, "clip": clip}.items() if k in accepted})
+    return cls(model.model, **kwargs)
 
 
 def _quiet_captum() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from torch import nn
 
 from ..engine import check_model_supported
 from ..errors import InvalidInputError
+from .configure import AcceptsLoadedModels
 from .targets import OutputSelector, TargetType, objective, select_output
 
 __all__ = ["Explainer", "forward_args"]
@@ -25,11 +27,12 @@ def forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
     return (additional_forward_args,)
 
 
-class Explainer:
+class Explainer(metaclass=AcceptsLoadedModels):
     """Base class: ``Method(model).attribute(inputs, target=..., additional_forward_args=...)``.
 
     Subclasses implement :meth:`_attribute` on a validated, detached input. The caller's tensors, their
     ``.grad`` and ``requires_grad``, and the model's parameters and train/eval mode are left as found.
+    ``model`` may be a :class:`~semantic_pullbacks.models.LoadedModel`: its family's recommended settings apply.
     """
 
     #: Whether the method's own pass is a soft pullback (``True``) or an ordinary gradient (``False``).
@@ -42,8 +45,32 @@ class Explainer:
     def __init__(self, model: nn.Module | Callable[..., Any], *, output_selector: OutputSelector = None) -> None:
         check_model_supported(model)
         self.model = model
-        self.forward_func = model  # Captum's name
         self.output_selector = output_selector
+
+    # --- the model explained -----------------------------------------------------------------------------------
+    @property
+    def forward_func(self) -> nn.Module | Callable[..., Any]:
+        """Captum's name for the model; assigning it re-binds the explainer (as metrics that randomise a copy of
+        the model do)."""
+        return self.model
+
+    @forward_func.setter
+    def forward_func(self, model: nn.Module | Callable[..., Any]) -> None:
+        self._bind(model)
+
+    def rebind(self, model: nn.Module | Callable[..., Any]) -> Explainer:
+        """A copy with the same settings that explains ``model`` (e.g. a copy of the model with other weights)."""
+        bound = copy.copy(self)
+        bound._bind(model)
+        return bound
+
+    def _bind(self, model: Any) -> None:
+        """Point this explainer, and the explainers it runs internally, at ``model``."""
+        check_model_supported(model)
+        old, self.model = self.model, model
+        for name, value in list(vars(self).items()):
+            if isinstance(value, Explainer) and value.model is old:
+                setattr(self, name, value.rebind(model))
 
     # --- public API --------------------------------------------------------------------------------------------
     def attribute(

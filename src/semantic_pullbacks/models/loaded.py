@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +17,10 @@ from torch import nn
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.imagenet import Prediction, imagenet_classes, resolve_target, top_k
 from semantic_pullbacks.images import DEFAULT_MAX_PIXELS, image_to_tensor, load_image, load_images
+
+if TYPE_CHECKING:
+    from semantic_pullbacks.calibration import Settings
+    from semantic_pullbacks.methods import Explainer
 
 __all__ = ["LoadedModel", "Preprocess", "wrap"]
 
@@ -97,6 +102,33 @@ class LoadedModel:
     def target(self, spec: int | str) -> int:
         """Logit index for a class index, numeric string or (approximate) class name."""
         return resolve_target(spec, self.class_names)
+
+    def explainer(
+        self,
+        method: str = "SoftPullback",
+        *,
+        settings: Settings | str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Explainer:
+        """Method ``method`` for this model, with the settings the CLI and the app would use.
+
+        ``settings``: ``None`` for the family's recommended settings (what ``SoftPullback(loaded)`` also gets), a
+        :class:`~semantic_pullbacks.calibration.Settings` or the path of a settings file (``calibrate`` writes
+        them). ``overrides`` (``temperatures=``, ``steps=``, ``seed=``...) win over both.
+
+        >>> loaded.explainer("PullbackAscent", clip="last").run(x, target=285)   # doctest: +SKIP
+        """
+        from semantic_pullbacks.calibration import load_settings
+        from semantic_pullbacks.methods import get_method
+        from semantic_pullbacks.methods.configure import settings_of
+
+        cls = get_method(method)
+        if settings is None:
+            return cls(self, **overrides)
+        if not hasattr(settings, "temperatures"):
+            settings = load_settings(settings)  # type: ignore[arg-type]
+        kwargs = settings_of(cls, settings, domain=self.domain)  # type: ignore[arg-type]
+        return cls(self.model, **{**kwargs, **overrides})
 
 
 def _domain(domain: Sequence[float]) -> tuple[float, float]:

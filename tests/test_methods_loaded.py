@@ -1,0 +1,80 @@
+"""A loaded model brings its family's recommended settings to Python, exactly as the CLI and the app use them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from semantic_pullbacks import DoublePullback, GradientShap, PullbackAscent, SoftPullback, load, recommended_settings
+from semantic_pullbacks.cli import main
+from semantic_pullbacks.engine import Relative, Temperatures
+from semantic_pullbacks.examples import example_path
+
+CAT = 285
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load()
+
+
+def test_soft_pullback_of_a_loaded_model_is_the_map_the_cli_draws(lite0, tmp_path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["explain", "example:chelsea", "--target", str(CAT), "--save-tensors", "pt", "--out", f"{tmp_path}"]
+        )
+    assert code == 0, out.getvalue()
+    (saved,) = tmp_path.glob("chelsea_SoftPullback_285-*.pt")
+    x = lite0.load_image(example_path("chelsea"))
+
+    ours = SoftPullback(lite0).attribute(x, target=CAT)
+    torch.testing.assert_close(ours[0], torch.load(saved), rtol=1e-5, atol=1e-7)
+    # the recommended settings matter: the paper's temperatures give another map
+    paper = SoftPullback(lite0.model).attribute(x, target=CAT)
+    assert torch.nn.functional.cosine_similarity(ours.flatten(), paper.flatten(), dim=0) < 0.99
+    assert lite0.explainer("SoftPullback").temperatures == SoftPullback(lite0).temperatures
+
+
+def test_every_front_end_configures_methods_the_same_way(lite0):
+    from semantic_pullbacks.app.logic import ExplainRequest, _make
+    from semantic_pullbacks.cli import build_parser
+    from semantic_pullbacks.cli._common import build_method, settings_from_args
+
+    recommended = recommended_settings(lite0.name)
+    assert isinstance(recommended.temperatures.relu, Relative)  # Lite0's own, not the paper's
+    request = ExplainRequest(preset=recommended.temperatures, ascent_preset=recommended.ascent.temperatures)
+    for name in ("SoftPullback", "PullbackAscent", "DoublePullback", "IntegratedPullbacks"):
+        args = build_parser().parse_args(["explain", "example:chelsea", "--method", name])
+        cli = build_method(name, lite0, settings_from_args(args))
+        app = _make(name, lite0.model, recommended.temperatures, request, lite0)
+        ours = type(cli)(lite0)
+        for setting in ("temperatures", "steps", "alpha", "domain"):
+            assert getattr(ours, setting, None) == getattr(cli, setting, None), (name, setting)
+            if setting != "alpha":  # the app's slider has its own default for alpha
+                assert getattr(ours, setting, None) == getattr(app, setting, None), (name, setting)
+    # the stepping methods get the settings' ascent temperatures
+    assert PullbackAscent(lite0).temperatures == recommended.ascent.temperatures
+    assert DoublePullback(lite0).temperatures == recommended.ascent.temperatures != recommended.temperatures
+
+
+def test_explicit_settings_win_over_the_recommended_ones(lite0, tmp_path):
+    assert SoftPullback(lite0, {"relu": 0.5}).temperatures.relu == 0.5
+    assert SoftPullback(lite0, temperatures=Temperatures()).temperatures == Temperatures()
+    assert PullbackAscent(lite0, steps=2, clip="last").steps == 2
+    assert GradientShap(lite0, n_samples=3).settings["domain"] == lite0.domain
+    assert SoftPullback(lite0).model is lite0.model
+
+    unit = load(domain=(0.0, 1.0))
+    assert PullbackAscent(unit).domain == (0.0, 1.0)  # clipping follows the loaded model's input domain
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"temperatures": {"relu": 0.25}, "ascent": {"steps": 2, "alpha": 5}}))
+    assert lite0.explainer("SoftPullback", settings=path).temperatures.relu == 0.25
+    ascent = lite0.explainer("PullbackAscent", settings=path, alpha=7.0)
+    assert (ascent.steps, ascent.alpha, ascent.temperatures.relu) == (2, 7.0, 0.25)
