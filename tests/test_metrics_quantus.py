@@ -261,3 +261,111 @@ def test_model_parameter_randomisation_matches_quantus_per_layer():
     # layers only.
     mean = ModelParameterRandomisation(seed=43)(model, x, y, attributions=a, explain_func=gradient)
     close(mean, np.mean([theirs[k] for k in ours], axis=0))
+
+
+# ----------------------------------------------------------------------------- Quantus's call form
+def quantus_form(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, **kwargs):
+    return {"x_batch": x.numpy(), "y_batch": y.numpy(), "a_batch": None if a is None else a.numpy(), **kwargs}
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        Infidelity(patch_sizes=(4,), n_draws=2),
+        FaithfulnessCorrelation(patch_size=4),
+        FaithfulnessEstimate(features_in_step=16),
+        MonotonicityCorrelation(features_in_step=16, nr_samples=2),
+        MaxSensitivity(nr_samples=2),
+        RandomLogit(),
+    ],
+    ids=lambda m: m.name,
+)
+def test_our_metrics_take_quantus_call_form_and_return_what_quantus_returns(metric):
+    model, (x, y) = cnn(), data()
+    a = gradient(model, x, y)
+    native = metric(model, x, y, attributions=a, explain_func=gradient)
+    scores = metric(model=model, explain_func=quantus_gradient, **quantus_form(x, y, a, device="cpu"))
+    assert type(scores) is list and len(scores) == B and all(type(s) is float for s in scores)
+    close(native, scores)
+    # channel-last images, Quantus's other layout, are recognised as Quantus does
+    last = {"x_batch": x.permute(0, 2, 3, 1).numpy(), "y_batch": y.numpy(), "a_batch": a.numpy()}
+    close(native, metric(model=model, explain_func=quantus_gradient, channel_first=None, **last))
+    # no attributions: they come from explain_func, called with numpy arrays as Quantus calls it
+    close(native, metric(model=model, explain_func=quantus_gradient, **quantus_form(x, y)))
+
+
+def test_quantus_evaluate_runs_our_metrics_on_our_explanations():
+    """A Quantus script: ``quantus.evaluate`` with our metric objects and our explain_func."""
+    from semantic_pullbacks.methods import SoftPullback, quantus_explain_func
+
+    model, (x, y) = cnn(), data()
+    metrics = {"infidelity": Infidelity(patch_sizes=(4,), n_draws=2), "max_sensitivity": MaxSensitivity(nr_samples=2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = quantus.evaluate(
+            metrics=metrics,
+            xai_methods={"SoftPullback": quantus_explain_func},
+            model=model,
+            x_batch=x.numpy(),
+            y_batch=y.numpy(),
+            explain_func_kwargs={},
+            call_kwargs={"set": {"device": "cpu"}},
+        )
+    a = SoftPullback(model).attribute(x, target=y)
+    explain = lambda m, xs, ys: SoftPullback(m).attribute(xs, target=ys)
+    for name, metric in metrics.items():
+        close(metric(model, x, y, attributions=a, explain_func=explain), results["SoftPullback"][name])
+
+
+def test_model_parameter_randomisation_in_quantus_form_returns_quantus_layers():
+    model, (x, y) = cnn(), data()
+    a = gradient(model, x, y)
+    q = quantus.ModelParameterRandomisation(layer_order="top_down", seed=42, disable_warnings=True)
+    state = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = q(model=model, explain_func=quantus_gradient, **quantus_form(x, y, a, device="cpu"))
+    torch.set_rng_state(state)
+    ours = ModelParameterRandomisation(seed=43)(model=model, explain_func=quantus_gradient, **quantus_form(x, y, a))
+    assert list(ours) == list(theirs)  # "original" first, then each layer from the top
+    for name, scores in theirs.items():
+        close(torch.tensor(ours[name]), scores)
+
+
+def test_focus_takes_quantus_custom_batch_as_positions():
+    model, (x, y) = cnn(), data()
+    a = gradient(model, x, y)
+    positions = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 1]], dtype=torch.bool)
+    custom = [tuple(p) for p in positions.int().tolist()]
+    ours = Focus()(model=model, custom_batch=custom, **quantus_form(x, y, a))
+    close(Focus()(model, x, y, attributions=a, positions=positions), ours)
+
+
+def test_unknown_keywords_are_refused_in_both_call_forms():
+    from semantic_pullbacks.errors import UnexpectedArgumentError
+
+    model, (x, y) = cnn(), data()
+    a = gradient(model, x, y)
+    with pytest.raises(UnexpectedArgumentError, match="patch_size"):
+        Infidelity()(model, x, y, attributions=a, patch_size=3)  # a constructor setting given to the call
+    with pytest.raises(TypeError, match="positions"):  # our typed error is also Python's TypeError
+        Infidelity()(model, x, y, attributions=a, positions=torch.ones(3, 4))
+    with pytest.raises(UnexpectedArgumentError, match="normalise"):
+        MaxSensitivity()(model=model, explain_func=quantus_gradient, normalise=True, **quantus_form(x, y, a))
+    with pytest.raises(UnexpectedArgumentError, match="model_predict_kwargs"):
+        Infidelity()(model=model, model_predict_kwargs={"t": 1}, **quantus_form(x, y, a))
+
+
+def test_quantus_explain_func_keeps_the_callers_dtype():
+    from semantic_pullbacks.methods import SoftPullback, quantus_explain_func
+
+    model, (x, y) = cnn(), data()
+    single = quantus_explain_func(model, x.numpy(), y.numpy())
+    assert single.dtype == np.float32
+    wide = quantus_explain_func(model, x.double().numpy(), y.numpy())  # numpy's default float64 inputs
+    assert wide.dtype == np.float64
+    np.testing.assert_allclose(wide, single, rtol=1e-6, atol=1e-7)  # the float32 model ran in its own dtype
+    model64 = cnn().double()
+    exact = quantus_explain_func(model64, x.double().numpy(), y.numpy())
+    assert exact.dtype == np.float64
+    np.testing.assert_array_equal(exact, SoftPullback(model64).attribute(x.double(), target=y).numpy())

@@ -16,18 +16,24 @@ def quantus_explain_func(model: torch.nn.Module, inputs: Any, targets: Any, **kw
     """Quantus calls ``explain_func(model=..., inputs=..., targets=..., **explain_func_kwargs)`` with numpy arrays.
 
     Pass ``explain_func_kwargs={"method": "SoftPullback", ...settings}``; the method name is any entry of
-    :func:`semantic_pullbacks.methods.available_methods`. Returns numpy attributions shaped like ``inputs``.
+    :func:`semantic_pullbacks.methods.available_methods` (``quantus.evaluate`` passes its ``xai_methods`` key as
+    ``method``). The model runs in its own dtype; the attributions come back as numpy arrays shaped like
+    ``inputs`` and in their dtype.
     """
     from . import get_method
 
     name = kwargs.pop("method", "SoftPullback")
     device = kwargs.pop("device", None)
     kwargs.pop("softmax", None)  # Quantus passes its own flags through; they are not settings of ours
-    param = next(model.parameters(), None)
+    array = np.asarray(inputs)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidInputError(f"inputs must hold floating-point values, got {array.dtype}")
+    if array.ndim < 2:
+        raise InvalidInputError(f"inputs must be batched, got shape {array.shape}")
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
     dev = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
-    x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=dev)
-    if x.dim() < 2:
-        raise InvalidInputError(f"inputs must be batched, got shape {tuple(x.shape)}")
+    dtype = param.dtype if param is not None else torch.from_numpy(array[:0]).dtype
+    x = torch.as_tensor(array, device=dev).to(dtype)
     t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=dev).reshape(-1)
     method = get_method(name)(model, **kwargs)
-    return method.attribute(x, target=t).cpu().numpy()
+    return method.attribute(x, target=t).cpu().numpy().astype(array.dtype, copy=False)

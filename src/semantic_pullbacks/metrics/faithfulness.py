@@ -7,17 +7,18 @@ those features are replaced. Perturbed inputs are streamed to the model in full 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.metrics.base import (
+    Batch,
     Metric,
     NoiseSampler,
     ScoreStream,
-    ZeroAttributionPolicy,
     _check_positive_int,
     pearson,
     spearman,
@@ -36,12 +37,18 @@ def _check_fill(fill: str) -> None:
         raise InvalidInputError(f"fill must be 'constant' or 'pixel', got {fill!r}")
 
 
+def _check_range(low: float, high: float) -> None:
+    if not high > low:
+        raise InvalidInputError(f"high must be greater than low, got low={low}, high={high}")
+
+
 def _image_hw(inputs: Tensor, metric: str) -> tuple[int, int]:
     if inputs.ndim != 4:
         raise InvalidInputError(f"{metric} needs image inputs (B, C, H, W), got shape {tuple(inputs.shape)}")
     return inputs.shape[2], inputs.shape[3]
 
 
+@dataclass(eq=False)
 class Infidelity(Metric):
     """Infidelity with optimal scaling under square-patch replacement (Yeh et al. 2019, as in the paper).
 
@@ -76,51 +83,36 @@ class Infidelity(Metric):
     higher_is_better = False
     category = "faithfulness"
 
-    def __init__(
-        self,
-        patch_sizes: Sequence[int] | None = None,
-        *,
-        patch_fractions: Sequence[float] = (0.5, 0.25),
-        stride: int | None = None,
-        n_draws: int = 5,
-        low: float = -1.0,
-        high: float = 1.0,
-        fill: Fill = "constant",
-        accumulate: bool = True,
-        optimal_scaling: bool = True,
-        size_weighting: Literal["pooled", "equal"] = "pooled",
-        softmax: bool = False,
-        sampler: NoiseSampler | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        _check_positive_int("n_draws", n_draws)
-        _check_fill(fill)
-        if size_weighting not in ("pooled", "equal"):
-            raise InvalidInputError(f"size_weighting must be 'pooled' or 'equal', got {size_weighting!r}")
-        if patch_sizes is not None:
-            patch_sizes = tuple(patch_sizes)
-            for p in patch_sizes:
+    patch_sizes: Sequence[int] | None = None
+    _: KW_ONLY
+    patch_fractions: Sequence[float] = (0.5, 0.25)
+    stride: int | None = None
+    n_draws: int = 5
+    low: float = -1.0
+    high: float = 1.0
+    fill: Fill = "constant"
+    accumulate: bool = True
+    optimal_scaling: bool = True
+    size_weighting: Literal["pooled", "equal"] = "pooled"
+    softmax: bool = False
+    sampler: NoiseSampler | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive_int("n_draws", self.n_draws)
+        _check_fill(self.fill)
+        if self.size_weighting not in ("pooled", "equal"):
+            raise InvalidInputError(f"size_weighting must be 'pooled' or 'equal', got {self.size_weighting!r}")
+        if self.patch_sizes is not None:
+            self.patch_sizes = tuple(self.patch_sizes)
+            for p in self.patch_sizes:
                 _check_positive_int("patch_sizes[i]", p)
-            if not patch_sizes:
+            if not self.patch_sizes:
                 raise InvalidInputError("patch_sizes must not be empty")
-        if not patch_fractions or any(not 0 < f <= 1 for f in patch_fractions):
-            raise InvalidInputError(f"patch_fractions must be in (0, 1], got {patch_fractions!r}")
-        if not high > low:
-            raise InvalidInputError(f"high must be greater than low, got low={low}, high={high}")
-        self.patch_sizes = patch_sizes
-        self.patch_fractions = tuple(patch_fractions)
-        self.stride = stride
-        self.n_draws = n_draws
-        self.low, self.high = low, high
-        self.fill = fill
-        self.accumulate = accumulate
-        self.optimal_scaling = optimal_scaling
-        self.size_weighting = size_weighting
-        self.softmax = softmax
-        self.sampler = sampler
+        if not self.patch_fractions or any(not 0 < f <= 1 for f in self.patch_fractions):
+            raise InvalidInputError(f"patch_fractions must be in (0, 1], got {self.patch_fractions!r}")
+        self.patch_fractions = tuple(self.patch_fractions)
+        _check_range(self.low, self.high)
 
     def resolved_patch_sizes(self, height: int, width: int) -> tuple[int, ...]:
         """The patch sizes used for an input of this size."""
@@ -128,16 +120,8 @@ class Infidelity(Metric):
             return self.patch_sizes
         return tuple(default_patch_size(height, width, f) for f in self.patch_fractions)
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, _ = self._prepare(model, inputs, targets, attributions, explain_func)
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a = data.model, data.inputs, data.targets, data.attributions
         height, width = _image_hw(x, type(self).__name__)
         zero = self._zero_mask(a)
         gen = self._generator(x.device)
@@ -206,6 +190,7 @@ def _as_feature_masks(masks: Tensor, inputs: Tensor) -> Tensor:
     return m
 
 
+@dataclass(eq=False)
 class FaithfulnessCorrelation(Metric):
     """Faithfulness correlation over patches (Bhatt et al. 2020, patch variant of the paper).
 
@@ -221,44 +206,27 @@ class FaithfulnessCorrelation(Metric):
     name = "faithfulness_correlation"
     higher_is_better = True
     category = "faithfulness"
+    call_options = ("masks",)
 
-    def __init__(
-        self,
-        patch_size: int | None = None,
-        *,
-        patch_fraction: float = 0.25,
-        stride: int | None = None,
-        baseline: float = 0.0,
-        abs: bool = True,
-        softmax: bool = False,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        if patch_size is not None:
-            _check_positive_int("patch_size", patch_size)
-        if not 0 < patch_fraction <= 1:
-            raise InvalidInputError(f"patch_fraction must be in (0, 1], got {patch_fraction!r}")
-        self.patch_size = patch_size
-        self.patch_fraction = patch_fraction
-        self.stride = stride
-        self.baseline = float(baseline)
-        self.abs = abs
-        self.softmax = softmax
+    patch_size: int | None = None
+    _: KW_ONLY
+    patch_fraction: float = 0.25
+    stride: int | None = None
+    baseline: float = 0.0
+    abs: bool = True
+    softmax: bool = False
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        *,
-        masks: Tensor | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, _ = self._prepare(model, inputs, targets, attributions, explain_func)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.patch_size is not None:
+            _check_positive_int("patch_size", self.patch_size)
+        if not 0 < self.patch_fraction <= 1:
+            raise InvalidInputError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
+        self.baseline = float(self.baseline)
+
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a = data.model, data.inputs, data.targets, data.attributions
+        masks = data.options.get("masks")
         zero = self._zero_mask(a)
         if masks is None:
             height, width = _image_hw(x, type(self).__name__)
@@ -277,24 +245,28 @@ class FaithfulnessCorrelation(Metric):
         return with_nan(pearson(att, drops), zero)
 
 
+@dataclass(eq=False)
 class _StepMetric(Metric):
     """Shared parts of the metrics that perturb features in steps of ``features_in_step`` sorted features."""
 
-    def __init__(
-        self,
-        features_in_step: int | None,
-        abs: bool,
-        softmax: bool,
-        batch_size: int,
-        seed: int,
-        on_zero_attribution: ZeroAttributionPolicy,
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        if features_in_step is not None:
-            _check_positive_int("features_in_step", features_in_step)
-        self.features_in_step = features_in_step
-        self.abs = abs
-        self.softmax = softmax
+    features_in_step: int | None = None
+    _: KW_ONLY
+    abs: bool = True
+    softmax: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.features_in_step is not None:
+            _check_positive_int("features_in_step", self.features_in_step)
+
+    def _steps(self, x: Tensor, a: Tensor, *, descending: bool) -> tuple[Tensor, Tensor, int, Tensor]:
+        """Features sorted by attribution and cut into steps: ``(x_flat, step_ids, n_steps, attribution per
+        step)``."""
+        batch = x.shape[0]
+        a_flat = (a.abs() if self.abs else a).reshape(batch, -1)
+        ids, n_steps = step_ids(a_flat, self.resolved_features_in_step(x), descending=descending)
+        att = torch.zeros(batch, n_steps, dtype=a.dtype, device=a.device).scatter_add_(1, ids, a_flat)
+        return x.reshape(batch, -1), ids, n_steps, att
 
     def resolved_features_in_step(self, inputs: Tensor) -> int:
         """Default: one sixteenth of the spatial size (3136 = 56² at 224×224)."""
@@ -304,6 +276,7 @@ class _StepMetric(Metric):
         return max(1, spatial // 16)
 
 
+@dataclass(eq=False)
 class FaithfulnessEstimate(_StepMetric):
     """Faithfulness estimate (Alvarez-Melis & Jaakkola 2018), as Quantus's ``FaithfulnessEstimate``.
 
@@ -318,36 +291,18 @@ class FaithfulnessEstimate(_StepMetric):
     higher_is_better = True
     category = "faithfulness"
 
-    def __init__(
-        self,
-        features_in_step: int | None = None,
-        *,
-        baseline: float = 0.0,
-        abs: bool = True,
-        softmax: bool = False,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(features_in_step, abs, softmax, batch_size, seed, on_zero_attribution)
-        self.baseline = float(baseline)
+    _: KW_ONLY
+    baseline: float = 0.0
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, _ = self._prepare(model, inputs, targets, attributions, explain_func)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.baseline = float(self.baseline)
+
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a = data.model, data.inputs, data.targets, data.attributions
         zero = self._zero_mask(a)
         batch = x.shape[0]
-        x_flat = x.reshape(batch, -1)
-        a_flat = (a.abs() if self.abs else a).reshape(batch, -1)
-        ids, n_steps = step_ids(a_flat, self.resolved_features_in_step(x), descending=True)
-        att = torch.zeros(batch, n_steps, dtype=a.dtype, device=a.device).scatter_add_(1, ids, a_flat)
+        x_flat, ids, n_steps, att = self._steps(x, a, descending=True)
         stream = ScoreStream(model, batch_size=self.batch_size, softmax=self.softmax)
         stream.push(x, t)
         base = torch.tensor(self.baseline, dtype=x.dtype, device=x.device)
@@ -358,6 +313,7 @@ class FaithfulnessEstimate(_StepMetric):
         return with_nan(pearson(att, drops), zero)
 
 
+@dataclass(eq=False)
 class MonotonicityCorrelation(_StepMetric):
     """Monotonicity correlation (Nguyen & Martínez 2020), as Quantus's ``MonotonicityCorrelation``.
 
@@ -378,47 +334,25 @@ class MonotonicityCorrelation(_StepMetric):
     higher_is_better = True
     category = "faithfulness"
 
-    def __init__(
-        self,
-        features_in_step: int | None = None,
-        *,
-        nr_samples: int = 10,
-        low: float = -1.0,
-        high: float = 1.0,
-        fill: Fill = "constant",
-        abs: bool = True,
-        softmax: bool = True,
-        sampler: NoiseSampler | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(features_in_step, abs, softmax, batch_size, seed, on_zero_attribution)
-        _check_positive_int("nr_samples", nr_samples)
-        _check_fill(fill)
-        if not high > low:
-            raise InvalidInputError(f"high must be greater than low, got low={low}, high={high}")
-        self.nr_samples = nr_samples
-        self.low, self.high = low, high
-        self.fill = fill
-        self.sampler = sampler
+    _: KW_ONLY
+    nr_samples: int = 10
+    low: float = -1.0
+    high: float = 1.0
+    fill: Fill = "constant"
+    softmax: bool = True
+    sampler: NoiseSampler | None = None
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, _ = self._prepare(model, inputs, targets, attributions, explain_func)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive_int("nr_samples", self.nr_samples)
+        _check_fill(self.fill)
+        _check_range(self.low, self.high)
+
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a = data.model, data.inputs, data.targets, data.attributions
         zero = self._zero_mask(a)
         batch = x.shape[0]
-        x_flat = x.reshape(batch, -1)
-        a_flat = (a.abs() if self.abs else a).reshape(batch, -1)
-        ids, n_steps = step_ids(a_flat, self.resolved_features_in_step(x), descending=False)
-        att = torch.zeros(batch, n_steps, dtype=a.dtype, device=a.device).scatter_add_(1, ids, a_flat)
+        x_flat, ids, n_steps, att = self._steps(x, a, descending=False)
         gen = self._generator(x.device)
         sampler = self.sampler or uniform_sampler(self.low, self.high)
         stream = ScoreStream(model, batch_size=self.batch_size, softmax=self.softmax)

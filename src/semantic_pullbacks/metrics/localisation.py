@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import KW_ONLY, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import Metric, ZeroAttributionPolicy, check_targets, with_nan
+from semantic_pullbacks.metrics.base import Batch, Metric, check_targets, with_nan
 
 __all__ = ["Focus", "Mosaics", "make_mosaics"]
 
@@ -90,6 +90,7 @@ def quadrant_mask(positions: Tensor, height: int, width: int) -> Tensor:
     return positions[:, quadrant]
 
 
+@dataclass(eq=False)
 class Focus(Metric):
     """Focus (Arias-Duart et al. 2022): share of positive relevance inside the target-class quadrants.
 
@@ -103,32 +104,18 @@ class Focus(Metric):
     name = "focus"
     higher_is_better = True
     category = "localisation"
+    call_options = ("positions",)
 
-    def __init__(
-        self,
-        *,
-        relevance: Literal["input_x_attribution", "attribution"] = "input_x_attribution",
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        if relevance not in ("input_x_attribution", "attribution"):
-            raise InvalidInputError(f"relevance must be 'input_x_attribution' or 'attribution', got {relevance!r}")
-        self.relevance = relevance
+    _: KW_ONLY
+    relevance: Literal["input_x_attribution", "attribution"] = "input_x_attribution"
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        *,
-        positions: Tensor | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, _, a, _ = self._prepare(model, inputs, targets, attributions, explain_func)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.relevance not in ("input_x_attribution", "attribution"):
+            raise InvalidInputError(f"relevance must be 'input_x_attribution' or 'attribution', got {self.relevance!r}")
+
+    def score(self, data: Batch) -> Tensor:
+        x, a, positions = data.inputs, data.attributions, data.options.get("positions")
         if x.ndim != 4:
             raise InvalidInputError(f"Focus needs image mosaics (B, C, H, W), got {tuple(x.shape)}")
         if positions is None:

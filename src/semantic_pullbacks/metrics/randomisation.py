@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 import torch
@@ -10,8 +11,8 @@ from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.metrics.base import (
+    Batch,
     Metric,
-    ZeroAttributionPolicy,
     check_targets,
     model_outputs,
     pearson,
@@ -30,6 +31,7 @@ def _check_similarity(similarity: str) -> None:
         raise InvalidInputError(f"similarity must be one of {sorted(_SIMILARITIES)}, got {similarity!r}")
 
 
+@dataclass(eq=False)
 class RandomLogit(Metric):
     """Random logit (Sixt et al. 2020): similarity of the map for the true class and for a random other class.
 
@@ -43,26 +45,20 @@ class RandomLogit(Metric):
     name = "random_logit"
     higher_is_better = False
     category = "randomisation"
+    needs_explainer = True
+    call_options = ("off_targets",)
 
-    def __init__(
-        self,
-        num_classes: int | None = None,
-        *,
-        similarity: Similarity = "pearson",
-        abs: bool = False,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-        ):
-            raise InvalidInputError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        _check_similarity(similarity)
-        self.num_classes = num_classes
-        self.similarity = similarity
-        self.abs = abs
+    num_classes: int | None = None
+    _: KW_ONLY
+    similarity: Similarity = "pearson"
+    abs: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.num_classes
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+            raise InvalidInputError(f"num_classes must be an int >= 2, got {n!r}")
+        _check_similarity(self.similarity)
 
     def off_targets(self, targets: Tensor, num_classes: int) -> Tensor:
         """The seeded random other class for each target: uniform over the ``num_classes - 1`` others."""
@@ -70,18 +66,9 @@ class RandomLogit(Metric):
         shift = torch.randint(1, num_classes, targets.shape, generator=gen, device=targets.device)
         return (targets + shift) % num_classes
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        *,
-        off_targets: Tensor | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a, explain = data.model, data.inputs, data.targets, data.attributions, data.explain
+        off_targets = data.options.get("off_targets")
         num_classes = self.num_classes or model_outputs(model, x[:1], batch_size=1).shape[1]
         if bool((t >= num_classes).any()):
             raise InvalidInputError(f"targets out of range: {num_classes} classes, got max {int(t.max())}")
@@ -100,6 +87,7 @@ class RandomLogit(Metric):
         return with_nan(sim, zero)
 
 
+@dataclass(eq=False)
 class ModelParameterRandomisation(Metric):
     """Model parameter randomisation test (Adebayo et al. 2018), cascading from the output layer.
 
@@ -121,24 +109,18 @@ class ModelParameterRandomisation(Metric):
     name = "model_parameter_randomisation"
     higher_is_better = False
     category = "randomisation"
+    needs_explainer = True
 
-    def __init__(
-        self,
-        *,
-        order: Literal["top_down", "independent"] = "top_down",
-        similarity: Similarity = "spearman",
-        abs: bool = True,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        if order not in ("top_down", "independent"):
-            raise InvalidInputError(f"order must be 'top_down' or 'independent', got {order!r}")
-        _check_similarity(similarity)
-        self.order = order
-        self.similarity = similarity
-        self.abs = abs
+    _: KW_ONLY
+    order: Literal["top_down", "independent"] = "top_down"
+    similarity: Similarity = "spearman"
+    abs: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.order not in ("top_down", "independent"):
+            raise InvalidInputError(f"order must be 'top_down' or 'independent', got {self.order!r}")
+        _check_similarity(self.similarity)
 
     def layer_scores(
         self,
@@ -149,11 +131,20 @@ class ModelParameterRandomisation(Metric):
         explain_func: Any = None,
     ) -> dict[str, Tensor]:
         """Similarity to the original explanation after randomising each layer, in randomisation order."""
-        if not isinstance(model, nn.Module):
+        return self._layers(self.prepare(self.validate(model, inputs, targets, attributions, explain_func, {})))
+
+    def score(self, data: Batch) -> Tensor:
+        return torch.stack(list(self._layers(data).values())).mean(0)
+
+    def validate(self, model: Any, *args: Any, **kwargs: Any) -> Batch:
+        if not isinstance(model, nn.Module):  # its layers are what gets randomised
             raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model)!r}")
-        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
+        return super().validate(model, *args, **kwargs)
+
+    def _layers(self, data: Batch) -> dict[str, Tensor]:
+        model, x, t, a, explain = data.model, data.inputs, data.targets, data.attributions, data.explain
         zero = self._zero_mask(a)
-        ref = (a.abs() if self.abs else a).reshape(x.shape[0], -1)
+        ref = self._compared(a, x)
         randomised = copy.deepcopy(model)
         original_state = copy.deepcopy(randomised.state_dict())
         layers = [(n, m) for n, m in randomised.named_modules() if callable(getattr(m, "reset_parameters", None))]
@@ -169,22 +160,21 @@ class ModelParameterRandomisation(Metric):
             with torch.random.fork_rng(devices=_cuda_devices(x)):
                 torch.manual_seed(self.seed)
                 module.reset_parameters()
-            a_r = self._explain(explain, randomised, x, t)
-            a_r = (a_r.abs() if self.abs else a_r).reshape(x.shape[0], -1)
+            a_r = self._compared(self._explain(explain, randomised, x, t), x)
             out[name or type(module).__name__] = with_nan(sim(ref, a_r), zero)
         return out
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        scores = self.layer_scores(model, inputs, targets, attributions, explain_func)
-        return torch.stack(list(scores.values())).mean(0)
+    def _compared(self, a: Tensor, x: Tensor) -> Tensor:
+        return (a.abs() if self.abs else a).reshape(x.shape[0], -1)
+
+    def _quantus_result(self, data: Batch) -> dict[str, list[float]]:
+        """As Quantus's MPRT returns: ``{"original": ..., layer: ...}`` lists of per-sample similarities, where
+        "original" compares the given map with a fresh explanation by the unchanged model."""
+        ref = self._compared(data.attributions, data.inputs)
+        again = self._compared(self._explain(data.explain, data.model, data.inputs, data.targets), data.inputs)
+        original = _SIMILARITIES[self.similarity](ref, again)
+        scores = {"original": original, **self._layers(data)}
+        return {k: [float(v) for v in s.detach().cpu().tolist()] for k, s in scores.items()}
 
 
 def _cuda_devices(x: Tensor) -> list[int]:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import KW_ONLY, dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.metrics.base import (
+    Batch,
     Metric,
     NoiseSampler,
-    ZeroAttributionPolicy,
     _check_positive_int,
     model_outputs,
     normalise_by_max,
@@ -21,6 +21,7 @@ from semantic_pullbacks.metrics.base import (
 __all__ = ["MaxSensitivity"]
 
 
+@dataclass(eq=False)
 class MaxSensitivity(Metric):
     """Max-sensitivity (Yeh et al. 2019), as Quantus's ``MaxSensitivity`` with its default norms.
 
@@ -36,46 +37,30 @@ class MaxSensitivity(Metric):
     name = "max_sensitivity"
     higher_is_better = False
     category = "robustness"
+    needs_explainer = True
 
-    def __init__(
-        self,
-        nr_samples: int = 10,
-        radius: float = 0.02,
-        *,
-        abs: bool = False,
-        normalise: bool = False,
-        nan_on_prediction_change: bool = False,
-        sampler: NoiseSampler | None = None,
-        batch_size: int = 64,
-        seed: int = 0,
-        on_zero_attribution: ZeroAttributionPolicy = "nan",
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, on_zero_attribution=on_zero_attribution)
-        _check_positive_int("nr_samples", nr_samples)
-        if not radius > 0:
-            raise InvalidInputError(f"radius must be positive, got {radius!r}")
-        self.nr_samples = nr_samples
-        self.radius = float(radius)
-        self.abs = abs
-        self.normalise = normalise
-        self.nan_on_prediction_change = nan_on_prediction_change
-        self.sampler = sampler
+    nr_samples: int = 10
+    radius: float = 0.02
+    _: KW_ONLY
+    abs: bool = False
+    normalise: bool = False
+    nan_on_prediction_change: bool = False
+    sampler: NoiseSampler | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_positive_int("nr_samples", self.nr_samples)
+        if not self.radius > 0:
+            raise InvalidInputError(f"radius must be positive, got {self.radius!r}")
+        self.radius = float(self.radius)
 
     def _post(self, a: Tensor) -> Tensor:
         if self.normalise:
             a = normalise_by_max(a)
         return a.abs() if self.abs else a
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        targets: Tensor | int,
-        attributions: Tensor | None = None,
-        explain_func: Any = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        x, t, a, explain = self._prepare(model, inputs, targets, attributions, explain_func, need_explainer=True)
+    def score(self, data: Batch) -> Tensor:
+        model, x, t, a, explain = data.model, data.inputs, data.targets, data.attributions, data.explain
         zero = self._zero_mask(a)
         batch = x.shape[0]
         sampler = self.sampler or uniform_sampler(-self.radius, self.radius)
