@@ -72,10 +72,12 @@ def test_normalized_model_rejects_bad_arguments(kwargs):
         NormalizedModel(nn.Identity(), **kwargs)
 
 
-def test_torchvision_model_without_cached_weights_raises_instead_of_downloading(tmp_path, monkeypatch):
+def test_torchvision_model_without_cached_weights_raises_when_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+    monkeypatch.setenv("SEMANTIC_PULLBACKS_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="downloads are off") as error:
         load("torchvision:mobilenet_v3_small")
+    assert str(tmp_path / "hub" / "checkpoints") in str(error.value)  # says where to put the file
 
 
 def test_torchvision_weights_from_local_file_and_from_hub_cache(tmp_path, monkeypatch):
@@ -130,10 +132,11 @@ def test_random_weights_only_when_asked():
     assert loaded.weights == "random"
 
 
-def test_timm_model_without_cached_weights_raises(tmp_path, monkeypatch):
+def test_timm_model_without_cached_weights_raises_when_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsUnavailableError):
+    monkeypatch.setenv("SEMANTIC_PULLBACKS_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match=r"downloads are off.*timm\.create_model"):
         load("timm:resnet10t")
 
 

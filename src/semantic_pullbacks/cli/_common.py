@@ -81,7 +81,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="efficientnet_lite0",
         help="embedded name, 'torchvision:NAME' or 'timm:NAME' (default: %(default)s, embedded, offline)",
     )
-    group.add_argument("--weights", help="checkpoint file for the model ('random' for untrained weights)")
+    group.add_argument("--weights", help="checkpoint file or URL for the model ('random' for untrained weights)")
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download weights; missing torchvision/timm weights are an error saying where to put them "
+        "(also SEMANTIC_PULLBACKS_OFFLINE=1, HF_HUB_OFFLINE=1)",
+    )
     group.add_argument(
         "--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: %(default)s)"
     )
@@ -230,7 +236,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
         raise InvalidInputError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidInputError(f"--device {args.device}: MPS is not available here; use --device cpu")
-    return load(args.model, weights=args.weights, device=device)
+    return load(args.model, weights=args.weights, device=device, offline=getattr(args, "offline", False))
 
 
 def resolve_method_names(names: Sequence[str]) -> list[str]:

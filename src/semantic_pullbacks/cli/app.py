@@ -41,11 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--settings", metavar="FILE.json", help="settings file (from 'calibrate'), offered and used by default"
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
+    parser.add_argument(
+        "--offline", action="store_true", help="never download model weights (as SEMANTIC_PULLBACKS_OFFLINE=1)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if args.offline:  # every model the app loads, now or when the user switches models, obeys it
+        os.environ["SEMANTIC_PULLBACKS_OFFLINE"] = "1"
     try:
         import gradio  # noqa: F401
     except ImportError:

@@ -1,8 +1,10 @@
 """One entry point, :func:`load`, for every supported source of pretrained classifiers.
 
 Names are ``"efficientnet_lite0"`` (embedded, the default), ``"torchvision:NAME"`` or ``"timm:NAME"``; a bare
-name is looked up in that order. Nothing here downloads: weights come from installed packages, a local file
-(``weights=``) or an existing cache, otherwise :class:`WeightsUnavailableError` says what to do.
+name is looked up in that order. The embedded models' weights come from installed packages; torchvision and timm
+weights come from their caches, downloaded there on first use as those libraries do. Offline (``offline=True``,
+``SEMANTIC_PULLBACKS_OFFLINE=1``, ``HF_HUB_OFFLINE=1``) a missing file is a :class:`WeightsUnavailableError`
+that says what to do.
 """
 
 from __future__ import annotations
@@ -92,16 +94,21 @@ def load(
     weights: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
     domain: Sequence[float] = (-1.0, 1.0),
+    offline: bool = False,
 ) -> LoadedModel:
-    """Load a pretrained classifier, offline, ready to explain inputs in ``domain`` (default ``[-1, 1]``).
+    """Load a pretrained classifier, ready to explain inputs in ``domain`` (default ``[-1, 1]``).
 
-    ``weights``: ``None`` = the source's default pretrained weights (embedded package or local cache),
-    ``"random"`` = untrained (only when asked), or a path to a checkpoint file. torchvision and timm models
-    are wrapped in :class:`NormalizedModel`, so every model takes pixels in ``domain`` whatever its own
-    mean/std normalisation; parameters are frozen (``requires_grad=False``) and the model is in eval mode.
+    ``weights``: ``None`` = the source's default pretrained weights (embedded package; torchvision/timm: their
+    cache, downloaded there on first use), ``"random"`` = untrained (only when asked), a path to a checkpoint
+    file, or a checkpoint URL (downloaded once into the torch hub cache). ``offline=True`` (or the environment
+    variables ``SEMANTIC_PULLBACKS_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``) never downloads.
+    torchvision and timm models are wrapped in :class:`NormalizedModel`, so every model takes pixels in ``domain``
+    whatever its own mean/std normalisation; parameters are frozen (``requires_grad=False``) and the model is in
+    eval mode.
 
     >>> m = load()                                     # embedded EfficientNet-Lite0, inputs in [-1, 1]
-    >>> m = load("torchvision:resnet50", weights="~/ckpt/resnet50.pth", device="cuda")
+    >>> m = load("torchvision:resnet50", device="cuda")               # downloads the weights on first use
+    >>> m = load("torchvision:resnet50", weights="~/ckpt/resnet50.pth", offline=True)
     """
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError(f"name must be a non-empty model name such as {DEFAULT_MODEL!r}, got {name!r}")
@@ -131,7 +138,7 @@ def load(
         raise UnknownModelError(f"no embedded model named {bare!r}; embedded: {', '.join(embedded_models())}")
 
     if source == "torchvision" or (source is None and bare in torchvision_names()):
-        net, spec, description = build_torchvision(bare, weights)
+        net, spec, description = build_torchvision(bare, weights, offline=offline)
         model = NormalizedModel(net, spec.mean, spec.std, domain=lo_hi)
         out_features = _num_outputs(net)
         return LoadedModel(
@@ -146,7 +153,7 @@ def load(
         )
 
     if source == "timm" or (source is None and timm_is_model(bare)):
-        net, config, description = build_timm(bare, weights)
+        net, config, description = build_timm(bare, weights, offline=offline)
         size = int(config["input_size"][-1])
         resize = math.floor(size / float(config.get("crop_pct") or 1.0))
         model = NormalizedModel(net, config["mean"], config["std"], domain=lo_hi)

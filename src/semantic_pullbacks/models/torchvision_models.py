@@ -1,20 +1,24 @@
-"""torchvision classifiers by name, with weights from a local file or the torch hub cache only.
+"""torchvision classifiers by name, with weights from the torch hub cache, a local file or a URL.
 
-torchvision would download missing weights; we look for the checkpoint file in the cache ourselves first and
-raise :class:`WeightsUnavailableError` (saying where to put the file) instead of touching the network.
+Missing pretrained weights are downloaded on first use into the torch hub cache, from the URL and with the hash
+check torchvision's own loader uses; offline, :class:`WeightsUnavailableError` says where to put the file
+instead.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from urllib.parse import urlparse
 
-import torch
 from torch import nn
 
-from semantic_pullbacks.errors import UnknownModelError, WeightsUnavailableError
-from semantic_pullbacks.models._weights import apply_state_dict, is_random, read_state_dict
+from semantic_pullbacks.errors import UnknownModelError
+from semantic_pullbacks.models._weights import (
+    apply_state_dict,
+    fetch_url,
+    is_random,
+    is_url,
+    read_state_dict,
+)
 
 __all__ = ["TorchvisionSpec", "build_torchvision", "torchvision_names"]
 
@@ -26,10 +30,6 @@ def torchvision_names() -> list[str]:
     except ImportError:
         return []
     return list(tvm.list_models(module=tvm))
-
-
-def _cached_checkpoint(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 class TorchvisionSpec:
@@ -49,9 +49,12 @@ class TorchvisionSpec:
         self.categories = list(self.default.meta.get("categories") or [])
 
 
-def build_torchvision(name: str, weights: str | os.PathLike[str] | None) -> tuple[nn.Module, TorchvisionSpec, str]:
-    """``(unnormalised model, spec, weights description)``; ``weights`` is None (default pretrained, from the
-    cache), ``"random"``, a weights enum member name such as ``"IMAGENET1K_V2"``, or a checkpoint path."""
+def build_torchvision(
+    name: str, weights: str | os.PathLike[str] | None, *, offline: bool = False
+) -> tuple[nn.Module, TorchvisionSpec, str]:
+    """``(unnormalised model, spec, weights description)``; ``weights`` is None (default pretrained: from the
+    cache, downloaded on first use), ``"random"``, a weights enum member name such as ``"IMAGENET1K_V2"``, a
+    checkpoint path, or a checkpoint URL (downloaded once into the torch hub cache)."""
     try:
         import torchvision.models as tvm
     except ImportError as error:
@@ -69,17 +72,11 @@ def build_torchvision(name: str, weights: str | os.PathLike[str] | None) -> tupl
         chosen = spec.enum[weights]
     elif weights is not None:
         model = tvm.get_model(name, weights=None)
-        path = os.fspath(weights)
-        apply_state_dict(model, read_state_dict(path, name), name, path)
-        return model, spec, path
+        path = fetch_url(weights, f"torchvision:{name}", offline=offline) if is_url(weights) else os.fspath(weights)
+        apply_state_dict(model, read_state_dict(path, name), name, str(weights))
+        return model, spec, str(path)
 
-    cached = _cached_checkpoint(chosen.url)
-    if not cached.is_file():
-        raise WeightsUnavailableError(
-            f"pretrained weights for 'torchvision:{name}' ({chosen}) are not in the local cache and this "
-            f"library never downloads. Either download {chosen.url} on a machine with internet and save "
-            f"it as {cached}, or pass weights='/path/to/checkpoint.pth' (or weights='random' for an "
-            "untrained model)"
-        )
-    # The file is cached, so torchvision reads it from disk without any network access.
+    # the file torchvision itself would download, fetched the same way (torch hub cache, hash checked); it then
+    # reads the cached file, so the key fix-ups of its own loader still apply
+    cached = fetch_url(chosen.url, f"torchvision:{name}", offline=offline)
     return tvm.get_model(name, weights=chosen), spec, str(cached)
