@@ -2,13 +2,16 @@
 
 Each metric is a class: settings in ``__init__`` (paper defaults), data in ``__call__(model, inputs, targets,
 attributions=None, explain_func=None, ...)`` returning one score per sample, and metadata ``name``,
-``higher_is_better`` and ``category``. Example::
+``higher_is_better`` and ``category``. Each also takes Quantus's call form (``model=, x_batch=, y_batch=,
+a_batch=, explain_func=, explain_func_kwargs=``, numpy arrays) and then returns what Quantus returns. Example::
 
     from semantic_pullbacks.metrics import Infidelity, as_explainer
     scores = Infidelity()(model, x, y, explain_func=as_explainer(captum.attr.Saliency(model)))
+    scores = Infidelity()(model=model, x_batch=x_np, y_batch=y_np, a_batch=a_np)   # a list, as Quantus's
 """
 
 from semantic_pullbacks.metrics.base import (
+    Batch,
     Explainer,
     Metric,
     NoiseSampler,
@@ -29,6 +32,7 @@ from semantic_pullbacks.metrics.robustness import MaxSensitivity
 
 __all__ = [
     "PAPER_SUITE",
+    "Batch",
     "Explainer",
     "FaithfulnessCorrelation",
     "FaithfulnessEstimate",
