@@ -20,6 +20,7 @@ from .engine import (
 from .errors import (
     ImageLoadError,
     InvalidInputError,
+    NotDifferentiableError,
     SemanticPullbacksError,
     UnknownClassError,
     UnknownModelError,
@@ -34,6 +35,7 @@ __all__ = [
     "CoverageReport",
     "ImageLoadError",
     "InvalidInputError",
+    "NotDifferentiableError",
     "PullbackSession",
     "Relative",
     "SemanticPullbacksError",
