@@ -175,9 +175,11 @@ def pullback_mode(
 
     Forward values are bit-identical to the model's own; only the adjoint changes. Nothing on the model is
     mutated, leaving the block (also by an exception) restores ordinary autograd, and the mode only affects the
-    thread that entered it. Pass ``model`` to have it checked for TorchScript / ``torch.compile``, which hide
-    their ops from the mode. ``backward_passes`` > 1 says several backward passes will run through the graph
-    (one per target, with ``retain_graph``): gates are then evaluated once, in the forward pass, and stored.
+    thread that entered it. Pass ``model`` to have it checked for what hides its ops from the mode (TorchScript,
+    ``torch.compile``, ``nn.DataParallel`` over several devices). ``backward_passes`` > 1 says several backward
+    passes will run through the graph (one per target, with ``retain_graph``): gates are then evaluated once, in
+    the forward pass, and stored. A backward pass run inside the block keeps the mode on, so a forward that
+    activation checkpointing recomputes there is softened too.
 
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18().eval()
