@@ -299,6 +299,7 @@ CASES: list[tuple[str, Callable[..., Any], Expected]] = [
     ("target out of range", lambda: sp(target=5), (UnknownClassError, "out of range")),
     ("negative target", lambda: sp(target=-1), (UnknownClassError, "out of range")),
     ("too many targets", lambda: sp(target=[0, 1, 2]), (InvalidInputError, "3 targets for a batch of 2")),
+    ("tuple target of the wrong length", lambda: sp(target=(1, 2, 3)), (SemanticPullbacksError, "target")),
     ("string target", lambda: sp(target="cat"), (InvalidInputError, "LoadedModel.target")),
     ("float target", lambda: sp(target=1.5), (InvalidInputError, "unsupported target")),
     ("bool target", lambda: sp(target=True), (InvalidInputError, "not a bool")),
