@@ -323,6 +323,7 @@ def test_relative_sliders_and_presets():
     controls = {**logic.paper_temperatures(), "relu": 2.0, "maxpool": 0.0}
     temps = logic.temperatures_from_controls(controls, relative=True)
     assert temps.relu == Relative(2.0) and temps.maxpool == 0.0  # 0 stays the hard gate
+    assert temps.attention == logic.paper_temperatures()["attention"]  # attention takes absolute values only
     config = ui.AppConfig(settings=Settings(Temperatures(relu=0.1)))
     assert ui.preset_settings(ui.PRESET_FILE, "efficientnet_lite0", config).temperatures.relu == 0.1
     assert ui.preset_settings(ui.PRESET_PAPER, "efficientnet_lite0", config).temperatures == Temperatures()

@@ -30,6 +30,7 @@ from .engine import (
 from .errors import (
     ImageLoadError,
     InvalidInputError,
+    NotDifferentiableError,
     SemanticPullbacksError,
     UnexpectedArgumentError,
     UnknownClassError,
@@ -120,6 +121,7 @@ __all__ = [
     "InvalidInputError",
     "LoadedModel",
     "NormalizedModel",
+    "NotDifferentiableError",
     "PullbackAscent",
     "PullbackDeepLift",
     "PullbackSession",

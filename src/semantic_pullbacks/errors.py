@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ImageLoadError",
     "InvalidInputError",
+    "NotDifferentiableError",
     "SemanticPullbacksError",
     "UnexpectedArgumentError",
     "UnknownClassError",
@@ -24,6 +25,11 @@ class InvalidInputError(SemanticPullbacksError, ValueError):
 
 class UnsupportedModelError(SemanticPullbacksError, TypeError):
     """The model cannot be explained this way (e.g. TorchScript or torch.compile hides its operations)."""
+
+
+class NotDifferentiableError(SemanticPullbacksError, RuntimeError):
+    """A derivative the engine cannot take: of a soft pullback itself (``create_graph=True``, ``torch.func``
+    transforms), or with autograd switched off (``torch.inference_mode``)."""
 
 
 class UnknownModelError(SemanticPullbacksError, KeyError):

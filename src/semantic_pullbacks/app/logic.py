@@ -245,14 +245,15 @@ def temperatures_from_controls(values: Mapping[str, Any], *, relative: bool = Fa
     """Slider values (0 = hard gate, the ordinary gradient) and freeze switches as :class:`Temperatures`.
 
     With ``relative`` the slider values are multiples of each layer's pre-activation std (scale-aware
-    temperatures, :class:`~semantic_pullbacks.Relative`), which transfer across models better than absolute ones.
+    temperatures, :class:`~semantic_pullbacks.Relative`), which transfer across models better than absolute ones;
+    the attention slider stays absolute, as attention temperatures only can be.
     """
     settings: dict[str, Any] = {}
     for family in SLIDER_FAMILIES:
         value = float(values.get(family, paper_temperatures()[family]))
         if not (math.isfinite(value) and value >= 0):
             raise InvalidInputError(f"temperature {family!r} must be a number >= 0, got {value}")
-        settings[family] = Relative(value) if relative and value > 0 else value
+        settings[family] = Relative(value) if relative and value > 0 and family != "attention" else value
     for family in FREEZE_FAMILIES:
         settings[family] = 1.0 if bool(values.get(family, True)) else None
     return Temperatures.coerce(settings)

@@ -270,7 +270,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         presets.insert(0, PRESET_FILE)
                     preset = gr.Radio(presets, value=presets[0], label="Temperatures", elem_id="preset")
                     relative = gr.Checkbox(
-                        value=False, label="Custom sliders are multiples of each layer's std (scale-aware)"
+                        value=False,
+                        label="Custom sliders are multiples of each layer's std (scale-aware; attention absolute)",
                     )
                     sliders = [
                         gr.Slider(0.0, 3.0, value=defaults[f], step=0.05, label=_FAMILY_LABELS[f])

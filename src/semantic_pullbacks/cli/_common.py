@@ -173,7 +173,6 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
             parsed = Temperatures.coerce(changes)
         except InvalidInputError as error:
             raise InvalidInputError(f"--temperatures {args.temperatures!r}: {error}") from None
-        _check_families(changes, f"--temperatures {args.temperatures!r}")
         temperatures = settings.temperatures.replace(**{name: parsed.get(name) for name in changes})
         # explicit temperatures are meant for every method, the stepping ones included
         settings = replace(settings, temperatures=temperatures, ascent_temperatures=None)
@@ -207,19 +206,7 @@ def _from_file(path: str) -> RunSettings:
     """A calibrated settings file (format of :mod:`semantic_pullbacks.calibration.settings`)."""
     from ..calibration.settings import load_settings
 
-    loaded = load_settings(path)
-    _check_families(dict(loaded.temperatures.extra), f"settings file {path!r}")
-    return RunSettings.of(loaded)
-
-
-def _check_families(names: Iterable[str], where: str) -> None:
-    """A misspelt family would otherwise be stored as a user family that no rule reads, i.e. silently ignored."""
-    from ..engine import FAMILIES, registered_rules
-
-    known = [*FAMILIES, *sorted({rule.family for _, rule in registered_rules()} - set(FAMILIES))]
-    for name in names:
-        if name not in known:
-            raise InvalidInputError(f"{where}: unknown temperature family {name!r}; known: {', '.join(known)}")
+    return RunSettings.of(load_settings(path))
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,28 @@ if TYPE_CHECKING:
 
     from ._images import ImageSource
 
-__all__ = ["Output", "slug"]
+__all__ = ["Output", "output_folder", "slug"]
+
+
+def output_folder(folder: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Create ``folder`` and prove it writable, before any work is done that could not be saved.
+
+    A regular file in the way, a missing permission or a read-only file system is a typed error that names the
+    option (exit code 2), not a traceback after the work is done.
+    """
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{option} {str(folder)!r} is a file; give a folder to write the results into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise InvalidInputError(
+            f"{option} {str(folder)!r}: cannot write there ({reason}); give a folder you can write to"
+        ) from None
+    return path
 
 
 def slug(text: str) -> str:
@@ -36,10 +58,7 @@ class Output:
     """
 
     def __init__(self, folder: str | os.PathLike[str], total: int, description: str) -> None:
-        self.folder = Path(folder).expanduser()
-        if self.folder.exists() and not self.folder.is_dir():
-            raise InvalidInputError(f"--out {str(folder)!r} is a file; give a folder to write the figures into")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = output_folder(folder)
         self.written: list[Path] = []
         self.failures: list[tuple[ImageSource, str]] = []
         self._total = total
@@ -94,6 +113,10 @@ class Output:
         try:
             write(tmp)
             os.replace(tmp, final)
+        except OSError as e:  # the disk filled up, or the folder was removed or locked during the run
+            raise InvalidInputError(
+                f"cannot write {final} ({e.strerror or type(e).__name__}); the files listed above are complete"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
         self.written.append(final)

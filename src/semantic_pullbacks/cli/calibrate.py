@@ -49,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch
 
     from ..calibration import calibrate, save_settings
     from ._images import expand_images
+    from ._output import output_folder
 
     sources = expand_images(args.images)
+    out = output_folder(args.out)  # before the search: its result must have somewhere to go
     model = load_model(args)
     x = torch.stack([model.preprocess.load(s.path) for s in sources]).to(model.device)
     families = split_list([args.families]) if args.families else None
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
     )
-    out = Path(args.out)
     settings = type(result.settings)(
         result.settings.temperatures,
         result.settings.ascent,

@@ -93,6 +93,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import ABLATION_METHODS, MethodSpec, ablation_specs, evaluate, parse_ablation
     from ..evaluation.runner import resolve_methods, resolve_metrics
+    from ._output import output_folder
 
     settings = settings_from_args(args)
     ascent = {"steps": settings.steps, "alpha": settings.alpha}
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         methods = ablation_specs(sweeps, base, temperatures=settings.temperatures, ascent=ascent)
     else:
         methods = resolve_methods(names if names else None)
+    output_folder(args.out)
     loaded = load_model(args)
     try:
         result = evaluate(

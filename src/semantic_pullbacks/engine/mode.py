@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import UnsupportedModelError
+from ..errors import NotDifferentiableError
 from .coverage import NO_RULE, CoverageReport
 from .registry import NOT_HANDLED, nonlinear_name, rule_for
+from .support import check_model_supported
 from .temperatures import TemperatureLike, Temperatures
 
 __all__ = ["PassContext", "PullbackSession", "check_model_supported", "pullback_mode", "rules_suspended"]
@@ -37,10 +38,15 @@ def _session_stack() -> list[PullbackSession]:
     return stack
 
 
-def _innermost() -> PullbackSession | None:
-    """The session whose rules apply on this thread; outer nested sessions pass calls through."""
+def _applies(session: PullbackSession) -> bool:
+    """Whether ``session``'s rules apply to a call on this thread: outer nested sessions pass calls through.
+
+    Autograd runs the backward pass of GPU tensors in its own device threads and hands them the torch-function
+    mode (so a forward recomputed there, by activation checkpointing, is intercepted) but not this module's
+    thread-local stack: a thread without a stack of its own runs the mode that reached it.
+    """
     stack = getattr(_local, "sessions", None)
-    return stack[-1] if stack else None
+    return stack[-1] is session if stack else True
 
 
 @contextlib.contextmanager
@@ -80,7 +86,11 @@ class _InterceptMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         session = self.session
-        if _suspended_depth() or not torch.is_grad_enabled() or _innermost() is not session:
+        if _suspended_depth() or not _applies(session):
+            return func(*args, **kwargs)
+        if func in _BACKWARD_ENTRIES:
+            return self._backward_inside(func, types, args, kwargs)
+        if not torch.is_grad_enabled():
             return func(*args, **kwargs)
         rule = rule_for(func)
         if rule is None:
@@ -88,6 +98,12 @@ class _InterceptMode(TorchFunctionMode):
             if name is not None and _any_requires_grad(args, kwargs):
                 session.context.record(name, NO_RULE)
             return func(*args, **kwargs)
+        if _functorch_active():
+            raise NotDifferentiableError(
+                "torch.func transforms (grad, vjp, vmap, jacrev, ...) cannot run inside pullback_mode: the soft "
+                "backward rules are autograd Functions without functorch support. Take the pullback with "
+                "torch.autograd.grad or .backward() inside the mode instead."
+            )
         _local.suspended = _suspended_depth() + 1
         try:
             out = rule.handler(func, args, kwargs, session.context)
@@ -96,6 +112,31 @@ class _InterceptMode(TorchFunctionMode):
         if out is NOT_HANDLED:
             return func(*args, **kwargs)
         return out
+
+    def _backward_inside(self, func, types, args, kwargs):  # type: ignore[no-untyped-def]
+        """Run a backward pass with the mode still on: activation checkpointing recomputes the forward inside it.
+
+        Torch switches a mode off while its handler runs, so a plain ``func(...)`` would run the whole backward
+        pass, and any forward it recomputes (``torch.utils.checkpoint``), without the rules: the reentrant form
+        would silently give the ordinary gradient, the non-reentrant one would find different saved tensors.
+        """
+        with self:
+            return _redispatch(func, types, args, kwargs)
+
+
+#: The calls that start a backward pass.
+_BACKWARD_ENTRIES = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
+
+
+def _redispatch(func, types, args, kwargs):  # type: ignore[no-untyped-def]
+    """Call ``func`` skipping one level of torch-function dispatch, so a mode pushed again is not re-entered."""
+    redispatch = getattr(torch.overrides, "redispatch_function", None)
+    if redispatch is not None:
+        return redispatch(func, types, args, kwargs)
+    return torch._C._skip_one_hop_torch_function(func, types, args, kwargs)
+
+
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 def _any_requires_grad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
@@ -134,9 +175,11 @@ def pullback_mode(
 
     Forward values are bit-identical to the model's own; only the adjoint changes. Nothing on the model is
     mutated, leaving the block (also by an exception) restores ordinary autograd, and the mode only affects the
-    thread that entered it. Pass ``model`` to have it checked for TorchScript / ``torch.compile``, which hide
-    their ops from the mode. ``backward_passes`` > 1 says several backward passes will run through the graph
-    (one per target, with ``retain_graph``): gates are then evaluated once, in the forward pass, and stored.
+    thread that entered it. Pass ``model`` to have it checked for what hides its ops from the mode (TorchScript,
+    ``torch.compile``, ``nn.DataParallel`` over several devices). ``backward_passes`` > 1 says several backward
+    passes will run through the graph (one per target, with ``retain_graph``): gates are then evaluated once, in
+    the forward pass, and stored. A backward pass run inside the block keeps the mode on, so a forward that
+    activation checkpointing recomputes there is softened too.
 
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18().eval()
@@ -158,24 +201,3 @@ def pullback_mode(
         stack.remove(session)
         if warn_unhandled:
             session.coverage.warn_unhandled()
-
-
-def check_model_supported(model: Any) -> None:
-    """Raise :class:`UnsupportedModelError` for models whose ops the mode cannot see."""
-    if not isinstance(model, nn.Module):
-        if callable(model):
-            return  # plain functions are traced op by op like any Python code
-        raise UnsupportedModelError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
-    for name, module in model.named_modules():
-        where = f" (submodule {name!r})" if name else ""
-        if isinstance(module, torch.jit.ScriptModule):
-            raise UnsupportedModelError(
-                f"TorchScript model{where}: its ops run inside the TorchScript interpreter where the pullback "
-                "mode cannot see them, so the result would silently be the ordinary gradient. Explain the "
-                "original Python nn.Module instead."
-            )
-        if type(module).__name__ == "OptimizedModule" or hasattr(module, "_orig_mod"):
-            raise UnsupportedModelError(
-                f"torch.compile'd model{where}: compiled graphs bypass the pullback mode, so the result would "
-                "silently be the ordinary gradient. Pass the uncompiled module (compiled._orig_mod)."
-            )

@@ -6,7 +6,9 @@ keeps its ordinary gradient, which is how users ablate one family at a time.
 
 from __future__ import annotations
 
+import difflib
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -14,8 +16,9 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError
+from .registry import registered_rules
 
-__all__ = ["FAMILIES", "Relative", "TemperatureLike", "Temperatures", "resolve_temperature"]
+__all__ = ["FAMILIES", "Relative", "TemperatureLike", "Temperatures", "known_families", "resolve_temperature"]
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,24 @@ class Relative:
 
     The standard deviation is taken per sample (over every dimension but the first) of the tensor that enters
     the gate, so one setting fits layers whose pre-activations live on different scales. A floor of ``min_tau``
-    keeps dead or constant layers from collapsing to a hard gate.
+    keeps dead or constant layers from collapsing to a hard gate (so it must be positive).
+
+    The first dimension is always taken as the batch: give the engine batched tensors (``x[None]`` for one
+    sample), as the explainers require, so one sample's map is the same alone and in a batch.
     """
 
     scale: float
     min_tau: float = 1e-6
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
-            raise InvalidInputError(f"Relative(scale=...) must be a positive finite number, got {self.scale!r}")
+        object.__setattr__(self, "scale", _positive_number("Relative(scale=...)", self.scale))
+        object.__setattr__(self, "min_tau", _positive_number("Relative(min_tau=...)", self.min_tau))
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 TemperatureLike = float | Relative | None
@@ -60,7 +72,9 @@ class Temperatures:
 
     ``norm`` and ``gate`` have no temperature to speak of: any number (or ``True``) freezes them, ``None`` or
     ``False`` leaves their ordinary gradient. ``extra`` holds temperatures of families added by users through
-    :func:`semantic_pullbacks.register_rule`.
+    :func:`semantic_pullbacks.register_rule` (register the rule first: an unknown family is refused, so a typo
+    never silently leaves the default in place). Numbers are stored as floats, so ``0`` and ``0.0`` are the same
+    hard gate. ``attention`` takes an absolute temperature only: its scores have no per-sample scale to follow.
     """
 
     relu: TemperatureLike = 0.6
@@ -73,12 +87,15 @@ class Temperatures:
     extra: Mapping[str, TemperatureLike] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.extra if name not in known_families()]
+        if unknown:
+            raise InvalidInputError(_unknown_family_message(unknown[0]))
         for name, value in self.items():
             if value is True:
                 value = 1.0
             elif value is False:
                 value = None
-            _validate(name, value)
+            value = _validate(name, value)
             if name in self.extra:
                 object.__setattr__(self, "extra", {**self.extra, name: value})
             else:
@@ -93,7 +110,7 @@ class Temperatures:
             return self.extra[family]
         if family in FAMILIES:
             return getattr(self, family)
-        raise InvalidInputError(f"unknown temperature family {family!r}; known: {', '.join([*FAMILIES, *self.extra])}")
+        raise InvalidInputError(_unknown_family_message(family))
 
     def replace(self, **changes: TemperatureLike) -> Temperatures:
         """A copy with some families changed (unknown names go to ``extra``)."""
@@ -150,13 +167,37 @@ def _parse(value: Any) -> TemperatureLike:
     return value
 
 
-def _validate(name: str, value: Any) -> None:
-    if value is None or isinstance(value, Relative):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+def _validate(name: str, value: Any) -> TemperatureLike:
+    """The value as stored: ``None``, a :class:`Relative`, or a float (ints become floats, so ``0`` is hard)."""
+    if value is None:
+        return None
+    if isinstance(value, Relative):
+        if name == "attention":
+            raise InvalidInputError(
+                f"temperature for 'attention' must be an absolute number or None, got {value!r}: attention scores "
+                "are softened as softmax(scores / tau), and a multiple of their spread has no meaning there"
+            )
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise InvalidInputError(
             f"temperature for {name!r} must be a non-negative finite number, Relative(...) or None; got {value!r}"
         )
+    return float(value)
+
+
+def known_families() -> list[str]:
+    """The built-in families, then those of rules users registered (:func:`semantic_pullbacks.register_rule`)."""
+    return [*FAMILIES, *sorted({rule.family for _, rule in registered_rules()} - set(FAMILIES))]
+
+
+def _unknown_family_message(name: str) -> str:
+    known = known_families()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown temperature family {name!r}{hint}; known: {', '.join(known)}. A family of your own needs its "
+        "rule registered first (register_rule(..., family=...))"
+    )
 
 
 def resolve_temperature(tau: float | Relative, x: torch.Tensor) -> float | torch.Tensor:

@@ -156,7 +156,10 @@ class ResultsStore:
         folder = Path(out).expanduser()
         if folder.exists() and not folder.is_dir():
             raise InvalidInputError(f"output path {str(folder)!r} exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInputError(f"cannot create the output folder {str(folder)!r}: {e.strerror or e}") from None
         _acquire_lock(folder)
         try:
             config = json.loads(json.dumps(dict(config), sort_keys=True, default=repr))  # as it reads back from disk

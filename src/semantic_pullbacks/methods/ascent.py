@@ -13,6 +13,7 @@ from torch import nn
 from ..engine import Temperatures
 from ..errors import InvalidInputError
 from .base import Explainer, forward_args
+from .checks import input_pullback, positive_number
 from .pullback import Gradient, SoftPullback, _Backward, normalise_step
 from .targets import OutputSelector, TargetType, class_indices, objective
 
@@ -61,16 +62,11 @@ class PullbackAscent(Explainer):
         super().__init__(model, output_selector=output_selector)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
-        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
-            raise InvalidInputError(f"alpha must be a positive number or None (raw steps), got {alpha!r}")
-        if eps is not None and not (math.isfinite(eps) and eps > 0):
-            raise InvalidInputError(f"eps must be a positive radius or None, got {eps!r}")
+        alpha = positive_number("alpha", alpha, none_means="raw steps")
+        eps = positive_number("eps", eps, none_means="no bound on the distance")
         if clip not in ("never", "each", "last"):
             raise InvalidInputError(f"clip must be 'never', 'each' or 'last', got {clip!r}")
-        lo, hi = domain
-        if not lo < hi:
-            raise InvalidInputError(f"domain must be (low, high) with low < high, got {domain!r}")
-        self.steps, self.alpha, self.eps, self.clip, self.domain = steps, alpha, eps, clip, (float(lo), float(hi))
+        self.steps, self.alpha, self.eps, self.clip, self.domain = steps, alpha, eps, clip, _domain(domain)
         self.keep_trajectory = keep_trajectory
         self.temperatures = Temperatures.coerce(temperatures)
         self._step_method: _Backward = self._make_step_method(model, output_selector)
@@ -103,7 +99,7 @@ class PullbackAscent(Explainer):
                     if resolve:
                         target, resolve = class_indices(output.detach(), target, x0.shape[0]), False
                     score = objective(output, target, x0.shape[0])
-                    (v,) = torch.autograd.grad(score.sum(), xr)
+                    v = input_pullback(score.sum(), xr, output, self.model)
             scores.append(score.detach())
             x = x + normalise_step(v, self.alpha)
             if self.eps is not None:
@@ -128,6 +124,16 @@ class PullbackAscent(Explainer):
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         return self._run(x, target, args, final_score=False).attribution
+
+
+def _domain(domain: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not lo < hi:  # False for NaN too
+        raise InvalidInputError(f"domain must be (low, high) with low < high, got {domain!r}")
+    return lo, hi
 
 
 class GradientAscent(PullbackAscent):

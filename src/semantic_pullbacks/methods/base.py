@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ from torch import nn
 
 from ..engine import check_model_supported
 from ..errors import InvalidInputError
+from .checks import check_inputs, model_state_kept, warn_if_training
 from .configure import AcceptsLoadedModels
 from .targets import OutputSelector, TargetType, objective, select_output
 
@@ -126,55 +126,20 @@ class Explainer(metaclass=AcceptsLoadedModels):
 
     # --- checks ------------------------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Any) -> torch.Tensor:
-        if not isinstance(inputs, torch.Tensor):
-            raise InvalidInputError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-        if not inputs.is_floating_point():
-            raise InvalidInputError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
-        if inputs.dim() < 2:
-            raise InvalidInputError(
-                f"inputs must have a batch dimension first, got shape {tuple(inputs.shape)}; use inputs[None]"
-            )
-        if inputs.shape[0] == 0:
-            raise InvalidInputError("inputs is an empty batch")
-        if not bool(torch.isfinite(inputs).all()):
-            raise InvalidInputError("inputs contain NaN or Inf values")
-        device = _model_device(self.model)
-        if device is not None and device != inputs.device:
-            raise InvalidInputError(
-                f"inputs are on {inputs.device} but the model is on {device}; move one of them (nothing is moved "
-                "silently)"
-            )
-        if isinstance(self.model, nn.Module) and self.model.training:
-            warnings.warn(
-                "the model is in training mode: dropout and batch statistics make explanations random and "
-                "batch-dependent. Call model.eval() first if that is not intended.",
-                stacklevel=3,
-            )
-        return inputs.detach()
+        x = check_inputs(inputs, self.model)
+        warn_if_training(self.model, stacklevel=3)
+        return x
 
     @contextmanager
     def _caller_state(self) -> Iterator[None]:
-        """Parameters keep their ``.grad``: explanations differentiate w.r.t. inputs only."""
-        params = list(self.model.parameters()) if isinstance(self.model, nn.Module) else []
-        grads = [p.grad for p in params]
-        try:
+        """Parameters keep their ``.grad`` (explanations differentiate w.r.t. inputs only) and modules in training
+        mode their buffers (an explanation never changes the model)."""
+        with model_state_kept(self.model):
             yield
-        finally:
-            for p, g in zip(params, grads):
-                p.grad = g
 
 
 # Captum's wrappers (NoiseTunnel) call ``method.attribute.__wrapped__(method, ...)`` to skip their usage logging.
 Explainer.attribute.__wrapped__ = Explainer.attribute  # type: ignore[attr-defined]
-
-
-def _model_device(model: Any) -> torch.device | None:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-        for b in model.buffers():
-            return b.device
-    return None
 
 
 def _split_targets(targets: Sequence[TargetType] | torch.Tensor, batch: int) -> list[TargetType]:

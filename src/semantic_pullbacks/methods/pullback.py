@@ -12,6 +12,7 @@ from torch import nn
 from ..engine import Temperatures, pullback_mode
 from ..engine.coverage import CoverageReport
 from .base import Explainer
+from .checks import input_pullback, positive_number
 from .targets import OutputSelector, TargetType, objective
 
 __all__ = ["DoublePullback", "Gradient", "SoftPullback", "normalise_step"]
@@ -27,9 +28,9 @@ class _Backward(Explainer):
         _reject(kwargs)
         x = x.requires_grad_(True)
         with torch.enable_grad(), self._context():
-            score = self._objective(x, target, args)
-            (g,) = torch.autograd.grad(score.sum(), x)
-        return g
+            output = self._output(x, args)
+            score = objective(output, target, x.shape[0])
+            return input_pullback(score.sum(), x, output, self.model)
 
     def _attribute_targets(
         self, x: torch.Tensor, targets: list[TargetType], args: tuple[Any, ...], **kwargs: Any
@@ -42,8 +43,7 @@ class _Backward(Explainer):
             output = self._output(x, args)
             for i, t in enumerate(targets):
                 score = objective(output, t, x.shape[0])
-                (g,) = torch.autograd.grad(score.sum(), x, retain_graph=i < len(targets) - 1)
-                maps.append(g)
+                maps.append(input_pullback(score.sum(), x, output, self.model, retain_graph=i < len(targets) - 1))
         return torch.stack(maps)
 
 
@@ -116,7 +116,7 @@ class DoublePullback(SoftPullback):
         output_selector: OutputSelector = None,
     ) -> None:
         super().__init__(model, temperatures, output_selector=output_selector)
-        self.alpha = alpha
+        self.alpha = positive_number("alpha", alpha, none_means="raw steps")
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
         if target is None:  # fix the class at the starting point, so both pullbacks explain the same thing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import weakref
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
+
+from ...errors import NotDifferentiableError
 
 _MISSING = inspect.Parameter.empty
 SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -101,3 +105,24 @@ def grad_needed(ctx: Any, i: int) -> bool:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Gates are evaluated in at least float32, so bfloat16/float16 passes stay finite and accurate."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def soft_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a rule's ``backward`` as once-differentiable, and refuse ``create_graph=True`` with a clear error.
+
+    A soft adjoint freezes the gates, so its own derivative is not the derivative of the soft pullback; autograd's
+    ``once_differentiable`` would quietly hand back a result that does not require grad.
+    """
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():  # autograd enables grad in the backward pass only for create_graph=True
+            raise NotDifferentiableError(
+                "a soft pullback cannot be differentiated again (create_graph=True): its backward rules hold the "
+                "gates fixed, so their own derivative is not the derivative of the pullback. Take first-order "
+                "pullbacks only, or set the families concerned to None for ordinary double backward."
+            )
+        return inner(ctx, *grads)
+
+    return wrapper

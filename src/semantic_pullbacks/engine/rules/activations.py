@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import register_nonlinear, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, Binder, compute_dtype, wants_grad
-from .rebuild import rebuildable_terms, rebuilt_soft_relu
+from ._common import SQRT1_2, Binder, compute_dtype, soft_backward, wants_grad
+from .rebuild import rebuildable_terms, rebuilt_soft_relu, saved_tensor_hooks_active
 
 __all__ = ["ActivationGate", "soft_gate"]
 
@@ -135,35 +134,43 @@ def _stored_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class _SoftGate(torch.autograd.Function):
-    """Forward: ``exact(x)`` as given. Backward: ``grad * gate(x / tau)``, the gate held fixed."""
+    """Forward: ``exact(x)`` as given. Backward: ``grad * gate(x / tau)``, the gate held fixed.
+
+    Every tensor the backward needs goes through ``save_for_backward``, so autograd frees it after the backward
+    pass (and activation checkpointing can drop and recompute it) as it does the ordinary op's saved tensors.
+    """
 
     @staticmethod
     def forward(ctx, x, exact, spec, tau, params, inplace, store):  # type: ignore[no-untyped-def, override]
-        ctx.spec, ctx.params = spec, params
-        if inplace or store or spec.name in _COMPACT:
+        ctx.spec, ctx.tau = spec, tau
+        ctx.params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
+        ctx.tensor_params = [k for k, v in params.items() if isinstance(v, torch.Tensor) and k != "input"]
+        ctx.stored_gate = inplace or store or spec.name in _COMPACT
+        extra = [params[k] for k in ctx.tensor_params]
+        if ctx.stored_gate:
             # The input is about to be overwritten, saving it would cost more than the gate, or several backward
             # passes will read the gate: keep only the gate.
-            ctx.gate = _evaluate(spec, x, tau, params)
+            gate = _evaluate(spec, x, tau, params)
             if spec.name in _COMPACT:
-                ctx.gate = ctx.gate.to(_stored_dtype(x))
+                gate = gate.to(_stored_dtype(x))
             out = exact(x)
             if inplace:
                 ctx.mark_dirty(x)
+            ctx.save_for_backward(gate, *extra)
             return out
-        ctx.gate = None
-        ctx.tau = tau
-        ctx.save_for_backward(x)
+        ctx.save_for_backward(x, *extra)
         return exact(x)
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        saved = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
         with rules_suspended():
-            if ctx.gate is not None:
-                gate = ctx.gate
+            if ctx.stored_gate:
+                gate = saved[0]
             else:
-                (x,) = ctx.saved_tensors
-                gate = _evaluate(ctx.spec, x, ctx.tau, ctx.params)
+                params = {**ctx.params, **dict(zip(ctx.tensor_params, saved[1:]))}
+                gate = _evaluate(ctx.spec, saved[0], ctx.tau, params)
             return torch.mul(grad, gate).to(grad.dtype), None, None, None, None, None, None
 
 
@@ -174,18 +181,22 @@ class _SoftReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, exact, tau, inplace):  # type: ignore[no-untyped-def, override]
         xc = x.detach().to(compute_dtype(x))  # the low-precision erf is far less accurate
-        e = torch.empty(x.shape, dtype=_stored_dtype(x), device=x.device)
+        # Under saved-tensor hooks (activation checkpointing) the buffer is dropped and recomputed, not kept:
+        # keep it exact then, as the rebuilt gate it stands in for is.
+        dtype = x.dtype if saved_tensor_hooks_active() else _stored_dtype(x)
+        e = torch.empty(x.shape, dtype=dtype, device=x.device)
         torch.erf(_erf_argument(xc, resolve_temperature(tau, xc)), out=e)
-        ctx.erf = e
+        ctx.save_for_backward(e)
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
         return out
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
-        g = torch.addcmul(grad, grad, ctx.erf).mul_(0.5)
+        (e,) = ctx.saved_tensors
+        g = torch.addcmul(grad, grad, e).mul_(0.5)
         return g, None, None, None
 
 

@@ -13,19 +13,29 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
+from ...errors import InvalidInputError, UnsupportedModelError
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative
-from ._common import Binder, compute_dtype, copy_tag, first_tensor, tag, tag_of, wants_grad
+from ._common import Binder, compute_dtype, copy_tag, first_tensor, soft_backward, tag, tag_of, wants_grad
 
 
 def _as_float_tau(tau: Any) -> float:
-    if isinstance(tau, Relative):
-        raise ValueError("relative temperatures are not defined for attention; give a number")
+    if isinstance(tau, Relative):  # Temperatures refuses this up front; a hand-made PassContext may not
+        raise InvalidInputError("relative temperatures are not defined for attention; give a number")
     return float(tau)
+
+
+def _refuse_dropout(op: str, p: float) -> None:
+    """Dropout draws the forward's attention weights at random, and the soft adjoint is built from weights that
+    the backward pass recomputes: they would not be the ones the forward used."""
+    raise UnsupportedModelError(
+        f"{op} with dropout (p={p:g}): the soft pullback freezes the attention weights the forward pass used, and "
+        "dropout makes them random. Call model.eval() (attention dropout is off in eval mode), or set "
+        "attention=None to keep the ordinary gradient of attention."
+    )
 
 
 def soften_weights(weights: torch.Tensor, tau: float, dim: int = -1) -> torch.Tensor:
@@ -80,10 +90,10 @@ class _FrozenSDPA(torch.autograd.Function):
         return exact()
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        q, k, mask = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
         with rules_suspended():
-            q, k, mask = ctx.saved_tensors
             w = attention_weights(q, k, mask, ctx.is_causal, ctx.scale, ctx.tau)
             gv = w.transpose(-2, -1) @ grad.to(w.dtype)
             if gv.shape != ctx.v_shape:  # grouped-query attention: fold the repeated heads back
@@ -113,6 +123,8 @@ def _sdpa_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped
     if tau is None:
         ctx.record("scaled_dot_product_attention", ORDINARY)
         return NOT_HANDLED
+    if p["dropout_p"] > 0:
+        _refuse_dropout("scaled_dot_product_attention", p["dropout_p"])
     ctx.record("scaled_dot_product_attention", SOFTENED)
     return _FrozenSDPA.apply(
         q, k, v, lambda: func(*args, **kwargs), p["attn_mask"], p["is_causal"], p["scale"], _as_float_tau(tau)
@@ -192,8 +204,10 @@ def _mha_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-
     if not wants_grad(*tensors):
         return NOT_HANDLED
     tau = ctx.temperature("attention")
+    if tau is not None and p["training"] and p["dropout_p"] > 0:
+        _refuse_dropout("nn.MultiheadAttention", p["dropout_p"])
     unsupported = p["bias_k"] is not None or p["add_zero_attn"] or p["static_k"] is not None
-    unsupported = unsupported or p["static_v"] is not None or (p["training"] and p["dropout_p"] > 0)
+    unsupported = unsupported or p["static_v"] is not None
     if tau is None or unsupported:
         ctx.record("multi_head_attention", ORDINARY)
         return NOT_HANDLED
@@ -230,10 +244,10 @@ class _FrozenWeightsProduct(torch.autograd.Function):
         return exact()
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        (w,) = ctx.saved_tensors
         with rules_suspended():
-            (w,) = ctx.saved_tensors
             ws = soften_weights(w, ctx.tau).to(grad.dtype)
             gv = (ws.transpose(-2, -1) @ grad).sum_to_size(ctx.v_shape)
             return None, gv, None, None

@@ -13,12 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
-from ._common import Binder, compute_dtype, grad_needed, wants_grad
+from ._common import Binder, compute_dtype, grad_needed, soft_backward, wants_grad
 from .rebuild import eval_batch_norm
 
 
@@ -47,14 +46,15 @@ class _FrozenNorm(torch.autograd.Function):
         return exact()
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        saved = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
         with rules_suspended():
             kind, p = ctx.kind, ctx.params
             want_w = grad_needed(ctx, 1)
             want_b = ctx.has_bias and grad_needed(ctx, 2)
             if kind == "layer":  # statistics from the forward; rstd is float32 for low-precision inputs
-                x, weight, mean, rstd = ctx.saved_tensors
+                x, weight, mean, rstd = saved
                 gx = grad * rstd if weight is None else grad * rstd * weight
                 gw = gb = None
                 reduce_dims = tuple(range(x.dim() - p["nd"]))
@@ -64,7 +64,7 @@ class _FrozenNorm(torch.autograd.Function):
                 if want_b:
                     gb = grad.sum(reduce_dims).reshape(weight.shape if weight is not None else -1).to(grad.dtype)
                 return gx.to(grad.dtype), gw, gb, None, None, None
-            x, weight = ctx.saved_tensors
+            x, weight = saved
             dtype = compute_dtype(x)
             xf, g = x.to(dtype), grad.to(dtype)
             if kind == "rms":

@@ -12,13 +12,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import resolve_temperature
-from ._common import Binder, compute_dtype, wants_grad
+from ._common import Binder, compute_dtype, soft_backward, wants_grad
 
 
 def _tuple(v: Any, n: int) -> tuple[int, ...]:
@@ -181,10 +180,10 @@ class _SoftPool(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad, *unused):  # type: ignore[no-untyped-def, override]
+        (x,) = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
         with rules_suspended():
-            (x,) = ctx.saved_tensors
             return ctx.adjoint(x, grad), None, None
 
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, grad_needed
+from ._common import SQRT1_2, grad_needed, soft_backward
 
-__all__ = ["rebuildable_terms", "rebuilt_soft_relu"]
+__all__ = ["rebuildable_terms", "rebuilt_soft_relu", "saved_tensor_hooks_active"]
 
 #: A sum of at most this many terms is rebuilt; longer sums keep the stored gate.
 _MAX_TERMS = 3
@@ -39,23 +38,34 @@ class _ChannelAffine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, exact, mean, var, eps):  # type: ignore[no-untyped-def, override]
         out = exact()
-        ctx.scale, ctx.shift, ctx.mean, ctx.invstd = _channel_constants(mean, var, weight, bias, eps, x.dim())
+        constants = _channel_constants(mean, var, weight, bias, eps, x.dim())  # scale, shift, mean, 1/std
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-        ctx.save_for_backward(x)  # as the ordinary backward does; also what a following ReLU rebuilds from
+        # x as the ordinary backward saves it; a following ReLU rebuilds its input from x, scale and shift, unless
+        # saved-tensor hooks hold them (activation checkpointing, CPU offloading): reading them then is not free.
+        ctx.hooked = saved_tensor_hooks_active()
+        ctx.save_for_backward(x, *constants)
         return out
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         gx = gw = gb = None
+        x, scale, _, mean, invstd = ctx.saved_tensors
         if ctx.needs_input_grad[0]:
-            gx = (grad * ctx.scale).to(grad.dtype)
+            gx = (grad * scale).to(grad.dtype)
         if ctx.has_weight and grad_needed(ctx, 1):
-            (x,) = ctx.saved_tensors
-            gw = (grad * ((x - ctx.mean) * ctx.invstd)).sum(_non_channel_dims(grad)).to(grad.dtype)
+            gw = (grad * ((x - mean) * invstd)).sum(_non_channel_dims(grad)).to(grad.dtype)
         if ctx.has_bias and grad_needed(ctx, 2):
             gb = grad.sum(_non_channel_dims(grad))
         return gx, gw, gb, None, None, None, None
+
+
+_top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", lambda ignore_is_tracing: None)
+
+
+def saved_tensor_hooks_active() -> bool:
+    """Whether saved tensors are being packed by hooks (``torch.utils.checkpoint``, ``save_on_cpu``)."""
+    return _top_hooks(False) is not None
 
 
 def _non_channel_dims(t: torch.Tensor) -> tuple[int, ...]:
@@ -123,11 +133,11 @@ _TAG = "_semantic_pullbacks_sum"
 
 def rebuildable_terms(t: Any) -> tuple[Any, ...] | None:
     """The terms ``t`` is the sum of, if it can still be rebuilt from them (nothing modified in place since)."""
-    if not isinstance(t, torch.Tensor) or t.dtype not in _REBUILT_DTYPES:
+    if not isinstance(t, torch.Tensor) or t.dtype not in _REBUILT_DTYPES or saved_tensor_hooks_active():
         return None
     node = t.grad_fn
     if type(node) is _ChannelAffineNode:
-        return (node,) if getattr(node, "out_version", None) == t._version else None
+        return (node,) if getattr(node, "out_version", None) == t._version and not node.hooked else None
     tag = t.__dict__.get(_TAG) if node is not None else None
     if tag is None or tag.version != t._version:
         return None
@@ -172,22 +182,30 @@ class _RebuiltSoftReLU(torch.autograd.Function):
                 tensors.append(term.tensor)
                 coefs.append(c)
             else:
-                (z,) = term.saved_tensors
+                z, scale, shift, _, _ = term.saved_tensors
                 tensors.append(z)
-                coefs.append(term.scale * c)
-                offset = term.shift * c if offset is None else offset + term.shift * c
-        ctx.save_for_backward(*tensors)
-        ctx.coefs, ctx.offset = coefs, offset
+                coefs.append(scale * c)
+                offset = shift * c if offset is None else offset + shift * c
+        # Tensor coefficients and the offset are per pass: saved like the terms, so autograd frees them after
+        # the backward pass; number coefficients stay on ctx.
+        ctx.terms = len(tensors)
+        ctx.coefs = [None if isinstance(coef, torch.Tensor) else coef for coef in coefs]
+        extra = [coef for coef in coefs if isinstance(coef, torch.Tensor)]
+        ctx.has_offset = offset is not None
+        ctx.save_for_backward(*tensors, *extra, *([offset] if offset is not None else []))
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
         return out
 
     @staticmethod
-    @once_differentiable
+    @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
-        zs, coefs = ctx.saved_tensors, ctx.coefs
-        u = zs[0] * coefs[0] if ctx.offset is None else torch.addcmul(ctx.offset, zs[0], coefs[0])
+        saved = list(ctx.saved_tensors)
+        offset = saved.pop() if ctx.has_offset else None
+        zs, extra = saved[: ctx.terms], iter(saved[ctx.terms :])
+        coefs = [next(extra) if coef is None else coef for coef in ctx.coefs]
+        u = zs[0] * coefs[0] if offset is None else torch.addcmul(offset, zs[0], coefs[0])
         for z, coef in zip(zs[1:], coefs[1:]):
             if isinstance(coef, float):
                 u.add_(z, alpha=coef)
