@@ -73,11 +73,14 @@ def attention_weights(
 
 
 class _FrozenSDPA(torch.autograd.Function):
+    """Forward: the output the exact op already computed outside (see :func:`_sdpa_rule`). Backward: values
+    through the frozen, softened weights, recomputed from the saved queries and keys."""
+
     @staticmethod
     def forward(ctx, q, k, v, exact, attn_mask, is_causal, scale, tau):  # type: ignore[no-untyped-def, override]
         ctx.save_for_backward(q, k, attn_mask if isinstance(attn_mask, torch.Tensor) else None)
         ctx.is_causal, ctx.scale, ctx.tau, ctx.v_shape = is_causal, scale, tau, v.shape
-        return exact()
+        return exact()  # handed over as a callable: an input returned as-is would be a view, closed to in-place ops
 
     @staticmethod
     @once_differentiable
@@ -114,9 +117,12 @@ def _sdpa_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped
         ctx.record("scaled_dot_product_attention", ORDINARY)
         return NOT_HANDLED
     ctx.record("scaled_dot_product_attention", SOFTENED)
-    return _FrozenSDPA.apply(
-        q, k, v, lambda: func(*args, **kwargs), p["attn_mask"], p["is_causal"], p["scale"], _as_float_tau(tau)
-    )
+    # The exact op runs here, in the caller's grad mode with inputs that require grad, exactly as in the plain
+    # model: SDPA picks its kernel partly from those (on CUDA), and inside an autograd.Function's forward grad
+    # mode is off, which could pick another kernel and change the output bits. Its own backward graph is dropped
+    # with ``exact`` when this returns; only the detached output goes on.
+    exact = func(*args, **kwargs).detach()
+    return _FrozenSDPA.apply(q, k, v, lambda: exact, p["attn_mask"], p["is_causal"], p["scale"], _as_float_tau(tau))
 
 
 # --- nn.MultiheadAttention ---------------------------------------------------------------------------------
