@@ -77,15 +77,31 @@ def check_ascent(ascent: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Unit:
-    """Explain ``plan.items[item]`` with method ``method`` (a label) and score it with ``metrics``."""
+    """Explain ``plan.items[item]`` with method ``method`` (a label) and score it with ``metrics``; ``passes``
+    is about how many backward passes one explanation costs."""
 
     item: int
     method: str
     metrics: tuple[str, ...]
+    passes: int = 1
 
     def weight(self) -> int:
-        """A rough cost, for sharing work out evenly: the number of scores."""
-        return len(self.metrics)
+        """A rough cost, for sharing work out evenly: scores times the method's passes (metrics re-explain)."""
+        return len(self.metrics) * self.passes
+
+
+#: settings that multiply a method's backward passes (noise samples, integration steps, ascent steps)
+_PASS_SETTINGS = ("nt_samples", "n_steps", "n_samples", "model_samples", "steps")
+
+
+def _passes(method: str, settings: Mapping[str, Any]) -> int:
+    merged = {**getattr(get_method(method), "defaults", {}), **settings}
+    passes = 1
+    for key in _PASS_SETTINGS:
+        value = merged.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            passes *= value
+    return passes
 
 
 @dataclass
@@ -150,7 +166,7 @@ class Plan:
         for i, item in enumerate(self.items):
             metrics = tuple(m for m in self.metrics if METRIC_KINDS.get(m, IMAGE) == item.kind)
             if metrics:
-                out += [Unit(i, s.label, metrics) for s in self.specs]
+                out += [Unit(i, s.label, metrics, _passes(s.method, self.method_kwargs[s.label])) for s in self.specs]
         return out
 
     def todo(self, finished: set[tuple[str, str, str]]) -> list[Unit]:
@@ -160,7 +176,7 @@ class Plan:
             item = self.items[u.item].id
             missing = tuple(m for m in u.metrics if (item, u.method, m) not in finished)
             if missing:
-                out.append(Unit(u.item, u.method, missing))
+                out.append(Unit(u.item, u.method, missing, u.passes))
         return out
 
     def keys(self) -> set[tuple[str, str, str]]:
