@@ -9,8 +9,10 @@ into a fresh folder, every process with ``--threads`` torch threads. Jobs of the
 
 Throughput is scores per second of ``evaluate`` itself (``summary.json``'s seconds: planning, computing, waiting
 for the other ranks and reporting; it excludes starting Python and loading the model, reported separately as the
-job's wall time). The speed-up is the median over rounds of the ratio within a round. Every job's scores are
-also checked to be identical to the first job's: the number of processes must not change a score.
+job's wall time). The busiest and least busy ranks' compute times show how evenly the work was shared, and
+evaluate minus the busiest rank is the part that does not run in parallel. The speed-up is the median over rounds
+of the ratio within a round. Every job's scores are also checked to be identical to the first job's: the number
+of processes must not change a score.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ def job(processes: int, out: Path, args: argparse.Namespace) -> dict[str, float 
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"job on {processes} processes failed:\n{done.stderr[-3000:]}")
-    seconds = float(json.loads((out / "summary.json").read_text())["seconds"])
+    summary = json.loads((out / "summary.json").read_text())
+    seconds = float(summary["seconds"])
+    busy = [float(r["seconds"]) for r in summary["ranks"]]
     with (out / "scores.csv").open() as f:
         rows = [(r["image"], r["method"], r["metric"], r["score"]) for r in csv.DictReader(f)]
-    return {"seconds": seconds, "wall": wall, "rows": rows}
+    return {"seconds": seconds, "wall": wall, "rows": rows, "busiest": max(busy), "idlest": min(busy)}
 
 
 def main() -> None:
@@ -86,14 +90,22 @@ def main() -> None:
         f"thread(s) per process, device {args.device}, load average {load:.1f}; {n_scores} scores per job "
         f"({args.methods} x {args.metrics}, fast preset, images: {args.images}); {args.rounds} rounds\n"
     )
-    print(f"| processes | evaluate (s) | job wall (s) | scores/s | speed-up vs {base} | scores identical |")
-    print("|---:|---:|---:|---:|---:|---|")
+    print(
+        f"| processes | evaluate (s) | busiest rank (s) | least busy rank (s) | job wall (s) | scores/s "
+        f"| speed-up vs {base} | scores identical |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
     for n in sizes:
         secs = statistics.median(x["seconds"] for x in results[n])
         wall = statistics.median(x["wall"] for x in results[n])
         ratios = [b["seconds"] / x["seconds"] for b, x in zip(results[base], results[n])]
         speedup = statistics.median(ratios)
-        print(f"| {n} | {secs:.1f} | {wall:.1f} | {n_scores / secs:.3f} | {speedup:.2f}x | yes |")
+        busiest = statistics.median(x["busiest"] for x in results[n])
+        idlest = statistics.median(x["idlest"] for x in results[n])
+        print(
+            f"| {n} | {secs:.1f} | {busiest:.1f} | {idlest:.1f} | {wall:.1f} | {n_scores / secs:.3f} | "
+            f"{speedup:.2f}x | yes |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class RankStatus:
     error: str = ""
     notes: tuple[str, ...] = ()
     computed: int = 0
+    seconds: float = 0.0  # spent computing its share
     age: float = 0.0  # seconds since the rank last showed a sign of life
 
 
@@ -114,8 +115,8 @@ class JobBoard:
         if self._thread is not None:
             self._thread.join(timeout=self.beat * 2 + 1)
 
-    def done(self, notes: list[str], computed: int) -> None:
-        self._state.update(state="done", notes=list(notes), computed=int(computed))
+    def done(self, notes: list[str], computed: int, seconds: float = 0.0) -> None:
+        self._state.update(state="done", notes=list(notes), computed=int(computed), seconds=float(seconds))
         self._write()
 
     def stopped(self) -> None:
@@ -140,7 +141,8 @@ class JobBoard:
         if self.folder is None:
             s = self._state
             return [RankStatus(self.rank, s["state"], s["host"], s["pid"], s.get("error", ""),
-                               tuple(s.get("notes", ())), int(s.get("computed", 0)))]  # fmt: skip
+                               tuple(s.get("notes", ())), int(s.get("computed", 0)),
+                               float(s.get("seconds", 0.0)))]  # fmt: skip
         out = []
         now = time.time()
         for r in range(self.size):
@@ -160,6 +162,7 @@ class JobBoard:
                     str(data.get("error", "")),
                     tuple(data.get("notes", ())),
                     int(data.get("computed", 0)),
+                    float(data.get("seconds", 0.0)),
                     age,
                 )
             )

@@ -133,6 +133,7 @@ def _summary_json(result: EvaluationResult) -> dict[str, Any]:
         "differences": [{f: clean(v) for f, v in asdict(d).items()} for d in result.differences],
         "notes": result.notes,
         "seconds": result.seconds,
+        "ranks": result.ranks,
         "config": result.config,
     }
 

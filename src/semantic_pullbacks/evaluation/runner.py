@@ -63,6 +63,8 @@ class EvaluationResult:
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     computed_rows: int = 0
+    #: per rank: host, scores computed and seconds spent on them (how evenly the work was shared)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
 
     def scores(self) -> dict[tuple[str, str], dict[str, float]]:
         """``{(method, metric): {image: score}}``."""
@@ -299,6 +301,7 @@ def _compute(
     writer = store.writer(w.rank)
     computed = 0
     bar = _progress(sum(u.weight() for u in units), progress and w.is_main, w)
+    started = time.perf_counter()
     with board:
         try:
             for item, inputs in decoded(items, ImageDecoder(loaded.preprocess), loaded.device, workers=request.workers):
@@ -312,7 +315,7 @@ def _compute(
                             on_row(row)
                     bar.update(unit.weight())
             writer.close()
-            board.done(scorer.notes, computed)
+            board.done(scorer.notes, computed, time.perf_counter() - started)
             return board.wait()
         except JobFailedError:
             board.stopped()
@@ -364,6 +367,7 @@ def _report(
         out=store.out,
         seconds=time.perf_counter() - start,
         computed_rows=sum(s.computed for s in statuses),
+        ranks=[{"rank": s.rank, "host": s.host, "computed": s.computed, "seconds": s.seconds} for s in statuses],
     )
     if store.out is not None and w.is_main:
         from semantic_pullbacks.evaluation.report import write_reports

@@ -106,7 +106,7 @@ class World:
             raise InvalidInputError(f"device {device!r} is not a torch device; use e.g. cpu, cuda or mps") from None
         if d.type == "cuda":
             if not torch.cuda.is_available():
-                raise InvalidInputError("--device cuda: no CUDA device is available here; use --device cpu")
+                raise InvalidInputError(f"device {str(d)!r}: CUDA is not available here; use cpu (--device cpu)")
             if d.index is None:
                 d = torch.device("cuda", self.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(d)
