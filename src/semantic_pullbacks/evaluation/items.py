@@ -43,6 +43,10 @@ class Inputs:
     def to(self, device: torch.device) -> Inputs:
         return Inputs(self.x.to(device, non_blocking=True), {k: v.to(device) for k, v in self.extra.items()})
 
+    def pin_memory(self) -> Inputs:
+        """Page-locked copies, so the copy to a GPU overlaps compute (called by the DataLoader)."""
+        return Inputs(self.x.pin_memory(), {k: v.pin_memory() for k, v in self.extra.items()})
+
 
 class Decoder(Protocol):
     """Turns an item's ``source`` into model inputs; must be picklable (it runs in DataLoader workers)."""

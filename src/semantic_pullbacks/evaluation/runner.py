@@ -298,7 +298,7 @@ def _compute(
     scorer = Scorer(loaded.model, plan, seed=request.seed, batch_size=request.batch_size, on_error=request.on_error)
     lock = store.lock
     board = JobBoard(store.out, job, w.rank, w.size, on_beat=lock.refresh if lock is not None else None)
-    writer = store.writer(w.rank)
+    writer = store.writer(w.rank, job)
     computed = 0
     bar = _progress(sum(u.weight() for u in units), progress and w.is_main, w)
     started = time.perf_counter()

@@ -3,9 +3,9 @@
 A benchmark can run for hours on many processes; an interruption (Ctrl-C, a crash, a killed rank, a lost node)
 must cost at most the work in flight. Layout of ``out/``:
 
-- ``parts/rank-<r>.csv``: the rows rank ``r`` computed, appended and flushed to disk one by one. Each line ends
-  with a checksum of itself, so a torn or damaged line is never read as a score: it is left out and recomputed.
-  No two processes ever append to one file (one job per folder, one file per rank).
+- ``parts/<job>.rank-<r>.csv``: the rows rank ``r`` of job ``<job>`` computed, appended and flushed to disk one by
+  one. Each line ends with a checksum of itself, so a torn or damaged line is never read as a score: it is left out
+  and recomputed. No two processes ever append to one file, not even a straggler of an earlier job.
 - ``config.json``: the settings and their fingerprint; results computed under other settings are never mixed in.
 - ``.lock``: the job that owns the folder (host, pid, job id), refreshed while it runs.
 - ``scores.csv``, ``summary.md``, ...: derived from the parts at the end, written atomically.
@@ -115,22 +115,19 @@ def read_part(path: Path) -> tuple[list[Row], int]:
 
 
 class PartWriter:
-    """Appends one rank's rows to ``parts/rank-<r>.csv``, each flushed to disk before :meth:`append` returns."""
+    """Appends one rank's rows to a part file of its own (created here), each flushed to disk before
+    :meth:`append` returns."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.stat().st_size == 0:
-            path.write_text(_PART_HEADER + "\n", "utf-8")
-        else:  # cut a torn last line (a crash mid-write), so appended rows start on a line of their own
-            with path.open("rb+") as f:
-                data = f.read()
-                if not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
-        self._file = path.open("a", encoding="utf-8", newline="")
+        self._file = path.open("x", encoding="utf-8", newline="")
+        self.append([])
 
     def append(self, rows: Iterable[Row]) -> None:
         text = "".join(r.checked_line() for r in rows)
+        if self._file.tell() == 0:
+            text = _PART_HEADER + "\n" + text
         if text:
             self._file.write(text)
             self._file.flush()
@@ -329,11 +326,11 @@ class ResultsStore:
         return self.out
 
     # ------------------------------------------------------------------------------------------ rows
-    def writer(self, rank: int) -> PartWriter | _MemoryWriter:
-        """Where rank ``rank`` appends its rows."""
+    def writer(self, rank: int, job: str) -> PartWriter | _MemoryWriter:
+        """Where rank ``rank`` of job ``job`` appends its rows."""
         if self.out is None:
             return _MemoryWriter(self._memory)
-        return PartWriter(self.folder / PARTS / f"rank-{rank}.csv")
+        return PartWriter(self.folder / PARTS / f"{job}.rank-{rank}.csv")
 
     def rows(self) -> list[Row]:
         """Every finished row, from every part (duplicates keep the first; damaged lines are counted in
@@ -343,7 +340,7 @@ class ResultsStore:
         rows: list[Row] = []
         seen: set[tuple[str, str, str]] = set()
         self.damaged = 0
-        for path in sorted((self.folder / PARTS).glob("rank-*.csv")):
+        for path in sorted((self.folder / PARTS).glob("*.csv")):
             part, damaged = read_part(path)
             self.damaged += damaged
             for r in part:
