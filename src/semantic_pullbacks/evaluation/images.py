@@ -7,21 +7,23 @@ same ones) and composed from their four source photos when decoded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.evaluation.dataset import EvalImage
-from semantic_pullbacks.evaluation.items import Inputs, Item, decoded
+from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
+from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, decoded
 from semantic_pullbacks.evaluation.world import World
 from semantic_pullbacks.metrics import make_mosaics
 from semantic_pullbacks.models import LoadedModel, Preprocess
 
-__all__ = ["IMAGE", "MOSAIC", "ImageDecoder", "compose_mosaics", "image_items", "image_targets"]
+__all__ = ["IMAGE", "MOSAIC", "ImageDecoder", "ImageSource", "compose_mosaics", "image_items", "image_targets"]
 
 IMAGE, MOSAIC = "image", "mosaic"
 
@@ -50,6 +52,33 @@ class ImageDecoder:
             positions = torch.tensor([src.positions], dtype=torch.bool)
             return Inputs(compose_mosaics(tiles), {"positions": positions})
         return Inputs(self.preprocess.load(item.source)[None])
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """The items of an image benchmark: ``images`` as :func:`~.dataset.find_images` takes them (with
+    ``n_images`` and ``labels``), explained for their labels or the model's top-1, then ``n_mosaics`` Focus
+    mosaics (default: one per image) when Focus is among the metrics."""
+
+    loaded: LoadedModel
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+    n_images: int | None = None
+    labels: str | os.PathLike[str] | None = None
+    n_mosaics: int | None = None
+
+    def items(self, world: World, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]:
+        found = find_images(self.images, self.loaded.class_names, self.n_images, labels=self.labels, seed=seed)
+        targets = image_targets(self.loaded, found, world, workers=workers)
+        mosaics = (self.n_mosaics or len(found)) if "focus" in metrics else 0
+        return image_items(found, targets, mosaics=mosaics, seed=seed)
+
+    def decoder(self) -> Decoder:
+        return ImageDecoder(self.loaded.preprocess)
+
+    def record(self) -> dict[str, Any]:
+        """The model, for the run's settings."""
+        m = self.loaded
+        return {"name": m.name, "weights": m.weights, "input_size": m.input_size, "domain": list(m.domain)}
 
 
 def compose_mosaics(tiles: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Decoder", "Inputs", "Item", "decoded"]
+__all__ = ["Decoder", "Inputs", "Item", "ItemSource", "decoded"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,23 @@ class Decoder(Protocol):
     """Turns an item's ``source`` into model inputs; must be picklable (it runs in DataLoader workers)."""
 
     def __call__(self, item: Item) -> Inputs: ...
+
+
+class ItemSource(Protocol):
+    """Where a benchmark's items come from: the one modality-specific step of the pipeline.
+
+    ``items`` lists them (the same list on every rank; ``world`` lets ranks share work such as finding top-1
+    targets), with notes on anything left out; ``decoder`` turns them into model inputs. Images: :class:`~.images.
+    ImageSource`; a text benchmark brings a source of strings and a tokenising decoder.
+    """
+
+    def items(self, world: Any, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]: ...
+
+    def decoder(self) -> Decoder: ...
+
+    def record(self) -> dict[str, Any]:
+        """What the run's settings say about the model and data (part of the fingerprint)."""
+        ...
 
 
 class _Decoding(torch.utils.data.Dataset):  # type: ignore[type-arg]

@@ -25,9 +25,8 @@ from semantic_pullbacks.calibration import recommended_settings
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.compute import Scorer
-from semantic_pullbacks.evaluation.dataset import find_images
-from semantic_pullbacks.evaluation.images import ImageDecoder, compose_mosaics, image_items, image_targets
-from semantic_pullbacks.evaluation.items import decoded
+from semantic_pullbacks.evaluation.images import ImageSource, compose_mosaics
+from semantic_pullbacks.evaluation.items import ItemSource, decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods, resolve_metrics
 from semantic_pullbacks.evaluation.presets import get_preset
@@ -141,11 +140,12 @@ def evaluate(
         if w.size > 1 and out is None:
             raise InvalidInputError("a run spread over several processes needs out= (a folder every rank can reach)")
         loaded = _load(model, weights, w.device)
-        plan = _plan(request, loaded, images, n_images, labels, temperatures, ascent_temperatures, w)
-        store, job, shares, finished = _open(plan, out, w, resume=resume, force=force)
+        source = ImageSource(loaded, images, n_images=n_images, labels=labels, n_mosaics=request.n_mosaics)
+        plan = _plan(request, source, loaded, temperatures, ascent_temperatures, w)
+        store, job, shares = _open(plan, out, w, resume=resume, force=force)
         try:
-            statuses = _compute(plan, loaded, store, job, shares[w.rank], w, request, progress, on_row)
-            return _report(plan, store, statuses, finished, w, start, chart)
+            statuses = _compute(plan, source, loaded, store, job, shares[w.rank], w, request, progress, on_row)
+            return _report(plan, store, statuses, w, start, chart)
         finally:
             store.close()
 
@@ -199,14 +199,11 @@ def _load(model: str | LoadedModel, weights: str | None, device: torch.device) -
 
 
 def _plan(  # type: ignore[no-untyped-def]
-    request: _Request, loaded: LoadedModel, images, n_images, labels, temperatures, ascent_temperatures, w: World
+    request: _Request, source: ItemSource, loaded: LoadedModel, temperatures, ascent_temperatures, w: World
 ) -> Plan:
-    """Items (images with their targets, Focus mosaics), the methods' and metrics' settings, the config; the
-    same on every rank, which is checked."""
-    found = find_images(images, loaded.class_names, n_images, labels=labels, seed=request.seed)
-    targets = image_targets(loaded, found, w, workers=request.workers)
-    mosaics = (request.n_mosaics or len(found)) if "focus" in request.metrics else 0
-    items, notes = image_items(found, targets, mosaics=mosaics, seed=request.seed)
+    """Items (from the source), the methods' and metrics' settings, the config; the same on every rank, which is
+    checked."""
+    items, notes = source.items(w, metrics=request.metrics, seed=request.seed, workers=request.workers)
     # like the CLI: the model family's recommended temperatures unless told otherwise (Temperatures() = paper's)
     if temperatures is None:
         recommended = recommended_settings(loaded.name)
@@ -219,12 +216,7 @@ def _plan(  # type: ignore[no-untyped-def]
         items,
         request.specs,
         request.metrics,
-        model={
-            "name": loaded.name,
-            "weights": loaded.weights,
-            "input_size": loaded.input_size,
-            "domain": list(loaded.domain),
-        },
+        model=source.record(),
         preset=request.preset,
         input_size=loaded.input_size,
         domain=loaded.domain,
@@ -247,7 +239,7 @@ def _plan(  # type: ignore[no-untyped-def]
 
 def _open(
     plan: Plan, out: str | os.PathLike[str] | None, w: World, *, resume: bool, force: bool
-) -> tuple[ResultsStore, str, list[list[Unit]], int]:
+) -> tuple[ResultsStore, str, list[list[Unit]]]:
     """Rank 0 opens the results folder, finds what is done and shares out the rest; every rank learns the
     outcome (or rank 0's error) from one broadcast."""
     decision: dict[str, Any] = {}
@@ -262,7 +254,7 @@ def _open(
                 JobBoard.clear(store.folder)
             finished = {r.key for r in store.rows()} & plan.keys()
             todo = plan.todo(finished)
-            decision = {"job": job, "shares": share(todo, w.size), "finished": len(finished)}
+            decision = {"job": job, "shares": share(todo, w.size)}
             if store.damaged:
                 plan.notes.append(f"{store.damaged} damaged lines in {out}/parts were ignored; their scores recomputed")
         except Exception as err:  # the other ranks must stop too, with the same message
@@ -274,11 +266,12 @@ def _open(
         raise decision["error"]
     if store is None:
         store = ResultsStore.attach(out, plan.config) if out is not None else ResultsStore(None, plan.config)
-    return store, decision["job"], decision["shares"], decision["finished"]
+    return store, decision["job"], decision["shares"]
 
 
 def _compute(
     plan: Plan,
+    source: ItemSource,
     loaded: LoadedModel,
     store: ResultsStore,
     job: str,
@@ -304,7 +297,7 @@ def _compute(
     started = time.perf_counter()
     with board:
         try:
-            for item, inputs in decoded(items, ImageDecoder(loaded.preprocess), loaded.device, workers=request.workers):
+            for item, inputs in decoded(items, source.decoder(), loaded.device, workers=request.workers):
                 for unit in by_item[position[item.id]]:
                     board.check()
                     bar.set_postfix_str(f"{unit.method} / {item.id}")
@@ -338,7 +331,6 @@ def _report(
     plan: Plan,
     store: ResultsStore,
     statuses: list[RankStatus],
-    finished: int,
     w: World,
     start: float,
     chart: bool,
