@@ -5,7 +5,8 @@ hand with the same environment variables).
 
 Faults are injected the way they happen in real jobs, through the public ``on_row`` hook:
 ``SP_TEST_KILL_RANK=r SP_TEST_AFTER=k`` kills rank r with SIGKILL after its k-th stored row (a node lost, the
-OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file).
+OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file);
+``SP_TEST_HANG_RANK=r`` makes rank r hang before its work starts (``SP_TEST_TIMEOUT``: the job's timeout).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import torch
 from torch import nn
@@ -67,5 +69,8 @@ def _fault_hook():  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    with World.join(threads=1) as world:  # one thread per rank, as the single-process reference uses
+    timeout = float(os.environ.get("SP_TEST_TIMEOUT", "1800"))
+    with World.join(threads=1, timeout=timeout) as world:  # one thread per rank, as the single-process reference
+        if os.environ.get("SP_TEST_HANG_RANK") == str(world.rank):
+            time.sleep(600)
         run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error="raise", world=world)

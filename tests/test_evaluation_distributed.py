@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,21 +124,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_without_torchrun_the_job_board_stops_the_other_ranks(image_folder, tmp_path):
-    """Any launcher (here: two processes started by hand with torch.distributed's variables): when rank 1 fails,
-    rank 0 stops on its own within seconds and names rank 1 and its error."""
+def _by_hand(image_folder: Path, out: Path, **faults: str) -> list[subprocess.Popen]:
+    """Two ranks started without torchrun, with torch.distributed's environment variables (any launcher)."""
     port = str(_free_port())
     procs = []
     for rank in (0, 1):
         env = {
             **os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-            "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
-            "SP_TEST_FAIL_RANK": "1", "SP_TEST_AFTER": "2",
+            "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", **faults,
         }  # fmt: skip
-        cmd = [sys.executable, WORKER, str(image_folder), str(tmp_path / "out")]
+        cmd = [sys.executable, WORKER, str(image_folder), str(out)]
         procs.append(
             subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
+    return procs
+
+
+def test_without_torchrun_the_job_board_stops_the_other_ranks(image_folder, tmp_path):
+    """When rank 1 fails, rank 0 stops on its own within seconds and names rank 1 and its error."""
+    procs = _by_hand(image_folder, tmp_path / "out", SP_TEST_FAIL_RANK="1", SP_TEST_AFTER="2")
     try:
         _, err1 = procs[1].communicate(timeout=180)
         start = time.monotonic()
@@ -151,6 +156,21 @@ def test_without_torchrun_the_job_board_stops_the_other_ranks(image_folder, tmp_
     assert time.monotonic() - start < 30
     status = json.loads((next((tmp_path / "out" / ".job").iterdir()) / "rank-0.json").read_text())
     assert status["state"] == "stopped"
+
+
+def test_a_rank_that_hangs_before_a_collective_is_named_after_the_timeout(image_folder, tmp_path):
+    procs = _by_hand(image_folder, tmp_path / "out", SP_TEST_HANG_RANK="1", SP_TEST_TIMEOUT="6")
+    try:
+        start = time.monotonic()
+        _, err0 = procs[0].communicate(timeout=120)
+        seconds = time.monotonic() - start
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode != 0
+    assert "rank 0 of 2: not every rank reached the plan within 6 s" in err0
+    assert re.search(r"Ranks? 1 failed", err0)  # gloo's monitored barrier names the missing rank
+    assert seconds < 90
 
 
 # ------------------------------------------------------------------------------------------------ the pieces

@@ -106,7 +106,7 @@ def image_targets(loaded: LoadedModel, images: Sequence[EvalImage], world: World
             ):
                 found[index] = int(loaded.model(inputs.x).argmax(1)[0])
     if unlabelled:
-        for part in world.all_gather(found):
+        for part in world.all_gather(found, "the top-1 targets"):
             found.update(part)
     targets = [im.label if im.label is not None else found[i] for i, im in enumerate(images)]
     n_classes = len(loaded.class_names)

@@ -227,7 +227,7 @@ def _plan(  # type: ignore[no-untyped-def]
         batch_size=request.batch_size,
         notes=notes,
     )
-    prints = w.all_gather(fingerprint(plan.config))
+    prints = w.all_gather(fingerprint(plan.config), "the plan")
     odd = [r for r, p in enumerate(prints) if p != prints[0]]
     if odd:
         raise InvalidInputError(
@@ -261,7 +261,7 @@ def _open(
             if store is not None:
                 store.close()
             decision = {"error": err}
-    decision = w.broadcast(decision)
+    decision = w.broadcast(decision, "the share-out of the work")
     if "error" in decision:
         raise decision["error"]
     if store is None:

@@ -123,22 +123,40 @@ class World:
         return max(1, cores // self.local_size)
 
     # ------------------------------------------------------------------------------------------ collectives
-    def all_gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj``, in rank order (a world of one: ``[obj]``)."""
+    def all_gather(self, obj: Any, what: str) -> list[Any]:
+        """Every rank's ``obj``, in rank order (a world of one: ``[obj]``); ``what`` names the step for errors."""
         if not self.connected:
             return [obj]
         import torch.distributed as dist
 
+        self._meet(what)
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj, group=self.group)
         return out
 
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
+    def broadcast(self, obj: Any, what: str) -> Any:
+        """Rank 0's ``obj`` on every rank; ``what`` names the step for errors."""
         if not self.connected:
             return obj
         import torch.distributed as dist
 
+        self._meet(what)
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
+
+    def _meet(self, what: str) -> None:
+        """Wait until every rank reaches ``what``, at most ``timeout`` seconds; on failure, say which rank is
+        missing (gloo's monitored barrier reports the ranks that did not arrive)."""
+        import torch.distributed as dist
+
+        from semantic_pullbacks.evaluation.job import JobFailedError
+
+        try:
+            span = datetime.timedelta(seconds=self.timeout)
+            dist.monitored_barrier(group=self.group, timeout=span, wait_all_ranks=True)
+        except RuntimeError as err:
+            raise JobFailedError(
+                f"{self.describe()}: not every rank reached {what} within {self.timeout:g} s ({err}); a rank that "
+                "crashed or hangs before this step shows its own error in its output"
+            ) from None
