@@ -7,6 +7,7 @@ Faults are injected the way they happen in real jobs, through the public ``on_ro
 ``SP_TEST_KILL_RANK=r SP_TEST_AFTER=k`` kills rank r with SIGKILL after its k-th stored row (a node lost, the
 OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file);
 ``SP_TEST_HANG_RANK=r`` makes rank r hang before its work starts (``SP_TEST_TIMEOUT``: the job's timeout).
+``SP_TEST_JOIN=evaluate`` leaves joining the job to ``evaluate()`` itself.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def _fault_hook():  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    if os.environ.get("SP_TEST_JOIN") == "evaluate":  # evaluate() finds torchrun's environment by itself
+        run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error="raise")
+        sys.exit(0)
     timeout = float(os.environ.get("SP_TEST_TIMEOUT", "1800"))
     with World.join(threads=1, timeout=timeout) as world:  # one thread per rank, as the single-process reference
         if os.environ.get("SP_TEST_HANG_RANK") == str(world.rank):

@@ -111,11 +111,15 @@ def test_killed_rank_resumed_on_another_number_of_processes_gives_the_same_rows(
 
 
 def test_a_rank_that_raises_ends_the_job_with_its_error(image_folder, tmp_path):
-    done, seconds = _torchrun(2, WORKER, str(image_folder), str(tmp_path / "out"), env={"SP_TEST_FAIL_RANK": "1"})
+    env = {"SP_TEST_FAIL_RANK": "1", "SP_TEST_JOIN": "evaluate"}  # evaluate() joins torchrun's job by itself
+    done, seconds = _torchrun(2, WORKER, str(image_folder), str(tmp_path / "out"), env=env)
     assert done.returncode != 0
     text = done.stdout + done.stderr
     assert "injected failure after 1 rows" in text and "rank: 1" in text  # torchrun's summary names the rank
     assert seconds < 120
+    (board,) = (tmp_path / "out" / ".job").iterdir()  # evaluate() joined the job: one board, rank 1 failed on it
+    failed = json.loads((board / "rank-1.json").read_text())
+    assert failed["state"] == "failed" and "injected failure" in failed["error"]
 
 
 def _free_port() -> int:
