@@ -244,6 +244,7 @@ def _open(
     outcome (or rank 0's error) from one broadcast."""
     decision: dict[str, Any] = {}
     store: ResultsStore | None = None
+    failure: Exception | None = None
     if w.is_main:
         try:
             job = uuid.uuid4().hex[:12]
@@ -260,10 +261,14 @@ def _open(
         except Exception as err:  # the other ranks must stop too, with the same message
             if store is not None:
                 store.close()
-            decision = {"error": err}
+            failure = err
+            decision = {"error": (type(err).__name__, str(err), isinstance(err, InvalidInputError))}
     decision = w.broadcast(decision, "the share-out of the work")
     if "error" in decision:
-        raise decision["error"]
+        if w.is_main:
+            raise failure
+        name, message, invalid = decision["error"]
+        raise InvalidInputError(message) if invalid else JobFailedError(f"rank 0 failed: {name}: {message}")
     if store is None:
         store = ResultsStore.attach(out, plan.config) if out is not None else ResultsStore(None, plan.config)
     return store, decision["job"], decision["shares"]
@@ -293,7 +298,7 @@ def _compute(
     board = JobBoard(store.out, job, w.rank, w.size, on_beat=lock.refresh if lock is not None else None)
     writer = store.writer(w.rank, job)
     computed = 0
-    bar = _progress(sum(u.weight() for u in units), progress and w.is_main, w)
+    bar = _progress(sum(len(u.metrics) for u in units), progress and w.is_main, w)
     started = time.perf_counter()
     with board:
         try:
@@ -306,7 +311,7 @@ def _compute(
                         computed += 1
                         if on_row is not None:
                             on_row(row)
-                    bar.update(unit.weight())
+                    bar.update(len(unit.metrics))
             writer.close()
             board.done(scorer.notes, computed, time.perf_counter() - started)
             return board.wait()
