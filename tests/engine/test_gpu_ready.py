@@ -117,6 +117,19 @@ def test_sdpa_exact_kernel_runs_in_the_callers_grad_mode():
     torch.testing.assert_close(gv, 2.0 * w.transpose(-2, -1) @ torch.ones_like(out))
 
 
+def test_multihead_attention_inner_sdpa_runs_in_the_callers_grad_mode():
+    torch.manual_seed(2)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    with _GradModeAtKernel() as plain:
+        reference = mha(x, x, x, need_weights=False)[0]
+    with _GradModeAtKernel() as inside, pullback_mode() as pb:
+        out = mha(x, x, x, need_weights=False)[0]
+    assert pb.coverage.softened == {"multi_head_attention": 1}
+    assert inside.seen == plain.seen and plain.seen and all(grad for _, grad in plain.seen)
+    assert torch.equal(out, reference)
+
+
 # ------------------------------------------------------------------------------------------------ autocast
 def _small_models() -> dict[str, tuple[nn.Module, int]]:
     vit = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}

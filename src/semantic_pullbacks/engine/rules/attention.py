@@ -204,8 +204,10 @@ def _mha_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-
         ctx.record("multi_head_attention", ORDINARY)
         return NOT_HANDLED
     ctx.record("multi_head_attention", SOFTENED)
-    with torch.no_grad():
-        exact, weights = func(*args, **kwargs)
+    # in the caller's grad mode, as the plain model runs it: the SDPA call inside picks its CUDA kernel from it
+    exact, weights = func(*args, **kwargs)
+    exact = exact.detach()
+    weights = weights.detach() if isinstance(weights, torch.Tensor) else weights
     surrogate = _mha_surrogate(p, _as_float_tau(tau))
     # Bit-exact forward: the surrogate enters only as (s - s.detach()), which is exactly zero.
     return exact + (surrogate - surrogate.detach()), weights
