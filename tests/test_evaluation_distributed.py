@@ -144,6 +144,12 @@ def _by_hand(image_folder: Path, out: Path, **faults: str) -> list[subprocess.Po
     return procs
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.communicate()  # reap it and close its pipes
+
+
 def test_without_torchrun_the_job_board_stops_the_other_ranks(image_folder, tmp_path):
     """When rank 1 fails, rank 0 stops on its own within seconds and names rank 1 and its error."""
     procs = _by_hand(image_folder, tmp_path / "out", SP_TEST_FAIL_RANK="1", SP_TEST_AFTER="2")
@@ -152,8 +158,7 @@ def test_without_torchrun_the_job_board_stops_the_other_ranks(image_folder, tmp_
         start = time.monotonic()
         _, err0 = procs[0].communicate(timeout=60)
     finally:
-        for p in procs:
-            p.kill()
+        _stop(procs)
     assert procs[1].returncode != 0 and "injected failure" in err1
     assert procs[0].returncode != 0
     assert "JobFailedError: rank 1 of 2 failed" in err0 and "injected failure after 2 rows" in err0
@@ -169,8 +174,7 @@ def test_a_rank_that_hangs_before_a_collective_is_named_after_the_timeout(image_
         _, err0 = procs[0].communicate(timeout=120)
         seconds = time.monotonic() - start
     finally:
-        for p in procs:
-            p.kill()
+        _stop(procs)
     assert procs[0].returncode != 0
     assert "rank 0 of 2: not every rank reached the plan within 6 s" in err0
     assert re.search(r"Ranks? 1 failed", err0)  # gloo's monitored barrier names the missing rank
