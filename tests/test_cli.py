@@ -92,7 +92,7 @@ def test_explain_prints_top5_and_explains_the_top3_classes(explained):
     lines = stdout.splitlines()
     assert lines[0] == "example:chelsea: top-5 of efficientnet_lite0"
     assert lines[1].split()[:4] == ["1.", "Egyptian", "cat", "285"]
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .done: finished images
     assert names == sorted(
         [f"chelsea_SoftPullback_{c}.{ext}" for c in ("285-egyptian-cat", "282-tiger-cat", "281-tabby")
          for ext in ("png", "npy")] + ["chelsea_SoftPullback_top3.png"]

@@ -30,6 +30,7 @@ from semantic_pullbacks.evaluation import (
     summarise,
 )
 from semantic_pullbacks.evaluation.runner import compose_mosaics
+from semantic_pullbacks.evaluation.store import ResultsStore, read_part
 from semantic_pullbacks.imagenet import imagenet_classes
 from semantic_pullbacks.metrics import FaithfulnessCorrelation, make_mosaics
 from semantic_pullbacks.models import wrap
@@ -140,6 +141,10 @@ def test_rows_summary_and_files_are_written(tiny, image_folder: Path, tmp_path: 
     assert {d.metric for d in result.differences} == set(METRICS)
 
 
+def _stored(out: Path):
+    return ResultsStore.attach(out, {}).rows()
+
+
 def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder, tmp_path, monkeypatch):
     reference = _run(tiny, image_folder, tmp_path / "ref")
     total = len(reference.rows)
@@ -154,9 +159,9 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder,
 
     with pytest.raises(KeyboardInterrupt):
         _run(tiny, image_folder, out, on_row=stop_after_five)
-    with (out / "scores.csv").open() as f:
-        saved = len(list(csv.DictReader(f)))
-    assert 5 <= saved < total  # finished rows are on disk, nothing more
+    saved = _stored(out)
+    assert len(saved) == 5  # finished rows are on disk, nothing more
+    assert not (out / ".lock").exists()  # the folder is free again
 
     calls = []
     original = FaithfulnessCorrelation.__call__
@@ -167,24 +172,35 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder,
 
     monkeypatch.setattr(FaithfulnessCorrelation, "__call__", counting)
     resumed = _run(tiny, image_folder, out)
-    assert resumed.computed_rows == total - saved
-    # the first stored rows (batch 1 of SoftPullback's faithfulness correlation) are not recomputed:
-    # 2 batches x 2 methods = 4 calls uninterrupted, one fewer after the resume
-    assert len(calls) == 3
+    assert resumed.computed_rows == total - len(saved)
+    # faithfulness correlation runs once per (image, method): 6 x 2, less the ones already stored
+    done = {(r.image, r.method) for r in saved if r.metric == "faithfulness_correlation"}
+    assert len(done) >= 2 and len(calls) == 12 - len(done)
     assert _scores(resumed.rows) == _scores(reference.rows)
+    assert [r.key for r in resumed.rows] == [r.key for r in reference.rows]  # the same order, too
 
     again = _run(tiny, image_folder, out)  # everything done: nothing to compute
     assert again.computed_rows == 0 and len(again.rows) == total
 
 
-def test_a_torn_last_line_is_dropped_on_resume(tiny, image_folder, tmp_path):
+def test_torn_and_damaged_lines_are_never_read_as_scores(tiny, image_folder, tmp_path):
     out = tmp_path / "torn"
     first = _run(tiny, image_folder, out, metrics=["faithfulness_correlation"])
-    text = (out / "scores.csv").read_text()
-    (out / "scores.csv").write_text(text[: len(text) - 10])  # a crash mid-write
+    (part,) = (out / "parts").glob("*.rank-0.csv")
+    lines = part.read_text().splitlines(keepends=True)
+    assert len(lines) == 1 + 12
+    # a crash mid-write leaves half a row, whose score would parse as a (wrong) number; and a line damaged on disk
+    image, label, target, method, metric, _ = lines[3].split(",")[:6]
+    damaged = ",".join([image, label, target, method, metric, "0.5", *lines[3].split(",")[6:]])
+    part.write_text("".join(lines[:3]) + damaged + "".join(lines[4:]) + lines[5][: lines[5].index(metric) + 12])
+    rows, bad = read_part(part)
+    assert bad == 1 and len(rows) == 11 and all(r.score != 0.5 for r in rows)
     resumed = _run(tiny, image_folder, out, metrics=["faithfulness_correlation"])
-    assert resumed.computed_rows >= 1
+    assert resumed.computed_rows == 1
     assert _scores(resumed.rows) == _scores(first.rows)
+    assert any("1 damaged lines" in n for n in resumed.notes)
+    (new,) = set((out / "parts").glob("*.csv")) - {part}  # the resumed job wrote a part of its own
+    assert [r.key for r in read_part(new)[0]] == [(image, method, metric)]
 
 
 def test_changed_settings_are_refused_unless_forced(tiny, image_folder, tmp_path):
@@ -231,7 +247,8 @@ def test_unlabelled_folder_uses_top1(tiny, tmp_path):
         ({"metrics": ["faithfulness"]}, "unknown metric 'faithfulness'; available:"),
         ({"methods": ["SoftPullbak"]}, "unknown method 'SoftPullbak'"),
         ({"methods": ["Gradient", "gradient"]}, "listed twice"),
-        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"workers": -1}, "workers must be an int >= 0"),
         ({"preset": "quick"}, "unknown preset 'quick'"),
         ({"ascent": {"stepz": 3}}, "unknown key 'stepz'"),
     ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 
@@ -209,14 +209,15 @@ def _from_file(path: str) -> RunSettings:
     return RunSettings.of(load_settings(path))
 
 
-def load_model(args: argparse.Namespace) -> LoadedModel:
-    """The model on the requested device; an unusable device is an error, never a silent fallback."""
+def load_model(args: argparse.Namespace, device: Any = None) -> LoadedModel:
+    """The model on the requested device (``device`` overrides ``--device``: a torchrun rank's own GPU); an
+    unusable device is an error, never a silent fallback."""
     import torch
 
     from ..models import load
 
     try:
-        device = torch.device(args.device)
+        device = torch.device(device if device is not None else args.device)
     except (RuntimeError, ValueError):
         raise InvalidInputError(f"--device {args.device!r} is not a torch device; use e.g. cpu, cuda or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,13 +1,16 @@
 """``semantic-pullbacks evaluate``: a benchmark table (methods × metrics, mean ± std, 95% CIs) in one command.
 
 Rows are saved as they finish; Ctrl-C and rerunning the same command resumes where it stopped. ``--ablate``
-sweeps temperatures, K and alpha of SoftPullback/PullbackAscent one at a time into one table.
+sweeps temperatures, K and alpha of SoftPullback/PullbackAscent one at a time into one table. Under torchrun
+(``torchrun --nproc-per-node N -m semantic_pullbacks evaluate ...``) every rank computes a share and rank 0
+prints and writes the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Any
 
 from ._common import (
@@ -36,7 +39,13 @@ def register(subparsers: Any) -> None:
         "exact settings.\n\nexamples:\n  semantic-pullbacks evaluate --out runs/default\n"
         "  semantic-pullbacks evaluate --images ~/imagenet/val --n-images 1000 --paper --device cuda --out runs/val\n"
         "  semantic-pullbacks evaluate --methods SoftPullback,Gradient --metrics infidelity,focus --out runs/q\n"
-        "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,1.0 --ablate K=3,5 --out runs/ablation",
+        "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,1.0 --ablate K=3,5 --out runs/ablation\n"
+        "  torchrun --nproc-per-node 8 -m semantic_pullbacks evaluate --images ~/imagenet/val \\\n"
+        "      --labels ~/imagenet/ILSVRC2012_devkit_t12.tar.gz --paper --device cuda --out /shared/runs/val\n\n"
+        "torchrun: each rank computes a share of the missing scores (on cuda:LOCAL_RANK with --device cuda; on CPU\n"
+        "the cores are divided between the ranks of a machine); rank 0 writes the reports. Multi-node: torchrun's\n"
+        "--nnodes/--rdzv-endpoint, with --out on a filesystem every node shares. Scores do not depend on the number\n"
+        "of processes; interrupt the job and rerun it with any number to resume.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
@@ -49,15 +58,29 @@ def register(subparsers: Any) -> None:
         "tree root/<wnid|class index|class name>/*.jpg (targets: the labels) (default: %(default)s)",
     )
     data.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="ImageNet's flat validation folder: the devkit's ILSVRC2012_validation_ground_truth.txt (with "
+        "meta.mat beside it), the devkit folder or its .tar.gz",
+    )
+    data.add_argument(
         "--methods",
         action="append",
         metavar="A,B",
         help="methods to score (default: all; with --ablate: SoftPullback,PullbackAscent)",
     )
     data.add_argument("--metrics", action="append", metavar="A,B", help="metrics to score (default: the paper's seven)")
-    data.add_argument("--n-images", type=positive_int, metavar="N", help="use the first N images (default: all)")
     data.add_argument(
-        "--batch-size", type=positive_int, default=8, help="images explained together (default: %(default)s)"
+        "--n-images",
+        type=positive_int,
+        metavar="N",
+        help="use a fixed subset of N images, drawn with --seed (default: all)",
+    )
+    data.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="inputs per model call inside the metrics; larger is faster on a GPU (default: %(default)s)",
     )
     preset = data.add_mutually_exclusive_group()
     preset.add_argument("--fast", dest="preset", action="store_const", const="fast", help="reduced sample counts")
@@ -87,12 +110,44 @@ def register(subparsers: Any) -> None:
     )
     out.add_argument("--no-chart", action="store_true", help="skip chart.png")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    procs = parser.add_argument_group("processes")
+    procs.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=1,
+        help="processes per rank decoding images ahead of use; 0 decodes in the rank itself (default: %(default)s)",
+    )
+    procs.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch threads per process (default: torch's own; under torchrun on CPU, the machine's cores divided "
+        "between its ranks). Scores are bit-identical between runs with equal threads per process",
+    )
+    procs.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun: how long the ranks wait for each other at start-up (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import ABLATION_METHODS, MethodSpec, ablation_specs, evaluate, parse_ablation
-    from ..evaluation.runner import resolve_methods, resolve_metrics
+    from ..evaluation import ABLATION_METHODS, MethodSpec, World, ablation_specs, evaluate, parse_ablation
+    from ..evaluation.job import JobFailedError
+    from ..evaluation.plan import resolve_methods, resolve_metrics
     from ._output import output_folder
 
     settings = settings_from_args(args)
@@ -107,39 +162,55 @@ def run(args: argparse.Namespace) -> int:
     else:
         methods = resolve_methods(names if names else None)
     output_folder(args.out)
-    loaded = load_model(args)
-    try:
-        result = evaluate(
-            loaded,
-            args.images,
-            methods,
-            metrics,
-            out=args.out,
-            preset=args.preset,
-            n_images=args.n_images,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            temperatures=settings.temperatures,
-            ascent=ascent,
-            ascent_temperatures=settings.ascent_temperatures,
-            resume=args.resume,
-            force=args.force,
-            progress=not args.quiet,
-            chart=not args.no_chart,
-        )
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: finished scores are saved in {args.out}/scores.csv; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    with World.join(args.device, timeout=args.timeout, threads=args.threads) as world:
+        loaded = load_model(args, device=world.device)
+        try:
+            result = evaluate(
+                loaded,
+                args.images,
+                methods,
+                metrics,
+                out=args.out,
+                preset=args.preset,
+                n_images=args.n_images,
+                labels=args.labels,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                temperatures=settings.temperatures,
+                ascent=ascent,
+                ascent_temperatures=settings.ascent_temperatures,
+                resume=args.resume,
+                force=args.force,
+                progress=not args.quiet,
+                chart=not args.no_chart,
+                workers=args.workers,
+                world=world,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: finished scores are saved in {args.out}/parts; run the same command again (with any "
+                "number of processes) to resume",
+                file=sys.stderr,
+            )
+            return 130
+        except JobFailedError as err:
+            print(f"error: {world.describe()} stopped: {err}", file=sys.stderr)
+            return 1
+        except Exception as err:
+            if world.size == 1:
+                raise
+            traceback.print_exc()
+            print(f"error: {world.describe()} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+    if not world.is_main:
+        return 0
     sys.stdout.write(result.markdown())
     for name in ("summary", "scores", "chart", "parquet"):
         if name in result.files:
             print(f"wrote {result.files[name]}", file=sys.stderr)
     print(
         f"{result.computed_rows} scores computed, {len(result.rows) - result.computed_rows} resumed, "
-        f"{result.seconds:.0f} s",
+        f"{result.seconds:.0f} s" + ("" if world.size == 1 else f" on {world.size} processes"),
         file=sys.stderr,
     )
     return 0

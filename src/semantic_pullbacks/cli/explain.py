@@ -2,6 +2,9 @@
 
 Prints each image's top-5 and writes one figure per explained class (image, signed heat map,
 input ⊙ attribution, overlay); several classes share one forward pass and also get a side-by-side grid.
+Images finished by an earlier run with the same settings are skipped; under torchrun
+(``torchrun --nproc-per-node N -m semantic_pullbacks explain FOLDER --save-tensors npy``) each rank explains a
+share of the rest, so each image is written once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ._common import (
     settings_from_args,
     split_list,
 )
+from ._done import DoneLog
 from ._images import expand_images, iter_batches
 from ._output import Output, slug
 
@@ -37,7 +41,10 @@ def register(subparsers: Any) -> None:
         "writes one PNG per image and class: input, signed heat map, input ⊙ attribution, overlay.",
         epilog="examples:\n  semantic-pullbacks explain example:chelsea --out out/\n"
         "  semantic-pullbacks explain photos/ --top-k 3 --save-tensors npy\n"
-        "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent",
+        "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent\n"
+        "  torchrun --nproc-per-node 4 -m semantic_pullbacks explain photos/ --save-tensors pt --device cuda\n\n"
+        "A rerun with the same settings into the same --out skips the images already done; under torchrun each\n"
+        "rank explains a share of the others (on cuda:LOCAL_RANK with --device cuda).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser)
@@ -67,52 +74,78 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..evaluation import World
+    from ..evaluation.specs import temperatures_record
     from ..imagenet import top_k
     from ..visualize import plot_class_grid, plot_explanation
 
     settings = settings_from_args(args)
     (method_name,) = resolve_method_names([args.method])
-    sources = expand_images(args.images)
-    model = load_model(args)
-    fixed = resolve_targets(model, split_list(args.target)) if args.target else None
-    explainer = build_method(method_name, model, settings, seed=args.seed)
-    k = args.top_k or 1
-
-    with Output(args.out, len(sources), "explain") as out:
-        for batch in iter_batches(model, sources, args.batch_size, out.fail):
-            x = batch.tensor
-            with torch.no_grad():
-                logits = model.model(x)
-            probs = logits.float().softmax(1).cpu()
-            predictions = top_k(logits, min(max(5, k), logits.shape[1]), model.class_names)
-            if fixed is not None:
-                targets = torch.tensor([fixed] * x.shape[0], device=x.device)
-            else:
-                targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
-            maps = explainer.attribute_targets(x, targets)  # (T, B, C, H, W)
-            for i, source in enumerate(batch.sources):
-                out.say(f"{source.label}: top-5 of {model.name}")
-                for line in format_predictions(predictions[i][:5]):
-                    out.say(line)
-                labels = []
-                for t in range(targets.shape[1]):
-                    index = int(targets[i, t])
-                    name = model.class_names[index]
-                    label = f"{name} ({index}, p={float(probs[i, index]):.2f})"
-                    labels.append(label)
-                    stem = f"{source.name}_{method_name}_{index}-{slug(name)}"
-                    fig = plot_explanation(
-                        x[i], maps[t, i], model.domain, image_title=source.name, class_name=label, method=method_name
-                    )
-                    out.figure(fig, stem)
-                    if args.save_tensors:
-                        out.tensor(maps[t, i], stem, args.save_tensors)
-                if len(labels) > 1:
-                    grid = plot_class_grid(
-                        x[i : i + 1], maps[:, i : i + 1].transpose(0, 1), labels, model.domain,
-                        image_titles=[source.name], method=f"{method_name} · {source.name}", shared_scale=True,
-                    )  # fmt: skip
-                    which = f"top{k}" if fixed is None else "targets"
-                    out.figure(grid, f"{source.name}_{method_name}_{which}")
-                out.advance()
-    return out.finish()
+    everything = expand_images(args.images)
+    with World.join(args.device) as world:
+        model = load_model(args, device=world.device)
+        fixed = resolve_targets(model, split_list(args.target)) if args.target else None
+        explainer = build_method(method_name, model, settings, seed=args.seed)
+        k = args.top_k or 1
+        ascent = settings.ascent_temperatures
+        done = DoneLog(
+            args.out,
+            {
+                "model": [model.name, model.weights], "method": method_name, "seed": args.seed,
+                "temperatures": temperatures_record(settings.temperatures), "steps": settings.steps,
+                "alpha": settings.alpha, "targets": fixed, "top_k": k, "save_tensors": args.save_tensors,
+                "ascent_temperatures": None if ascent is None else temperatures_record(ascent),
+            },
+            world.rank,
+        )  # fmt: skip
+        todo = [s for s in everything if s.name not in done.finished]
+        sources = todo[world.rank :: world.size]  # each image written once, by one rank
+        if world.is_main and len(todo) < len(everything):
+            print(
+                f"{len(everything) - len(todo)} of {len(everything)} images were already explained in {args.out} "
+                f"with these settings; skipping them (delete {args.out}/.done to redo them)"
+            )
+        with Output(args.out, len(sources), "explain") as out:
+            for batch in iter_batches(model, sources, args.batch_size, out.fail):
+                x = batch.tensor
+                with torch.no_grad():
+                    logits = model.model(x)
+                probs = logits.float().softmax(1).cpu()
+                predictions = top_k(logits, min(max(5, k), logits.shape[1]), model.class_names)
+                if fixed is not None:
+                    targets = torch.tensor([fixed] * x.shape[0], device=x.device)
+                else:
+                    targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
+                maps = explainer.attribute_targets(x, targets)  # (T, B, C, H, W)
+                for i, source in enumerate(batch.sources):
+                    out.say(f"{source.label}: top-5 of {model.name}")
+                    for line in format_predictions(predictions[i][:5]):
+                        out.say(line)
+                    labels = []
+                    for t in range(targets.shape[1]):
+                        index = int(targets[i, t])
+                        name = model.class_names[index]
+                        label = f"{name} ({index}, p={float(probs[i, index]):.2f})"
+                        labels.append(label)
+                        stem = f"{source.name}_{method_name}_{index}-{slug(name)}"
+                        fig = plot_explanation(
+                            x[i],
+                            maps[t, i],
+                            model.domain,
+                            image_title=source.name,
+                            class_name=label,
+                            method=method_name,
+                        )
+                        out.figure(fig, stem)
+                        if args.save_tensors:
+                            out.tensor(maps[t, i], stem, args.save_tensors)
+                    if len(labels) > 1:
+                        grid = plot_class_grid(
+                            x[i : i + 1], maps[:, i : i + 1].transpose(0, 1), labels, model.domain,
+                            image_titles=[source.name], method=f"{method_name} · {source.name}", shared_scale=True,
+                        )  # fmt: skip
+                        which = f"top{k}" if fixed is None else "targets"
+                        out.figure(grid, f"{source.name}_{method_name}_{which}")
+                    done.mark(source.name)
+                    out.advance()
+        return out.finish()

@@ -4,9 +4,12 @@
 >>> result = evaluate(methods=["SoftPullback", "Gradient"], out="runs/bench")   # doctest: +SKIP
 >>> print(result.markdown())                                                     # doctest: +SKIP
 
-Modules: :mod:`.runner` (the loop), :mod:`.store` (resumable results folder), :mod:`.statistics` (bootstrap),
-:mod:`.report` (Markdown, JSON, chart), :mod:`.presets` (``fast``/``paper``), :mod:`.specs` (methods and
-ablations), :mod:`.dataset` (which images).
+The pipeline (:mod:`.runner`): :mod:`.plan` (items × methods × metrics and their settings) → :mod:`.shard`
+(which rank computes what) → :mod:`.compute` (explain, score; seeds from :mod:`.seeds`) → :mod:`.store` (each
+rank's rows, resumable) → :mod:`.report` (Markdown, JSON, chart), on one process or a torchrun job
+(:mod:`.world`, :mod:`.job`). Inputs: :mod:`.dataset` (which images; :mod:`.devkit` for ImageNet's labels),
+:mod:`.images` (image and mosaic items), :mod:`.items` (decoding in DataLoader workers). Settings:
+:mod:`.presets` (``fast``/``paper``), :mod:`.specs` (methods and ablations), :mod:`.statistics` (bootstrap).
 """
 
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
@@ -21,6 +24,7 @@ from semantic_pullbacks.evaluation.statistics import (
     summarise,
 )
 from semantic_pullbacks.evaluation.store import ResultsStore, Row
+from semantic_pullbacks.evaluation.world import World
 
 __all__ = [
     "ABLATION_METHODS",
@@ -34,6 +38,7 @@ __all__ = [
     "ResultsStore",
     "Row",
     "Summary",
+    "World",
     "ablation_specs",
     "bootstrap_ci",
     "evaluate",

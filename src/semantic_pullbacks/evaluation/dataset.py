@@ -1,9 +1,11 @@
 """Which images a benchmark runs on, and their labels when known.
 
-Three sources: the bundled example photos (labels from ``examples.json``), a flat folder of images (no
-labels: each image is explained for the model's top-1 class), or an ImageFolder tree ``root/<class>/<image>``
-whose folder names are ImageNet wnids (``n01440764``), class indices (``0``) or class names (``tench``).
-Everything is resolved before the model runs, so a bad folder name fails in a second, not after an hour.
+Sources: the bundled example photos (labels from ``examples.json``); an ImageFolder tree ``root/<class>/<image>``
+whose folder names are ImageNet wnids (``n01440764``), class indices (``0``) or class names (``tench``) — the
+layout of ImageNet's validation set after the usual re-sorting; the flat validation folder as ImageNet ships it
+(``ILSVRC2012_val_00000001.JPEG`` ...) with the devkit's ground-truth file; or a flat folder of any images (no
+labels: each is explained for the model's top-1 class). ``n_images`` picks a seeded subset, the same whatever
+the number of processes. Everything is resolved before the model runs, so a bad folder fails in a second.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
+from semantic_pullbacks.evaluation.devkit import devkit_labels, val_index
+from semantic_pullbacks.evaluation.seeds import derive_seed
 
 __all__ = ["IMAGE_SUFFIXES", "EvalImage", "find_images", "imagenet_wnids"]
 
@@ -97,18 +101,54 @@ def find_images(
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     class_names: Sequence[str],
     n_images: int | None = None,
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    seed: int = 0,
 ) -> list[EvalImage]:
-    """Resolve ``images`` (``"examples"``, a folder, an ImageFolder tree, or a list of files) to the first
-    ``n_images`` labelled images.
+    """Resolve ``images`` (``"examples"``, a folder, an ImageFolder tree, or a list of files) to labelled images;
+    with ``n_images``, a subset of that many drawn with ``seed``.
 
-    ImageFolder trees are taken class by class in turn (first image of each class, then the second, ...).
+    ``labels``: the ImageNet devkit's ground truth for a flat validation folder (its
+    ``ILSVRC2012_validation_ground_truth.txt`` with ``meta.mat`` beside it, the devkit folder, or its
+    ``.tar.gz``). ImageFolder trees are listed class by class in turn (first image of each class, then the
+    second, ...). The subset is the ``n_images`` images ranked first by a hash of (seed, image id): fixed for a
+    seed, independent of how the work is split, and a larger ``n_images`` adds images without dropping any.
     """
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
         raise InvalidInputError(f"n_images must be a positive int or None, got {n_images!r}")
     found = _find(images, class_names)
     if not found:
         raise InvalidInputError(f"no images found in {images!r}")
-    return found[:n_images] if n_images is not None else found
+    if labels is not None:
+        found = _with_devkit_labels(found, labels, class_names)
+    if n_images is None or n_images >= len(found):
+        return found
+    ranked = sorted(range(len(found)), key=lambda i: derive_seed(seed, "image subset", found[i].id))
+    keep = set(ranked[:n_images])
+    return [im for i, im in enumerate(found) if i in keep]
+
+
+def _with_devkit_labels(
+    found: list[EvalImage], labels: str | os.PathLike[str], class_names: Sequence[str]
+) -> list[EvalImage]:
+    """Label ``ILSVRC2012_val_<n>`` files from the devkit's ground truth (line ``n``, an ILSVRC2012 id)."""
+    if len(class_names) != 1000:
+        raise InvalidInputError(
+            f"--labels: the ImageNet devkit labels 1000 classes, but the model has {len(class_names)}"
+        )
+    by_line = devkit_labels(labels, imagenet_wnids())
+    out = []
+    for im in found:
+        n = val_index(im.path.name)
+        if n is None:
+            raise InvalidInputError(
+                f"--labels: {im.path.name!r} is not named like an ImageNet validation image "
+                "(ILSVRC2012_val_00000001.JPEG); the devkit's ground truth labels those files by number"
+            )
+        if not 1 <= n <= len(by_line):
+            raise InvalidInputError(f"--labels: the ground truth has {len(by_line)} lines, no label for {im.path.name}")
+        out.append(EvalImage(im.id, im.path, by_line[n - 1]))
+    return out
 
 
 def _find(

@@ -1,8 +1,8 @@
 """Reports of a benchmark: Markdown tables, a JSON summary, a bar chart, and optionally Parquet scores.
 
-Written atomically at the end of a run (and again after a resume), from the rows alone, so a report always
-matches ``scores.csv``. Charts use matplotlib's Figure API on the Agg canvas: no pyplot global state, safe in
-threads and on headless machines.
+Written atomically by rank 0 at the end of a run (and again after a resume), from the merged rows alone, so a
+report always matches ``scores.csv``. Charts use matplotlib's Figure API on the Agg canvas: no pyplot global
+state, safe in threads and on headless machines.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _ci(s: Any) -> str:
 def markdown_report(result: EvaluationResult) -> str:
     """Summary (mean ± std), 95% bootstrap CIs, paired differences against gradient counterparts, notes."""
     cfg = result.config
-    n_images = len(cfg.get("images", []))
+    n_images = len(cfg.get("items", {}).get("image", []))
     model = cfg.get("model", {}).get("name", "?")
     lines = [
         f"# Evaluation: {model}, {n_images} image{'' if n_images == 1 else 's'}, "
@@ -133,6 +133,7 @@ def _summary_json(result: EvaluationResult) -> dict[str, Any]:
         "differences": [{f: clean(v) for f, v in asdict(d).items()} for d in result.differences],
         "notes": result.notes,
         "seconds": result.seconds,
+        "ranks": result.ranks,
         "config": result.config,
     }
 
@@ -182,7 +183,7 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(
         f"{result.config.get('model', {}).get('name', '')}: mean and 95% CI over "
-        f"{len(result.config.get('images', []))} images (orange: pullback methods)",
+        f"{len(result.config.get('items', {}).get('image', []))} images (orange: pullback methods)",
         fontsize=10,
     )
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
@@ -200,31 +201,31 @@ def _write_parquet(result: EvaluationResult, path: Path) -> bool:
 
 
 def _write_csv(result: EvaluationResult, path: Path) -> None:
-    """The run's rows sorted by method, metric, image: stable for diffs, unlike the append-order log."""
+    """Every row of the run, merged from all parts, in the plan's order (items, methods, metrics): the same file
+    whatever number of processes computed it."""
 
     def write(p: Path) -> None:
         with p.open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
             w.writeheader()
-            for r in sorted(result.rows, key=lambda r: (r.method, r.metric, r.image)):
+            for r in result.rows:
                 w.writerow(r.as_record())
 
     atomic_write(path, write)
 
 
 def write_reports(result: EvaluationResult, *, chart: bool = True) -> dict[str, Path]:
-    """Write ``summary.md``, ``summary.json``, ``scores_sorted.csv``, ``chart.png`` and (with pyarrow)
-    ``scores.parquet`` into ``result.out``."""
+    """Write ``scores.csv``, ``summary.md``, ``summary.json``, ``chart.png`` and (with pyarrow) ``scores.parquet``
+    into ``result.out``."""
     if result.out is None:
         return {}
     out = result.out
     files = {"scores": out / "scores.csv", "summary": out / "summary.md", "json": out / "summary.json"}
+    _write_csv(result, files["scores"])
     markdown = markdown_report(result)
     atomic_write(files["summary"], lambda p: p.write_text(markdown, "utf-8"))
     data = json.dumps(_summary_json(result), indent=2, default=repr)
     atomic_write(files["json"], lambda p: p.write_text(data + "\n", "utf-8"))
-    files["sorted"] = out / "scores_sorted.csv"
-    _write_csv(result, files["sorted"])
     if chart and result.metrics and result.methods:
         files["chart"] = out / "chart.png"
         write_chart(result, files["chart"])

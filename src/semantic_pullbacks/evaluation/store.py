@@ -1,21 +1,31 @@
-"""The results folder: per-(image, method, metric) rows appended as they finish, and the run's fingerprint.
+"""The results folder: each rank's rows appended to its own file as they finish, the run's settings, one job at a time.
 
-A benchmark can run for hours; an interruption (Ctrl-C, a crash, a closed laptop) must cost at most the unit
-of work in flight. Rows are appended to ``scores.csv`` and flushed to disk as soon as they exist; a resumed
-run reads them back and skips their keys. ``config.json`` holds the settings and their fingerprint, so
-results computed under other settings are never mixed in silently. Derived files (summary, chart) are
-written atomically: a reader never sees half a file.
+A benchmark can run for hours on many processes; an interruption (Ctrl-C, a crash, a killed rank, a lost node)
+must cost at most the work in flight. Layout of ``out/``:
+
+- ``parts/<job>.rank-<r>.csv``: the rows rank ``r`` of job ``<job>`` computed, appended and flushed to disk one by
+  one. Each line ends with a checksum of itself, so a torn or damaged line is never read as a score: it is left out
+  and recomputed. No two processes ever append to one file, not even a straggler of an earlier job.
+- ``config.json``: the settings and their fingerprint; results computed under other settings are never mixed in.
+- ``.lock``: the job that owns the folder (host, pid, job id), refreshed while it runs.
+- ``scores.csv``, ``summary.md``, ...: derived from the parts at the end, written atomically.
+
+A resumed run reads every part, whatever number of processes wrote them, and skips the keys it finds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +33,21 @@ from typing import Any
 
 from semantic_pullbacks.errors import InvalidInputError
 
-__all__ = ["FIELDS", "ResultsStore", "Row", "atomic_write", "fingerprint"]
+__all__ = ["FIELDS", "FolderLock", "PartWriter", "ResultsStore", "Row", "atomic_write", "fingerprint"]
 
-#: columns of ``scores.csv``
+#: columns of ``scores.csv``; part files add a checksum column
 FIELDS = ("image", "label", "target", "method", "metric", "score", "seconds")
 SCORES = "scores.csv"
 CONFIG = "config.json"
+PARTS = "parts"
+LOCK = ".lock"
+_PART_HEADER = ",".join((*FIELDS, "check"))
 
 
 @dataclass(frozen=True)
 class Row:
     """One score: ``image`` id, its ``label`` (-1 when unknown), the ``target`` explained, method, metric,
-    ``score`` (NaN when the metric is undefined for this map) and ``seconds`` spent per image."""
+    ``score`` (NaN when the metric is undefined for this map) and ``seconds`` it took."""
 
     image: str
     label: int
@@ -58,6 +71,72 @@ class Row:
             "score": repr(float(self.score)),  # repr round-trips floats exactly
             "seconds": f"{self.seconds:.4f}",
         }
+
+    def checked_line(self) -> str:
+        """The row as one CSV line ending in the CRC-32 of everything before it."""
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow([self.as_record()[f] for f in FIELDS])
+        body = buffer.getvalue()
+        return f"{body},{_crc(body)}\n"
+
+    @classmethod
+    def from_fields(cls, values: list[str]) -> Row:
+        image, label, target, method, metric, score, seconds = values
+        return cls(image, int(label), int(target), method, metric, float(score), float(seconds))
+
+
+def _crc(text: str) -> str:
+    return f"{zlib.crc32(text.encode('utf-8')):08x}"
+
+
+def read_part(path: Path) -> tuple[list[Row], int]:
+    """The intact rows of one part file, and how many complete lines were damaged.
+
+    Only lines that end in a newline and whose checksum matches are rows: a line torn by a crash mid-write, or
+    damaged on disk, is never read as a score.
+    """
+    data = path.read_bytes().decode("utf-8", errors="replace")
+    lines = data.split("\n")[:-1]  # the text after the last newline is an unfinished line
+    if not lines:
+        return [], 0
+    if lines[0] != _PART_HEADER:
+        raise InvalidInputError(f"{str(path)!r} is not a part file of this version (header {lines[0][:80]!r})")
+    rows, damaged = [], 0
+    for line in lines[1:]:
+        body, _, check = line.rpartition(",")
+        try:
+            if check != _crc(body):
+                raise ValueError("checksum")
+            (values,) = list(csv.reader([body]))
+            rows.append(Row.from_fields(values))
+        except (ValueError, TypeError):
+            damaged += 1
+    return rows, damaged
+
+
+class PartWriter:
+    """Appends one rank's rows to a part file of its own (created here), each flushed to disk before
+    :meth:`append` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("x", encoding="utf-8", newline="")
+        self.append([])
+
+    def append(self, rows: Iterable[Row]) -> None:
+        text = "".join(r.checked_line() for r in rows)
+        if self._file.tell() == 0:
+            text = _PART_HEADER + "\n" + text
+        if text:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Close the file: on a network filesystem, readers on other machines see every row after this."""
+        if not self._file.closed:
+            self._file.close()
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -89,9 +168,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".") or "(all)"]
 
 
-LOCK = ".lock"
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -102,53 +178,96 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _acquire_lock(folder: Path) -> None:
-    """One writer per results folder: two runs appending to one scores file would interleave their rows.
+class FolderLock:
+    """One job per results folder: two jobs appending to the same part files would interleave their rows.
 
-    The lock file holds the owner's pid; a lock left by a process that no longer exists is taken over. It is
-    released by :meth:`ResultsStore.close` (the runner closes the store in ``finally``).
+    The lock file names its owner (host, pid, job id). It is taken over when the owner is gone: a process on this
+    host that no longer exists, or, for another host, a lock not refreshed for ``stale_after`` seconds (the owner
+    refreshes it with :meth:`refresh` while it runs).
     """
-    path = folder / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+
+    def __init__(self, folder: Path, job: str, stale_after: float = 120.0) -> None:
+        self.path = folder / LOCK
+        self.job = job
+        self.stale_after = stale_after
+        self.host = socket.gethostname()
+
+    def acquire(self) -> None:
+        record = json.dumps({"host": self.host, "pid": os.getpid(), "job": self.job, "since": time.time()})
+        for _ in range(3):
             try:
-                owner = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _pid_alive(owner):
-                raise InvalidInputError(
-                    f"another evaluation (pid {owner}) is writing to {str(folder)!r}; wait for it or choose another "
-                    f"--out (delete {LOCK} there if that process is gone)"
-                ) from None
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return
-    raise InvalidInputError(f"could not lock {str(folder)!r} for writing")
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                self._refuse_unless_stale()
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            return
+        raise InvalidInputError(f"could not lock {str(self.path.parent)!r} for writing")
+
+    def _refuse_unless_stale(self) -> None:
+        try:
+            text = self.path.read_text().strip()
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return
+        try:
+            owner = json.loads(text) if text.startswith("{") else {"host": self.host, "pid": int(text or 0)}
+            host, pid = str(owner.get("host", "")), int(owner.get("pid", 0))
+        except (ValueError, TypeError, AttributeError):
+            return  # unreadable: a crash while writing it
+        alive = pid > 0 and pid != os.getpid() and _pid_alive(pid) if host == self.host else age < self.stale_after
+        if alive:
+            where = f"pid {pid}" + ("" if host == self.host else f" on {host}")
+            raise InvalidInputError(
+                f"another evaluation ({where}) is writing to {str(self.path.parent)!r}; wait for it or choose "
+                f"another --out (delete {LOCK} there if that process is gone)"
+            )
+
+    def refresh(self) -> None:
+        """Show other hosts that the owner is alive."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+
+    def release(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            if owner.get("job") == self.job and owner.get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 class ResultsStore:
-    """``out/scores.csv`` + ``out/config.json``: open with :meth:`open`, then :meth:`append` rows.
+    """The results folder of one run (or, with ``out=None``, rows kept in memory).
 
-    >>> store = ResultsStore.open("runs/bench", config, resume=True)   # doctest: +SKIP
-    >>> store.done(("chelsea", "Gradient", "infidelity"))               # doctest: +SKIP
+    Rank 0 :meth:`open` s the folder (lock, settings check, ``config.json``); every rank then writes its rows
+    through :meth:`writer`; :meth:`rows` reads back every finished row of every part.
 
-    With ``out=None`` rows are kept in memory only.
+    >>> store = ResultsStore.open("runs/bench", config, resume=True, job="abc")   # doctest: +SKIP
+    >>> {r.key for r in store.rows()}                                            # doctest: +SKIP
     """
 
-    def __init__(self, out: Path | None, config: Mapping[str, Any], rows: list[Row]) -> None:
+    def __init__(self, out: Path | None, config: Mapping[str, Any], lock: FolderLock | None = None) -> None:
         self.out = out
-        self.config = dict(config)
-        self.rows: list[Row] = rows
-        self._keys = {r.key for r in rows}
+        self.config = _as_read_back(config)
+        self.lock = lock
+        self.damaged = 0
+        self._memory: list[Row] = []
 
     # ------------------------------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, out: str | os.PathLike[str], config: Mapping[str, Any], *, resume: bool = True, force: bool = False):  # type: ignore[no-untyped-def]
-        """Open ``out`` for this config: resume its rows, or start over.
+    def open(
+        cls,
+        out: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        *,
+        resume: bool = True,
+        force: bool = False,
+        job: str,
+    ) -> ResultsStore:
+        """Open ``out`` for this config as job ``job``: resume its rows, or start over.
 
         Existing results under another config are refused unless ``force`` (they are then moved to
         ``out/previous-<time>/``, never deleted); ``resume=False`` likewise starts over after moving them.
@@ -160,147 +279,117 @@ class ResultsStore:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InvalidInputError(f"cannot create the output folder {str(folder)!r}: {e.strerror or e}") from None
-        _acquire_lock(folder)
+        lock = FolderLock(folder, job)
+        lock.acquire()
         try:
-            config = json.loads(json.dumps(dict(config), sort_keys=True, default=repr))  # as it reads back from disk
-            config_path, scores_path = folder / CONFIG, folder / SCORES
-            has_results = scores_path.exists() or config_path.exists()
-            if has_results and resume:
-                old = cls._read_config(config_path)
-                if old is not None and fingerprint(old.get("settings", {})) != fingerprint(config):
-                    changed = ", ".join(_diff(old.get("settings", {}), config)[:12])
-                    if not force:
-                        raise InvalidInputError(
-                            f"{str(folder)!r} holds results computed with other settings (changed: {changed}); "
-                            "resume with the same settings, choose another --out, or pass --force to start over "
-                            "(the old results are kept in a previous-* sub-folder)"
-                        )
-                    cls._move_aside(folder)
-                elif old is None and scores_path.exists():
-                    if not force:
-                        raise InvalidInputError(
-                            f"{str(folder)!r} has {SCORES} but no readable {CONFIG}, so its settings are unknown; "
-                            "choose another --out or pass --force to start over"
-                        )
-                    cls._move_aside(folder)
-            elif has_results:
-                cls._move_aside(folder)
-            rows = cls._read_rows(scores_path) if scores_path.exists() else []
-            store = cls(folder, config, rows)
-            record = json.dumps({"fingerprint": fingerprint(config), "settings": config}, indent=2, sort_keys=True)
-            atomic_write(config_path, lambda p: p.write_text(record + "\n", "utf-8"))
-            store._prepare_scores_file()
+            store = cls(folder, config, lock)
+            store._check_settings(resume=resume, force=force)
+            record = json.dumps({"fingerprint": fingerprint(store.config), "settings": store.config}, indent=2)
+            atomic_write(folder / CONFIG, lambda p: p.write_text(record + "\n", "utf-8"))
         except BaseException:
-            (folder / LOCK).unlink(missing_ok=True)
+            lock.release()
             raise
         return store
 
-    @staticmethod
-    def _read_config(path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+    @classmethod
+    def attach(cls, out: str | os.PathLike[str], config: Mapping[str, Any]) -> ResultsStore:
+        """The folder another rank opened, for writing this rank's part and reading the rows."""
+        return cls(Path(out).expanduser(), config)
 
-    @staticmethod
-    def _move_aside(folder: Path) -> None:
-        """Keep earlier results instead of deleting them: they may have cost hours."""
-        dest = folder / time.strftime("previous-%Y%m%d-%H%M%S")
-        n = 1
-        while dest.exists():
-            dest = folder / f"{dest.name.split('~')[0]}~{n}"
-            n += 1
-        dest.mkdir()
-        for entry in folder.iterdir():
-            if entry != dest and not entry.name.startswith("previous-") and entry.name != LOCK:
-                shutil.move(str(entry), str(dest / entry.name))
-
-    @staticmethod
-    def _read_rows(path: Path) -> list[Row]:
-        """Rows of a (possibly interrupted) scores file; a torn last line is dropped, duplicates keep the first."""
-        rows: list[Row] = []
-        seen: set[tuple[str, str, str]] = set()
-        with path.open(newline="", encoding="utf-8") as f:
-            text = f.read()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        if reader.fieldnames is not None and tuple(reader.fieldnames) != FIELDS:
-            raise InvalidInputError(f"{str(path)!r} is not a scores file of this version (columns {reader.fieldnames})")
-        for rec in reader:
-            try:
-                row = Row(
-                    rec["image"],
-                    int(rec["label"]),
-                    int(rec["target"]),
-                    rec["method"],
-                    rec["metric"],
-                    float(rec["score"]),
-                    float(rec["seconds"]),
-                )
-            except (KeyError, TypeError, ValueError):
-                continue
-            if row.key not in seen:
-                seen.add(row.key)
-                rows.append(row)
-        return rows
-
-    def _prepare_scores_file(self) -> None:
-        """Cut a torn last line (from a crash mid-write) so appended rows start on a line of their own."""
-        path = self.scores_path
-        if not path.exists() or path.stat().st_size == 0:
-            with path.open("w", newline="", encoding="utf-8") as f:
-                csv.writer(f, lineterminator="\n").writerow(FIELDS)
+    def _check_settings(self, *, resume: bool, force: bool) -> None:
+        folder = self.folder
+        has_results = (folder / CONFIG).exists() or (folder / PARTS).exists() or (folder / SCORES).exists()
+        if not has_results:
             return
-        with path.open("rb+") as f:
-            data = f.read()
-            if not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+        if not resume:
+            _move_aside(folder)
+            return
+        old = _read_config(folder / CONFIG)
+        if old is None:
+            if not force:
+                raise InvalidInputError(
+                    f"{str(folder)!r} has results but no readable {CONFIG}, so their settings are unknown; "
+                    "choose another --out or pass --force to start over"
+                )
+            _move_aside(folder)
+        elif fingerprint(old.get("settings", {})) != fingerprint(self.config):
+            if not force:
+                changed = ", ".join(_diff(old.get("settings", {}), self.config)[:12])
+                raise InvalidInputError(
+                    f"{str(folder)!r} holds results computed with other settings (changed: {changed}); "
+                    "resume with the same settings, choose another --out, or pass --force to start over "
+                    "(the old results are kept in a previous-* sub-folder)"
+                )
+            _move_aside(folder)
 
-    def close(self) -> None:
-        """Release the folder for other runs (rows are already on disk)."""
-        if self.out is not None:
-            lock = self.out / LOCK
-            try:
-                if lock.read_text().strip() == str(os.getpid()):
-                    lock.unlink()
-            except (OSError, ValueError):
-                pass
-
-    # ------------------------------------------------------------------------------------------ rows
     @property
-    def scores_path(self) -> Path:
+    def folder(self) -> Path:
         if self.out is None:
             raise InvalidInputError("this results store is in memory only")
-        return self.out / SCORES
+        return self.out
 
-    def done(self, key: tuple[str, str, str]) -> bool:
-        return key in self._keys
+    # ------------------------------------------------------------------------------------------ rows
+    def writer(self, rank: int, job: str) -> PartWriter | _MemoryWriter:
+        """Where rank ``rank`` of job ``job`` appends its rows."""
+        if self.out is None:
+            return _MemoryWriter(self._memory)
+        return PartWriter(self.folder / PARTS / f"{job}.rank-{rank}.csv")
 
-    def append(self, rows: Iterable[Row]) -> list[Row]:
-        """Append the rows not yet stored, flush them to disk, and return them."""
-        new = [r for r in rows if r.key not in self._keys]
-        if not new:
-            return []
-        if self.out is not None:
-            self._write(new)
-        for r in new:
-            self._keys.add(r.key)
-            self.rows.append(r)
-        return new
+    def rows(self) -> list[Row]:
+        """Every finished row, from every part (duplicates keep the first; damaged lines are counted in
+        ``damaged`` and left out)."""
+        if self.out is None:
+            return list(self._memory)
+        rows: list[Row] = []
+        seen: set[tuple[str, str, str]] = set()
+        self.damaged = 0
+        for path in sorted((self.folder / PARTS).glob("*.csv")):
+            part, damaged = read_part(path)
+            self.damaged += damaged
+            for r in part:
+                if r.key not in seen:
+                    seen.add(r.key)
+                    rows.append(r)
+        return rows
 
-    def _write(self, new: list[Row]) -> None:
-        with self.scores_path.open("a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-            for r in new:
-                writer.writerow(r.as_record())
-            f.flush()
-            os.fsync(f.fileno())
+    def close(self) -> None:
+        """Release the folder for other jobs (rows are already on disk)."""
+        if self.lock is not None:
+            self.lock.release()
 
-    def scores(self) -> dict[tuple[str, str], dict[str, float]]:
-        """``{(method, metric): {image: score}}`` of every stored row."""
-        out: dict[tuple[str, str], dict[str, float]] = {}
-        for r in self.rows:
-            out.setdefault((r.method, r.metric), {})[r.image] = r.score
-        return out
+
+class _MemoryWriter:
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def append(self, rows: Iterable[Row]) -> None:
+        self._rows.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def _as_read_back(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as it reads back from disk (JSON types), so fingerprints compare like with like."""
+    return json.loads(json.dumps(dict(config), sort_keys=True, default=repr))
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _move_aside(folder: Path) -> None:
+    """Keep earlier results instead of deleting them: they may have cost hours."""
+    dest = folder / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while dest.exists():
+        dest = folder / f"{dest.name.split('~')[0]}~{n}"
+        n += 1
+    dest.mkdir()
+    for entry in folder.iterdir():
+        if entry != dest and not entry.name.startswith("previous-") and entry.name != LOCK:
+            shutil.move(str(entry), str(dest / entry.name))

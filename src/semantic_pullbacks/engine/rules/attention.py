@@ -83,11 +83,14 @@ def attention_weights(
 
 
 class _FrozenSDPA(torch.autograd.Function):
+    """Forward: the output the exact op already computed outside (see :func:`_sdpa_rule`). Backward: values
+    through the frozen, softened weights, recomputed from the saved queries and keys."""
+
     @staticmethod
     def forward(ctx, q, k, v, exact, attn_mask, is_causal, scale, tau):  # type: ignore[no-untyped-def, override]
         ctx.save_for_backward(q, k, attn_mask if isinstance(attn_mask, torch.Tensor) else None)
         ctx.is_causal, ctx.scale, ctx.tau, ctx.v_shape = is_causal, scale, tau, v.shape
-        return exact()
+        return exact()  # handed over as a callable: an input returned as-is would be a view, closed to in-place ops
 
     @staticmethod
     @soft_backward
@@ -126,9 +129,12 @@ def _sdpa_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped
     if p["dropout_p"] > 0:
         _refuse_dropout("scaled_dot_product_attention", p["dropout_p"])
     ctx.record("scaled_dot_product_attention", SOFTENED)
-    return _FrozenSDPA.apply(
-        q, k, v, lambda: func(*args, **kwargs), p["attn_mask"], p["is_causal"], p["scale"], _as_float_tau(tau)
-    )
+    # The exact op runs here, in the caller's grad mode with inputs that require grad, exactly as in the plain
+    # model: SDPA picks its kernel partly from those (on CUDA), and inside an autograd.Function's forward grad
+    # mode is off, which could pick another kernel and change the output bits. Its own backward graph is dropped
+    # with ``exact`` when this returns; only the detached output goes on.
+    exact = func(*args, **kwargs).detach()
+    return _FrozenSDPA.apply(q, k, v, lambda: exact, p["attn_mask"], p["is_causal"], p["scale"], _as_float_tau(tau))
 
 
 # --- nn.MultiheadAttention ---------------------------------------------------------------------------------
@@ -212,8 +218,10 @@ def _mha_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-
         ctx.record("multi_head_attention", ORDINARY)
         return NOT_HANDLED
     ctx.record("multi_head_attention", SOFTENED)
-    with torch.no_grad():
-        exact, weights = func(*args, **kwargs)
+    # in the caller's grad mode, as the plain model runs it: the SDPA call inside picks its CUDA kernel from it
+    exact, weights = func(*args, **kwargs)
+    exact = exact.detach()
+    weights = weights.detach() if isinstance(weights, torch.Tensor) else weights
     surrogate = _mha_surrogate(p, _as_float_tau(tau))
     # Bit-exact forward: the surrogate enters only as (s - s.detach()), which is exactly zero.
     return exact + (surrogate - surrogate.detach()), weights

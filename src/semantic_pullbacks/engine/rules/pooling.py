@@ -54,23 +54,41 @@ def _windows(x: torch.Tensor, nd: int, k, s, d, pads_lo, pads_hi, out_sizes) -> 
     return xp[tuple(index)]
 
 
-#: Where the factored path cannot be exact, windows up to this many elements are handled offset by offset (a few
-#: passes over output-sized views, no window tensor); larger ones go through one unfolded softmax.
+#: Where the factored path cannot be exact (or on an accelerator), windows up to this many elements are handled offset
+#: by offset (a few passes over output-sized views, no window tensor); larger ones go through one unfolded softmax.
 _LOOP_MAX_WINDOW = 32
 
 
+def _as_batch_of_one(fn):  # type: ignore[no-untyped-def]
+    """Run an adjoint on an unbatched input as on a batch of one, so both give the same map (and a ``Relative``
+    temperature is the same per-sample statistic)."""
+
+    def adjoint(x, grad, nd, *args):  # type: ignore[no-untyped-def]
+        if x.dim() == nd + 1:
+            return fn(x.unsqueeze(0), grad.unsqueeze(0), nd, *args).squeeze(0)
+        return fn(x, grad, nd, *args)
+
+    return adjoint
+
+
+@_as_batch_of_one
 def soft_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, k, s, p, d, tau) -> torch.Tensor:
-    """The soft adjoint of max pooling for input ``x`` and output gradient ``grad``."""
+    """The soft adjoint of max pooling for input ``x`` and output gradient ``grad``.
+
+    On CPU the factored path runs first; its exactness checks read two values on the host, which costs nothing
+    there. On an accelerator such a read would stall the queue, so the per-window paths, exact without any
+    check, run directly: no host synchronisation.
+    """
     out_sizes = grad.shape[-nd:]
     sizes = x.shape[-nd:]
     pads_hi = [max(0, (out_sizes[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sizes[i] - p[i]) for i in range(nd)]
     dtype = compute_dtype(x)
     xd = x.detach().to(dtype)
     t = resolve_temperature(tau, xd)
-    if isinstance(t, torch.Tensor):
-        t = t.view(t.shape[0], *([1] * (xd.dim() - 1))) if x.dim() > nd + 1 else t.reshape(())
     g = grad.to(dtype)
-    gx = _factored_grad(xd, t, g, nd, k, s, p, pads_hi, out_sizes) if all(di == 1 for di in d) else None
+    gx = None
+    if x.device.type == "cpu" and all(di == 1 for di in d):
+        gx = _factored_grad(xd, t, g, nd, k, s, p, pads_hi, out_sizes)
     if gx is None:
         per_window = _offsetwise_grad if math.prod(k) <= _LOOP_MAX_WINDOW else _unfolded_grad
         gx = per_window(xd / t, g, nd, k, s, p, d, pads_hi, out_sizes)
@@ -88,11 +106,8 @@ def _factored_grad(x, t, grad, nd, k, s, p, pads_hi, out_sizes) -> torch.Tensor 
     per-window paths take over.
     """
     lead = x.dim() - nd
-    if lead != 2:  # unbatched: give it a batch dimension of one
-        if lead != 1:
-            return None
-        out = _factored_grad(x.unsqueeze(0), t, grad.unsqueeze(0), nd, k, s, p, pads_hi, out_sizes)
-        return None if out is None else out.squeeze(0)
+    if lead != 2:
+        return None
     shift = x.amax(dim=tuple(range(lead, x.dim())), keepdim=True)
     if not bool(torch.isfinite(shift).all()):
         return None
@@ -143,13 +158,16 @@ def _offsetwise_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes) -> torch.Tenso
     top = view(zp, offsets[0]).clone()  # each window's max (the native kernel is slower: it computes indices)
     for o in offsets[1:]:
         torch.maximum(top, view(zp, o), out=top)
-    if not bool(torch.isfinite(top).all()):  # a window of -inf/nan: let the unfolded path's nan handling deal
-        return _unfolded_grad(z, grad, nd, k, s, p, d, pads_hi, out_sizes)
-    weights = [torch.sub(view(zp, o), top).exp_() for o in offsets]
+    # A window whose max is not finite (all -inf, or a nan/inf inside) gets no gradient, decided per window in
+    # tensors rather than by a check on the host. Finite windows have total >= 1 (their max contributes 1).
+    finite = torch.isfinite(top)
+    top = torch.where(finite, top, torch.zeros_like(top))
+    zero = top.new_zeros(())
+    weights = [torch.where(finite, torch.sub(view(zp, o), top).exp_(), zero) for o in offsets]
     total = weights[0].clone()
     for w in weights[1:]:
         total.add_(w)
-    share = grad / total
+    share = grad / total.clamp_min_(1.0)
     gxp = torch.zeros_like(zp)
     for o, w in zip(offsets, weights):
         view(gxp, o).addcmul_(w, share)
@@ -216,32 +234,64 @@ def _window_adjoint(nd: int):  # type: ignore[no-untyped-def]
 
 
 # --- adaptive max pooling -----------------------------------------------------------------------------------
-def _adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
-    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+def _adaptive_windows(size: int, out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output cell along one dim, the input positions of its window padded to the longest window.
+
+    Cell ``i`` covers ``[floor(i·size/out), ceil((i+1)·size/out))``. Returns ``index`` ``(out, kmax)`` (positions,
+    clamped into range) and ``valid`` (which of them belong to the window), built on ``device`` from sizes alone.
+    """
+    kmax = max(-((-(i + 1) * size) // out) - (i * size) // out for i in range(out))
+    cells = torch.arange(out, device=device)
+    start = (cells * size) // out
+    end = -((-(cells + 1) * size) // out)
+    index = start[:, None] + torch.arange(kmax, device=device)
+    valid = index < end[:, None]
+    return index.clamp_(max=size - 1), valid
 
 
+@_as_batch_of_one
 def soft_adaptive_pool_grad(x: torch.Tensor, grad: torch.Tensor, nd: int, tau) -> torch.Tensor:
-    """Soft adjoint of adaptive max pooling: windows of uneven size, handled one output cell at a time per dim."""
+    """Soft adjoint of adaptive max pooling, whose windows differ in size by a cell or two.
+
+    Every window is gathered into a ``(cells, longest window)`` grid per dim, the missing places masked to
+    ``-inf``, softmaxed at once, and summed back by a 0/1 matrix product: tensor ops whose sizes depend only on
+    shapes, so there is neither a loop over cells nor a host synchronisation, and the sum is deterministic.
+    """
     dtype = compute_dtype(x)
     xd = x.detach().to(dtype)
-    out_sizes, sizes = grad.shape[-nd:], x.shape[-nd:]
+    out_sizes, sizes = tuple(grad.shape[-nd:]), tuple(x.shape[-nd:])
     if all(sz % o == 0 for sz, o in zip(sizes, out_sizes)):  # regular windows: the ordinary soft pooling
         k = tuple(sz // o for sz, o in zip(sizes, out_sizes))
         return soft_pool_grad(x, grad, nd, k, k, (0,) * nd, (1,) * nd, tau)
-    t = resolve_temperature(tau, xd)
-    if isinstance(t, torch.Tensor):
-        t = t.view(t.shape[0], *([1] * (xd.dim() - 1))) if x.dim() > nd + 1 else t.reshape(())
-    z = xd / t
-    gx = torch.zeros_like(xd)
-    lead = x.dim() - nd
-    bounds = [_adaptive_bounds(sz, o) for sz, o in zip(sizes, out_sizes)]
-    for cell in itertools.product(*[range(o) for o in out_sizes]):
-        sl = tuple(slice(*bounds[i][c]) for i, c in enumerate(cell))
-        region = z[(Ellipsis, *sl)]
-        w = torch.softmax(region.flatten(lead), dim=-1).view(region.shape)
-        g = grad.to(dtype)[(Ellipsis, *cell)].view(*grad.shape[:lead], *([1] * nd))
-        gx[(Ellipsis, *sl)] += w * g
-    return gx.to(grad.dtype)
+    z = xd / resolve_temperature(tau, xd)
+    lead = z.dim() - nd
+    grids = [_adaptive_windows(sz, o, z.device) for sz, o in zip(sizes, out_sizes)]
+    win, valid = z, torch.ones((), dtype=torch.bool, device=z.device)
+    for i, (index, ok) in enumerate(grids):  # (*lead, o1, k1, ..., oi, ki, size_{i+1}, ...)
+        dim = lead + 2 * i
+        win = win.index_select(dim, index.flatten()).unflatten(dim, tuple(index.shape))
+        valid = valid.unsqueeze(-1).unsqueeze(-1) & ok
+    win = win.masked_fill(~valid, float("-inf"))
+    cells, offsets = [lead + 2 * i for i in range(nd)], [lead + 2 * i + 1 for i in range(nd)]
+    grouped = win.permute(*range(lead), *cells, *offsets)  # (*lead, o..., k...)
+    w = torch.softmax(grouped.reshape(*grouped.shape[: lead + nd], -1), dim=-1).view(grouped.shape)
+    w = torch.nan_to_num(w, nan=0.0) * grad.to(dtype).view(*grad.shape, *([1] * nd))
+    spread = w.permute(*_inverse(list(range(lead)) + cells + offsets))  # back to (*lead, o1, k1, o2, k2, ...)
+    for i in reversed(range(nd)):  # sum each (cell, offset) pair back onto its input position
+        index, ok = grids[i]
+        positions = torch.arange(sizes[i], device=z.device)
+        scatter = ((index.flatten()[:, None] == positions) & ok.flatten()[:, None]).to(dtype)  # (o·k, size)
+        dim = lead + 2 * i
+        moved = spread.flatten(dim, dim + 1).movedim(dim, -1)
+        spread = (moved @ scatter).movedim(-1, dim)
+    return spread.to(grad.dtype)
+
+
+def _inverse(perm: list[int]) -> list[int]:
+    out = [0] * len(perm)
+    for i, p in enumerate(perm):
+        out[p] = i
+    return out
 
 
 for _nd in (1, 2, 3):

@@ -1,0 +1,106 @@
+"""What a benchmark scores, one item at a time, and how items are decoded while the model computes.
+
+An :class:`Item` is one input of the table (an image, a Focus mosaic; a text in a text benchmark): the key of its
+rows, its label and the class it is explained for, its ``kind`` (which metrics run on it) and a ``source`` that a
+:class:`Decoder` turns into model inputs. Decoders are plain picklable objects, run by a
+:class:`torch.utils.data.DataLoader` in worker processes, so reading and preprocessing the next items overlaps the
+explanation and scoring of the current one. A new modality brings its own items and decoder; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = ["Decoder", "Inputs", "Item", "ItemSource", "decoded"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scored input: ``id`` (unique; the key of its rows), ``label`` (true class, None when unknown),
+    ``target`` (class explained), ``kind`` (e.g. ``"image"``, ``"mosaic"``) and ``source`` (what the decoder reads:
+    a path, or the parts of a mosaic)."""
+
+    id: str
+    label: int | None
+    target: int
+    kind: str
+    source: Any
+
+
+@dataclass
+class Inputs:
+    """A decoded item: ``x`` (a batch of one, as the model takes it) and ``extra`` keyword arguments the
+    metrics of this kind need (Focus: the target's quadrants)."""
+
+    x: Tensor
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> Inputs:
+        return Inputs(self.x.to(device, non_blocking=True), {k: v.to(device) for k, v in self.extra.items()})
+
+    def pin_memory(self) -> Inputs:
+        """Page-locked copies, so the copy to a GPU overlaps compute (called by the DataLoader)."""
+        return Inputs(self.x.pin_memory(), {k: v.pin_memory() for k, v in self.extra.items()})
+
+
+class Decoder(Protocol):
+    """Turns an item's ``source`` into model inputs; must be picklable (it runs in DataLoader workers)."""
+
+    def __call__(self, item: Item) -> Inputs: ...
+
+
+class ItemSource(Protocol):
+    """Where a benchmark's items come from: the one modality-specific step of the pipeline.
+
+    ``items`` lists them (the same list on every rank; ``world`` lets ranks share work such as finding top-1
+    targets), with notes on anything left out; ``decoder`` turns them into model inputs. Images: :class:`~.images.
+    ImageSource`; a text benchmark brings a source of strings and a tokenising decoder.
+    """
+
+    def items(self, world: Any, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]: ...
+
+    def decoder(self) -> Decoder: ...
+
+    def record(self) -> dict[str, Any]:
+        """What the run's settings say about the model and data (part of the fingerprint)."""
+        ...
+
+
+class _Decoding(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, items: Sequence[Item], decoder: Decoder) -> None:
+        self.items, self.decoder = list(items), decoder
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, Inputs]:
+        return i, self.decoder(self.items[i])
+
+
+def _keep(batch: Any) -> Any:
+    return batch
+
+
+def decoded(
+    items: Sequence[Item], decoder: Decoder, device: torch.device, *, workers: int = 1
+) -> Iterator[tuple[Item, Inputs]]:
+    """``(item, inputs on device)`` in the order of ``items``, decoded by ``workers`` processes ahead of use
+    (0: in this process)."""
+    if not items:
+        return
+    loader = torch.utils.data.DataLoader(
+        _Decoding(items, decoder),
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(workers, len(items)),
+        collate_fn=_keep,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    for i, inputs in loader:
+        yield items[i], inputs.to(device)

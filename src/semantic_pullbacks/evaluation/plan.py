@@ -1,0 +1,211 @@
+"""The plan of a benchmark: which scores it computes, under which settings.
+
+The work is a list of :class:`Unit` s, one per (item, method): explain the item once with the method, then score
+that explanation with each metric that runs on the item's kind. The plan is built the same way on every rank from
+the same arguments; the settings that decide the scores form the run's config (its fingerprint guards resumes).
+A metric that needs items of another kind than images (Focus: mosaics) says so in :data:`METRIC_KINDS`; any
+other metric of :mod:`semantic_pullbacks.metrics` plugs in by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from semantic_pullbacks.calibration.settings import temperatures_for
+from semantic_pullbacks.engine import Temperatures
+from semantic_pullbacks.errors import InvalidInputError
+from semantic_pullbacks.evaluation.images import IMAGE, MOSAIC
+from semantic_pullbacks.evaluation.items import Item
+from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, Preset, metric_settings
+from semantic_pullbacks.evaluation.specs import MethodSpec, temperatures_record
+from semantic_pullbacks.methods import available_methods, get_method
+from semantic_pullbacks.metrics import get_metric, list_metrics
+
+__all__ = ["FORMAT_VERSION", "METRIC_KINDS", "Plan", "Unit", "resolve_methods", "resolve_metrics"]
+
+#: version of the results folder's layout and of how scores are computed; part of every config
+FORMAT_VERSION = 2
+#: the kind of items a metric is computed on, where it is not a plain image
+METRIC_KINDS: Mapping[str, str] = {"focus": MOSAIC}
+
+
+def resolve_metrics(metrics: Sequence[str] | None) -> list[str]:
+    """Canonical metric names (default: the paper's seven); an unknown name fails before any work."""
+    if metrics is None:
+        return list(DEFAULT_METRICS)
+    if isinstance(metrics, str):
+        metrics = [m for m in metrics.split(",") if m.strip()]
+    names = []
+    for m in metrics:
+        key = m.strip().lower().replace("-", "_")
+        if key not in list_metrics():
+            raise InvalidInputError(f"unknown metric {m!r}; available: {', '.join(list_metrics())}")
+        names.append(key)
+    if not names:
+        raise InvalidInputError("no metric given")
+    return list(dict.fromkeys(names))
+
+
+def resolve_methods(methods: Sequence[str | MethodSpec] | None) -> list[MethodSpec]:
+    """Method specs from names or specs (default: every method); unknown names fail before the model loads."""
+    if methods is None:
+        methods = available_methods()
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    specs = [m if isinstance(m, MethodSpec) else MethodSpec.of(m.strip()) for m in methods]
+    for s in specs:
+        get_method(s.method)  # unknown names fail here, before the model loads
+    if not specs:
+        raise InvalidInputError("no method given")
+    labels = [s.label for s in specs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise InvalidInputError(f"methods listed twice: {', '.join(dupes)}")
+    return specs
+
+
+def check_ascent(ascent: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": 5, "alpha": 20.0}
+    for k, v in dict(ascent or {}).items():
+        if k not in ("steps", "alpha", "eps"):
+            raise InvalidInputError(f"ascent settings: unknown key {k!r}; known: steps, alpha, eps")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Explain ``plan.items[item]`` with method ``method`` (a label) and score it with ``metrics``; ``passes``
+    is about how many backward passes one explanation costs."""
+
+    item: int
+    method: str
+    metrics: tuple[str, ...]
+    passes: int = 1
+
+    def weight(self) -> int:
+        """A rough cost, for sharing work out evenly: scores times the method's passes (metrics re-explain)."""
+        return len(self.metrics) * self.passes
+
+
+#: settings that multiply a method's backward passes (noise samples, integration steps, ascent steps)
+_PASS_SETTINGS = ("nt_samples", "n_steps", "n_samples", "model_samples", "steps")
+
+
+def _passes(method: str, settings: Mapping[str, Any]) -> int:
+    merged = {**getattr(get_method(method), "defaults", {}), **settings}
+    passes = 1
+    for key in _PASS_SETTINGS:
+        value = merged.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            passes *= value
+    return passes
+
+
+@dataclass
+class Plan:
+    """Items × methods × metrics, the settings of every method and metric, and the config they form."""
+
+    items: list[Item]
+    specs: list[MethodSpec]
+    metrics: list[str]
+    method_kwargs: dict[str, dict[str, Any]]
+    metric_settings: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        items: list[Item],
+        specs: list[MethodSpec],
+        metrics: list[str],
+        *,
+        model: Mapping[str, Any],
+        preset: Preset,
+        input_size: int,
+        domain: tuple[float, float],
+        temperatures: Temperatures,
+        ascent_temperatures: Temperatures | None,
+        ascent: Mapping[str, Any],
+        seed: int,
+        batch_size: int,
+        notes: Iterable[str] = (),
+    ) -> Plan:
+        kinds = {item.kind for item in items}
+        running = [m for m in metrics if METRIC_KINDS.get(m, IMAGE) in kinds]
+        shared = {"temperatures": temperatures, "ascent": dict(ascent), "seed": seed, "domain": domain}
+        method_kwargs = {}
+        for s in specs:
+            temps = temperatures_for(s.method, temperatures, ascent_temperatures)
+            method_kwargs[s.label] = {**s.resolved(**{**shared, "temperatures": temps})}
+            method_kwargs[s.label].update(preset.method_settings.get(s.method, {}))
+        settings = {name: metric_settings(name, input_size, preset) for name in running}
+        # the fingerprint holds every setting as the metric sees it, defaults included
+        built = {name: get_metric(name, **kw, batch_size=batch_size, seed=seed) for name, kw in settings.items()}
+        higher = {name: m.higher_is_better for name, m in built.items()}
+        plan = cls(items, specs, running, method_kwargs, settings, {}, list(notes), higher)
+        plan.config = {
+            "format": FORMAT_VERSION,
+            "model": dict(model),
+            "preset": preset.name,
+            "items": _item_records(items),
+            "methods": {s.label: {"method": s.method, "settings": _record(method_kwargs[s.label])} for s in specs},
+            "metrics": {name: _record(vars(m)) for name, m in built.items()},
+            "seed": seed,
+            "batch_size": batch_size,
+        }
+        return plan
+
+    def units(self) -> list[Unit]:
+        """Every unit, item by item (an item's methods together, so they share its decoding and model outputs)."""
+        out = []
+        for i, item in enumerate(self.items):
+            metrics = tuple(m for m in self.metrics if METRIC_KINDS.get(m, IMAGE) == item.kind)
+            if metrics:
+                out += [Unit(i, s.label, metrics, _passes(s.method, self.method_kwargs[s.label])) for s in self.specs]
+        return out
+
+    def todo(self, finished: set[tuple[str, str, str]]) -> list[Unit]:
+        """The units with scores still missing, each cut down to its missing metrics."""
+        out = []
+        for u in self.units():
+            item = self.items[u.item].id
+            missing = tuple(m for m in u.metrics if (item, u.method, m) not in finished)
+            if missing:
+                out.append(Unit(u.item, u.method, missing, u.passes))
+        return out
+
+    def keys(self) -> set[tuple[str, str, str]]:
+        return {(self.items[u.item].id, u.method, m) for u in self.units() for m in u.metrics}
+
+
+def _item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
+    """What identifies the items, by kind: id, target, whether labelled, and what a source says of itself."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        record: list[Any] = [item.id, item.target, item.label is not None]
+        if hasattr(item.source, "record"):
+            record.append(item.source.record())
+        out.setdefault(item.kind, []).append(record)
+    return out
+
+
+def _record(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as JSON-able values for the fingerprint (objects by repr, temperatures as a mapping)."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, Temperatures):
+            out[k] = temperatures_record(v)
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        elif isinstance(v, (tuple, list)) and all(isinstance(e, (int, float, str)) for e in v):
+            out[k] = list(v)
+        else:
+            out[k] = repr(v)
+    return out

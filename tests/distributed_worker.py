@@ -1,0 +1,80 @@
+"""One rank of a distributed evaluation in the tests: ``evaluate()`` on a tiny CNN, started by torchrun (or by
+hand with the same environment variables).
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py IMAGES OUT
+
+Faults are injected the way they happen in real jobs, through the public ``on_row`` hook:
+``SP_TEST_KILL_RANK=r SP_TEST_AFTER=k`` kills rank r with SIGKILL after its k-th stored row (a node lost, the
+OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file);
+``SP_TEST_HANG_RANK=r`` makes rank r hang before its work starts (``SP_TEST_TIMEOUT``: the job's timeout).
+``SP_TEST_JOIN=evaluate`` leaves joining the job to ``evaluate()`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import torch
+from torch import nn
+
+from semantic_pullbacks.evaluation import World, evaluate
+from semantic_pullbacks.models import wrap
+
+METHODS = ["SoftPullback", "Gradient", "SmoothGrad"]
+METRICS = ["faithfulness_correlation", "random_logit", "max_sensitivity", "focus"]
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+
+
+def tiny() -> object:
+    return wrap(tiny_model(), domain=(-1, 1), input_size=32, class_names=[f"c{i}" for i in range(10)], name="tiny")
+
+
+def run(images: str, out: str | None, **kwargs: object):  # type: ignore[no-untyped-def]
+    settings = {"methods": METHODS, "metrics": METRICS, "preset": "fast", "progress": False, "workers": 0}
+    settings.update(kwargs)
+    return evaluate(tiny(), images, out=out, **settings)  # type: ignore[arg-type]
+
+
+def _fault_hook():  # type: ignore[no-untyped-def]
+    rank = int(os.environ.get("RANK", "0"))
+    after = int(os.environ.get("SP_TEST_AFTER", "1"))
+    kill = os.environ.get("SP_TEST_KILL_RANK")
+    fail = os.environ.get("SP_TEST_FAIL_RANK")
+    stored = []
+
+    def on_row(row):  # type: ignore[no-untyped-def]
+        stored.append(row)
+        if len(stored) == after:
+            if kill is not None and int(kill) == rank:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if fail is not None and int(fail) == rank:
+                raise RuntimeError(f"injected failure after {after} rows")
+
+    return on_row
+
+
+if __name__ == "__main__":
+    if os.environ.get("SP_TEST_JOIN") == "evaluate":  # evaluate() finds torchrun's environment by itself
+        run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error="raise")
+        sys.exit(0)
+    timeout = float(os.environ.get("SP_TEST_TIMEOUT", "1800"))
+    with World.join(threads=1, timeout=timeout) as world:  # one thread per rank, as the single-process reference
+        if os.environ.get("SP_TEST_HANG_RANK") == str(world.rank):
+            time.sleep(600)
+        run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error="raise", world=world)
