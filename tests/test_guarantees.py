@@ -11,9 +11,11 @@ import threading
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from semantic_pullbacks import Relative, UnknownClassError
-from semantic_pullbacks.methods import DoublePullback, Gradient, PullbackAscent, SoftPullback
+from semantic_pullbacks.methods import METHODS, DeepLift, GuidedGradCam, PullbackAscent, SoftPullback
+from small_methods import CAPTUM_NOTES, ignoring_captum_notes, small_explainer
 
 
 def net(seed: int = 0) -> nn.Module:
@@ -83,35 +85,34 @@ def _caller_world(train: bool) -> tuple[nn.Module, torch.Tensor]:
     return model, x
 
 
-EXPLAINERS = {
-    "SoftPullback": lambda m: SoftPullback(m),
-    "Gradient": lambda m: Gradient(m),
-    "DoublePullback": lambda m: DoublePullback(m),
-    "PullbackAscent": lambda m: PullbackAscent(m, steps=3),
-}
-
-
+@ignoring_captum_notes
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("name", list(EXPLAINERS))
+@pytest.mark.parametrize("name", list(METHODS))
 def test_the_callers_world_is_left_as_found_also_after_an_error(name, train):
     model, x = _caller_world(train)
     before = _world(model, x)
-    explainer = EXPLAINERS[name](model)
-    with pytest.warns(UserWarning, match="training mode") if train else _no_warning():
-        explainer.attribute(x, target=1)
-    _assert_same_world(before, model, x)
-
+    explainer = small_explainer(name, model)
     calls = []
 
-    def failing_target(output: torch.Tensor) -> torch.Tensor:  # fails after a forward pass has run
+    def counted_target(output: torch.Tensor) -> torch.Tensor:
         calls.append(1)
-        if len(calls) > 1 or name != "DoublePullback":
+        return output[:, 1]
+
+    with pytest.warns(UserWarning, match="training mode") if train else _no_warning():
+        explainer.attribute(x, target=counted_target)
+    _assert_same_world(before, model, x)
+
+    last, calls[:] = len(calls), []
+
+    def failing_target(output: torch.Tensor) -> torch.Tensor:  # fails at its last call, after every pass but one
+        calls.append(1)
+        if len(calls) == last:
             raise UnknownClassError("no such class")
         return output[:, 1]
 
     with pytest.raises(UnknownClassError), pytest.warns(UserWarning) if train else _no_warning():
         explainer.attribute(x, target=failing_target)
-    assert calls
+    assert len(calls) == last
     _assert_same_world(before, model, x)
     plain = x.detach().clone().requires_grad_(True)  # and the ordinary gradient is back
     model.eval()(plain)[:, 1].sum().backward()
@@ -120,13 +121,40 @@ def test_the_callers_world_is_left_as_found_also_after_an_error(name, train):
     torch.testing.assert_close(plain.grad, reference.grad)
 
 
+class _ReentrantCheckpoint(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[6:](checkpoint(self.net[:6], x, use_reentrant=True))
+
+
+@pytest.mark.parametrize("name", [n for n, cls in METHODS.items() if not issubclass(cls, (DeepLift, GuidedGradCam))])
+def test_reentrant_checkpointing_adds_nothing_to_the_parameters_grad(name):
+    """Reentrant checkpointing refuses ``autograd.grad``: the pullback is taken with ``.backward()``, which also
+    accumulates into every parameter's ``.grad``. Those must come back as they were, objects and values."""
+    model = _ReentrantCheckpoint().eval()
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    x.grad = torch.full_like(x, 5.0)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    before = _world(model, x)
+    small_explainer(name, model).attribute(x, target=1)
+    _assert_same_world(before, model, x)
+
+
 class _no_warning:
+    """No warning but Captum's notes on its own hooks."""
+
     def __enter__(self) -> None:
         import warnings
 
         self._catch = warnings.catch_warnings()
         self._catch.__enter__()
         warnings.simplefilter("error")
+        for note in CAPTUM_NOTES:
+            warnings.filterwarnings("ignore", f"{note}.*", UserWarning)
 
     def __exit__(self, *exc: object) -> None:
         self._catch.__exit__(*exc)
@@ -160,11 +188,15 @@ def test_two_threads_explaining_at_once_get_the_maps_of_one_after_the_other():
         torch.testing.assert_close(results[i], reference, rtol=1e-6, atol=1e-9)
 
 
-def test_one_sample_alone_is_its_row_of_the_batch_with_relative_temperatures():
-    """Relative temperatures take each sample's own spread: batching never changes a sample's map."""
+@ignoring_captum_notes
+@pytest.mark.parametrize("name", [n for n, cls in METHODS.items() if not cls.stochastic])
+def test_one_sample_alone_is_its_row_of_the_batch_with_relative_temperatures(name):
+    """Relative temperatures take each sample's own spread: batching never changes a sample's map. (Stochastic
+    methods draw their noise for the whole batch, so there a sample's draws depend on the batch.)"""
     model = net()
     x = torch.randn(3, 3, 8, 8)
-    explainer = SoftPullback(model, {"relu": Relative(2.0), "gelu": Relative(1.0), "maxpool": Relative(0.5)})
+    relative = {"relu": Relative(2.0), "gelu": Relative(1.0), "maxpool": Relative(0.5)}
+    explainer = small_explainer(name, model, **({"temperatures": relative} if METHODS[name].uses_pullback else {}))
     batch = explainer.attribute(x, target=[0, 1, 2])
     for i in range(3):
         torch.testing.assert_close(explainer.attribute(x[i : i + 1], target=i), batch[i : i + 1])

@@ -19,7 +19,15 @@ from torch import nn
 
 from ..errors import InvalidInputError, NotDifferentiableError, UnsupportedModelError
 
-__all__ = ["check_inputs", "input_pullback", "model_state_kept", "positive_number", "warn_if_training"]
+__all__ = [
+    "check_inputs",
+    "check_pullback_exists",
+    "input_pullback",
+    "model_state_kept",
+    "positive_number",
+    "reentrant_checkpoint_refused",
+    "warn_if_training",
+]
 
 
 def positive_number(name: str, value: Any, *, none_means: str | None = None) -> float | None:
@@ -172,26 +180,43 @@ def model_state_kept(model: Any) -> Iterator[None]:
 
 
 # --- the pullback itself ---------------------------------------------------------------------------------------
+def check_pullback_exists(score: torch.Tensor, x: torch.Tensor, output: torch.Tensor | None = None) -> Any:
+    """Raise the typed error that says why no pullback connects ``score`` to ``x``; otherwise return the function
+    a reentrant ``torch.utils.checkpoint`` in the graph runs (``None`` if there is none): such a checkpoint refuses
+    ``autograd.grad``.
+
+    Read from the graph, without a backward pass, so methods that hand the model to other code (Captum's) can
+    refuse before that code meets torch's own error. ``output`` (the model's output, when known) tells a forward
+    pass without autograd from a target that ignores the output.
+    """
+    if not score.requires_grad:
+        if output is not None and not output.requires_grad:
+            raise UnsupportedModelError(_NO_AUTOGRAD)
+        if output is not None:
+            raise InvalidInputError(
+                "the target's score does not depend on the model's output: a callable target must compute its "
+                "per-sample score from the output it is given (e.g. lambda out: out[:, 3])"
+            )
+        raise UnsupportedModelError(f"{_NO_AUTOGRAD} (or a callable target ignores the output it is given)")
+    reaches, checkpointed = _graph_facts(score, x)
+    if not reaches:
+        raise UnsupportedModelError(_NOT_CONNECTED)
+    return checkpointed
+
+
 def input_pullback(
     score: torch.Tensor,
     x: torch.Tensor,
-    output: torch.Tensor,
+    output: torch.Tensor | None,
     model: Any,
     retain_graph: bool = False,
 ) -> torch.Tensor:
-    """``d score / d x`` through whatever backward pass is active, or an error saying why there is none."""
-    if not score.requires_grad:
-        if not output.requires_grad:
-            raise UnsupportedModelError(
-                "the model's output does not depend on the inputs through autograd: its forward pass runs under "
-                "torch.no_grad() or inference_mode, detaches, or leaves torch (numpy). Explanations need a forward "
-                "pass autograd can follow."
-            )
-        raise InvalidInputError(
-            "the target's score does not depend on the model's output: a callable target must compute its "
-            "per-sample score from the output it is given (e.g. lambda out: out[:, 3])"
-        )
-    if _reentrant_checkpoint_in(score):
+    """``d score / d x`` through whatever backward pass is active, or an error saying why there is none.
+
+    Every explainer's backward pass comes here, Captum's included (see ``classic.py``), so each meets the same
+    refusals and the same way around reentrant checkpointing.
+    """
+    if check_pullback_exists(score, x, output) is not None:
         return _pullback_by_backward(score, x, model, retain_graph)
     (g,) = torch.autograd.grad(score, x, retain_graph=retain_graph, allow_unused=True)
     if g is None:
@@ -199,24 +224,55 @@ def input_pullback(
     return g
 
 
+_NO_AUTOGRAD = (
+    "the model's output does not depend on the inputs through autograd: its forward pass runs under "
+    "torch.no_grad() or inference_mode, detaches, or leaves torch (numpy). Explanations need a forward "
+    "pass autograd can follow"
+)
 _NOT_CONNECTED = (
     "the model's output does not depend on the inputs: its forward pass ignores them or detaches them "
     "(x.detach(), torch.from_numpy(x.numpy())) before any layer uses them"
 )
 
 
-def _reentrant_checkpoint_in(score: torch.Tensor) -> bool:
-    """Whether the graph holds a reentrant ``torch.utils.checkpoint`` (which refuses ``autograd.grad``)."""
+def _graph_facts(score: torch.Tensor, x: torch.Tensor) -> tuple[bool, Any]:
+    """Whether ``score``'s graph reaches ``x``, and the function of a reentrant checkpoint in it (one walk)."""
+    reaches, checkpointed = False, None
     stack, seen = [score.grad_fn], set()
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
+        if node is x.grad_fn or getattr(node, "variable", None) is x:  # x itself, or the leaf x's accumulator
+            reaches = True
+            continue
         if type(node).__name__ == "CheckpointFunctionBackward":
-            return True
+            checkpointed = node.run_function
         stack.extend(next_node for next_node, _ in node.next_functions)
-    return False
+    return reaches, checkpointed
+
+
+def reentrant_checkpoint_refused(method: str, checkpointed: Any, model: Any) -> UnsupportedModelError:
+    """For methods that hook the model's modules: inside a reentrant checkpoint they would see nothing."""
+    return UnsupportedModelError(
+        f"{method} hooks the model's modules, and the model runs {_part_name(checkpointed, model)} under reentrant "
+        "activation checkpointing (torch.utils.checkpoint(..., use_reentrant=True)), whose first forward pass runs "
+        "under no_grad where those hooks see no graph. Use use_reentrant=False, which every method supports, or "
+        "a method that hooks nothing (IntegratedPullbacks, SmoothPullback, SoftPullback, ...)"
+    )
+
+
+def _part_name(function: Any, model: Any) -> str:
+    """``submodule 'encoder.layer.3' (BertLayer)`` for a module of the model (or its bound ``forward``)."""
+    module = function if isinstance(function, nn.Module) else getattr(function, "__self__", None)
+    if isinstance(module, nn.Module) and isinstance(model, nn.Module):
+        for name, candidate in model.named_modules():
+            if candidate is module:
+                return f"submodule {name!r} ({type(module).__name__})" if name else "its whole forward"
+    if isinstance(module, nn.Module):
+        return f"a {type(module).__name__}"
+    return repr(getattr(function, "__qualname__", function))
 
 
 def _pullback_by_backward(score: torch.Tensor, x: torch.Tensor, model: Any, retain_graph: bool) -> torch.Tensor:
@@ -224,6 +280,8 @@ def _pullback_by_backward(score: torch.Tensor, x: torch.Tensor, model: Any, reta
     ``.grad`` are set aside first (and restored by :func:`model_state_kept`), so nothing is added to them."""
     for p in model.parameters() if isinstance(model, nn.Module) else ():
         p.grad = None
+    if not x.is_leaf:
+        x.retain_grad()
     x.grad = None
     score.backward(retain_graph=retain_graph)
     g, x.grad = x.grad, None

@@ -27,6 +27,7 @@ from torch import nn
 from ..engine import Temperatures, pullback_mode
 from ..errors import InvalidInputError, UnexpectedArgumentError, UnsupportedModelError
 from .base import Explainer, forward_args
+from .checks import check_pullback_exists, input_pullback, reentrant_checkpoint_refused
 from .targets import OutputSelector, TargetType, class_indices, objective, select_output
 
 __all__ = [
@@ -46,10 +47,11 @@ __all__ = [
 
 
 class _Head(nn.Module):
-    """The model with output selection (and a callable target) folded in, so Captum sees plain logits.
+    """The model with output selection (and a callable or direction target) folded in, so Captum sees logits.
 
     Built afresh for every call: it carries that call's target, so an explainer shared between threads never
-    runs with another call's target.
+    runs with another call's target. A direction target (one output-space vector per sample) travels as the last
+    additional forward argument, which Captum expands with the inputs (noise samples, path steps, baselines).
     """
 
     def __init__(
@@ -57,14 +59,20 @@ class _Head(nn.Module):
         model: nn.Module | Callable[..., Any],
         selector: OutputSelector,
         target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        takes_direction: bool = False,
     ) -> None:
         super().__init__()
         self.inner = model
         self.selector = selector
         self.target_fn = target_fn
+        self.takes_direction = takes_direction
 
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        if self.takes_direction:
+            *args, direction = args  # type: ignore[assignment]
         out = select_output(self.inner(x, *args), self.selector)
+        if self.takes_direction:
+            return objective(out, direction, x.shape[0])[:, None]
         if self.target_fn is not None:
             return objective(out, self.target_fn, x.shape[0])[:, None]
         return out.reshape(x.shape[0], -1) if out.dim() > 2 else out
@@ -153,6 +161,10 @@ class _CaptumMethod(Explainer):
         self.settings = {**self.defaults, **settings}
 
     def _captum(self, head: _Head) -> Any:
+        """The Captum method, taking its gradients through :func:`input_pullback` like every explainer here."""
+        return _through_input_pullback(self._captum_method(head))
+
+    def _captum_method(self, head: _Head) -> Any:
         import captum.attr as ca
 
         return getattr(ca, self.captum_name)(head)
@@ -163,24 +175,36 @@ class _CaptumMethod(Explainer):
     def _context(self):  # type: ignore[no-untyped-def]
         return pullback_mode(self.temperatures) if self.uses_pullback else contextlib.nullcontext()
 
-    def _head(self, model: Any, x: torch.Tensor, target: TargetType, args: tuple[Any, ...]) -> tuple[_Head, Any]:
-        """This call's head around ``model`` and the target Captum should select from its output."""
+    def _head(
+        self, model: Any, x: torch.Tensor, target: TargetType, args: tuple[Any, ...]
+    ) -> tuple[_Head, Any, tuple[Any, ...]]:
+        """This call's head around ``model``, the target Captum should select from its output, and the additional
+        forward arguments to pass.
+
+        One forward pass on the caller's own batch checks the target and that a pullback reaches the input,
+        before Captum expands the batch (noise, paths, baselines) or hooks the model, where torch's own errors
+        would surface instead, about a batch the caller never made.
+        """
+        probe = x.detach().requires_grad_(True)
+        output = select_output(model(probe, *args), self.output_selector)
+        score = objective(output, target, x.shape[0])
+        checkpointed = check_pullback_exists(score, probe, output)
+        if checkpointed is not None and self.hooks_model:
+            raise reentrant_checkpoint_refused(type(self).__name__, checkpointed, model)
         if callable(target) and not isinstance(target, torch.Tensor):
-            return _Head(model, self.output_selector, target), 0
+            return _Head(model, self.output_selector, target), 0, args
         if isinstance(target, torch.Tensor) and target.is_floating_point():
-            direction = target
-            return _Head(model, self.output_selector, lambda o: objective(o, direction, o.shape[0])), 0
-        with torch.no_grad():
-            out = select_output(model(x, *args), self.output_selector)
-        return _Head(model, self.output_selector), class_indices(out, target, x.shape[0]).tolist()
+            return _Head(model, self.output_selector, takes_direction=True), 0, (*args, target)
+        indices = class_indices(output.detach(), target, x.shape[0]).tolist()
+        return _Head(model, self.output_selector), indices, args
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> Any:
         _check_settings(type(self).__name__, kwargs, {**self.defaults, **self._call_options()}, "arguments")
         settings = {**self.settings, **kwargs}
         model = _hookable(self.model) if self.hooks_model else contextlib.nullcontext(self.model)
         with model as forward, _seeded(self.seed, x.device), torch.enable_grad(), self._context():
-            head, captum_target = self._head(forward, x, target, args)
-            return self._call(head, x, captum_target, args, **settings)
+            head, captum_target, head_args = self._head(forward, x, target, args)
+            return self._call(head, x, captum_target, head_args, **settings)
 
     def _call_options(self) -> dict[str, Any]:
         """Per-call arguments beyond the constructor's settings (Captum's ``return_convergence_delta``...)."""
@@ -207,6 +231,32 @@ class _CaptumMethod(Explainer):
             attributions, deltas = out
             return attributions.detach(), deltas.detach()
         return out.detach()
+
+
+def _through_input_pullback(method: Any) -> Any:
+    """Let a Captum method (and the methods it is composed of, as GuidedGradCam of GuidedBackprop) take its
+    input gradients with :func:`input_pullback`: the same value, the same refusals as every other explainer, and
+    reentrant checkpointing, which refuses ``autograd.grad``, taken with ``.backward()``."""
+    for part in (method, *vars(method).values()):
+        if callable(getattr(part, "gradient_func", None)):
+            part.gradient_func = _captum_gradients
+    return method
+
+
+def _captum_gradients(
+    forward_fn: Callable[..., Any],
+    inputs: tuple[torch.Tensor, ...],
+    target_ind: Any = None,
+    additional_forward_args: Any = None,
+) -> tuple[torch.Tensor, ...]:
+    """Captum's ``gradient_func`` contract: the gradient of the selected outputs' sum w.r.t. each input."""
+    from captum._utils.common import _run_forward
+
+    with torch.autograd.set_grad_enabled(True):
+        scores = _run_forward(forward_fn, inputs, target_ind, additional_forward_args).sum()
+        return tuple(
+            input_pullback(scores, x, None, forward_fn, retain_graph=i < len(inputs) - 1) for i, x in enumerate(inputs)
+        )
 
 
 def _check_settings(owner: str, given: Mapping[str, Any], known: Mapping[str, Any], what: str) -> None:
@@ -347,7 +397,7 @@ class DeepLift(_ConvergenceDelta, _CaptumMethod):
             baselines=baselines, custom_attribution_func=custom_attribution_func,
         )  # fmt: skip
 
-    def _captum(self, head: _Head) -> Any:
+    def _captum_method(self, head: _Head) -> Any:
         import captum.attr as ca
 
         if not isinstance(self.model, nn.Module):
@@ -389,7 +439,7 @@ class GuidedGradCam(_CaptumMethod):
         super()._bind(model)
         self.layer = model.get_submodule(name)
 
-    def _captum(self, head: _Head) -> Any:
+    def _captum_method(self, head: _Head) -> Any:
         import captum.attr as ca
 
         # the layer as it is in the model this call runs (a copy sharing the weights, see _hookable)
@@ -401,7 +451,9 @@ class GuidedPullbackCam(GuidedGradCam):
 
 
 def _last_conv(model: Any) -> nn.Module:
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)] if isinstance(model, nn.Module) else []
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError("Guided Grad-CAM hooks a layer of the model and needs an nn.Module")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise InvalidInputError("Guided Grad-CAM needs a convolutional layer; pass layer= (no nn.Conv2d found)")
     return convs[-1]
@@ -427,7 +479,7 @@ class FusionGrad(_CaptumMethod):
     defaults = {"model_samples": 10, "weight_noise": 0.1, "nt_samples": 10, "stdevs": 0.15, "nt_samples_batch_size": 10}
 
     def _call(self, head, x, target, args, model_samples, weight_noise, **s):  # type: ignore[no-untyped-def]
-        from captum.attr import NoiseTunnel, Saliency
+        from captum.attr import NoiseTunnel
 
         if not isinstance(self.model, nn.Module):
             raise UnsupportedModelError("FusionGrad perturbs the model's weights and needs an nn.Module")
@@ -438,7 +490,7 @@ class FusionGrad(_CaptumMethod):
             with torch.no_grad():
                 for p, p0 in zip(noisy.parameters(), originals):
                     p.copy_(p0 * torch.normal(1.0, weight_noise, size=p0.shape, device=p0.device, dtype=p0.dtype))
-            a = NoiseTunnel(Saliency(noisy)).attribute(
+            a = NoiseTunnel(self._captum(noisy)).attribute(
                 x, nt_type="smoothgrad", target=target, additional_forward_args=args or None, abs=False, **s
             )
             total = a if total is None else total + a

@@ -11,6 +11,7 @@ As in Captum, a *tuple* indexes one element of a multi-dimensional output per sa
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
@@ -67,15 +68,11 @@ def objective(output: torch.Tensor, target: TargetType, batch: int) -> torch.Ten
         if not isinstance(value, torch.Tensor) or value.shape != (batch,):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise InvalidInputError(
-                f"a callable target must return one scalar per sample, shape ({batch},); got {shape}"
+                f"a callable target must return one scalar per sample, shape ({batch},), from the output it is "
+                f"given (shape {tuple(output.shape)}); got {shape}"
             )
         return value
-    if output.dim() == 0 or output.shape[0] != batch:
-        raise InvalidInputError(
-            f"the model's output has shape {tuple(output.shape)}, but the batch has {batch} samples; "
-            "outputs must keep the batch dimension first"
-        )
-    flat = output.reshape(batch, -1)
+    flat = _per_sample(output, batch)
     if isinstance(target, torch.Tensor) and target.is_floating_point():
         if target.shape != output.shape:
             raise InvalidInputError(
@@ -90,7 +87,7 @@ def objective(output: torch.Tensor, target: TargetType, batch: int) -> torch.Ten
 def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch.Tensor:
     """Per-sample indices into ``output.reshape(B, -1)``, shape ``(B,)`` (``None`` means each sample's top-1),
     validated against the output."""
-    flat = output.reshape(batch, -1)
+    flat = _per_sample(output, batch)
     n = flat.shape[1]
     if target is None:
         return flat.detach().argmax(1)
@@ -98,8 +95,8 @@ def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch
         raise InvalidInputError("target must be a class index, not a bool")
     if isinstance(target, tuple):
         return _element_indices(output, [target] * batch, batch)
-    if isinstance(target, int):
-        index = torch.full((batch,), target, dtype=torch.long, device=output.device)
+    if isinstance(target, numbers.Integral):  # numpy integers too, as in a list of targets
+        index = torch.full((batch,), int(target), dtype=torch.long, device=output.device)
     elif isinstance(target, torch.Tensor):
         if target.dtype in (torch.bool,) or target.is_floating_point() or target.is_complex():
             raise InvalidInputError(f"class targets must be integers, got a {target.dtype} tensor")
@@ -134,6 +131,16 @@ def class_indices(output: torch.Tensor, target: TargetType, batch: int) -> torch
             f"target {index[bad][0].item()} is out of range: the model has {n} outputs (valid: 0..{n - 1})"
         )
     return index
+
+
+def _per_sample(output: torch.Tensor, batch: int) -> torch.Tensor:
+    """The output as ``(B, -1)``, or an error if it does not keep the batch dimension first."""
+    if output.dim() == 0 or output.shape[0] != batch:
+        raise InvalidInputError(
+            f"the model's output has shape {tuple(output.shape)}, but the batch has {batch} samples; "
+            "outputs must keep the batch dimension first"
+        )
+    return output.reshape(batch, -1)
 
 
 def _integer(value: Any) -> int:

@@ -1,0 +1,37 @@
+"""Every method with few samples and steps, for tests that check where a method fails and what it agrees with
+rather than the quality of its maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from semantic_pullbacks.methods import METHODS, Explainer
+
+FAST: dict[str, dict[str, Any]] = {
+    "PullbackAscent": {"steps": 2}, "GradientAscent": {"steps": 2},
+    "SmoothPullback": {"nt_samples": 2}, "SmoothGrad": {"nt_samples": 2},
+    "FusionPullback": {"model_samples": 2, "nt_samples": 1}, "FusionGrad": {"model_samples": 2, "nt_samples": 1},
+    "IntegratedPullbacks": {"n_steps": 3}, "IntegratedGradients": {"n_steps": 3},
+    "PullbackShap": {"n_samples": 2}, "GradientShap": {"n_samples": 2},
+}  # fmt: skip
+
+#: Captum's notes on the hooks its methods set and on inputs it made differentiable: expected, not news.
+CAPTUM_NOTES = ("Setting forward, backward hooks", "Setting backward hooks", "Input Tensor")
+
+
+def ignoring_captum_notes(test: Callable[..., Any]) -> Callable[..., Any]:
+    for note in CAPTUM_NOTES:
+        test = pytest.mark.filterwarnings(f"ignore:{note}:UserWarning")(test)
+    return test
+
+
+def small_explainer(method: str, model: Any, **settings: Any) -> Explainer:
+    """``method`` on ``model`` with few samples and steps; seeded, so a map and its reference see the same noise."""
+    cls = METHODS[method]
+    settings = {**FAST.get(method, {}), **settings}
+    if cls.stochastic:
+        settings.setdefault("seed", 0)
+    return cls(model, **settings)
