@@ -101,3 +101,14 @@ def grad_needed(ctx: Any, i: int) -> bool:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Gates are evaluated in at least float32, so bfloat16/float16 passes stay finite and accurate."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+_COUNTED = "_semantic_pullbacks_counted"
+
+
+def reclassify_once(t: torch.Tensor, coverage: Any, op: str, old: str, new: str) -> None:
+    """Move ``t``'s coverage count from ``old`` to ``new`` the first time it is used as a gate, not on every use
+    (one softmax feeding two matmuls is one softened softmax)."""
+    if not t.__dict__.get(_COUNTED, False):
+        t.__dict__[_COUNTED] = True
+        coverage.reclassify(op, old, new)
