@@ -114,6 +114,7 @@ for _nd in (1, 2, 3):
         lambda a, n=_nd: getattr(F, f"adaptive_max_pool{n}d_with_indices")(a[0], 1)[0],
     )
 
+
 # written-out composites (engine/rules/composites.py, glu.py, bounded.py, reductions.py)
 def _rms(t, pow_=lambda v: v.pow(2), mean=lambda v: v.mean(-1, keepdim=True), rsqrt=torch.rsqrt, mul=torch.mul):
     return mul(t, rsqrt(mean(pow_(t)) + 1e-6))

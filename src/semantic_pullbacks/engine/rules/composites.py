@@ -391,7 +391,8 @@ def _frozen_norm(func, args, kwargs, ctx, num, stat, r, divide):  # type: ignore
         exact = func(*[t.detach() if isinstance(t, torch.Tensor) else t for t in args], **kwargs)
         surrogate = r / frozen if divide else r * frozen
         return exact + (surrogate - surrogate.detach())
-    return func(*[frozen if t is stat else t for t in args], **{k: frozen if v is stat else v for k, v in kwargs.items()})
+    new_kwargs = {k: frozen if v is stat else v for k, v in kwargs.items()}
+    return func(*[frozen if t is stat else t for t in args], **new_kwargs)
 
 
 def _softmax_by_hand(func, args, kwargs, ctx, a, b):  # type: ignore[no-untyped-def]

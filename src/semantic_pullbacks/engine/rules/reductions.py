@@ -69,8 +69,10 @@ def _reduction_rule(op: str, sign: float):  # type: ignore[no-untyped-def]
         _, dim, keepdim, with_indices = bound
         if x.dim() == 0:
             return NOT_HANDLED
-        dims = tuple(range(x.dim())) if dim in ((), None, []) else tuple(
-            int(d) % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else (dim,))
+        dims = (
+            tuple(range(x.dim()))
+            if dim in ((), None, [])
+            else tuple(int(d) % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else (dim,)))
         )
         tau = ctx.temperature("maxpool")
         if tau is None or (isinstance(tau, float) and tau == 0.0):
@@ -85,9 +87,10 @@ def _reduction_rule(op: str, sign: float):  # type: ignore[no-untyped-def]
             if with_indices:  # Function.apply returns a plain tuple; callers read .values / .indices
                 out = (torch.return_types.max if sign > 0 else torch.return_types.min)(out)
         values = out[0] if with_indices else out
-        stat = make("stat", root_of(x), stat="max" if sign > 0 else "min",
-                    dims=tuple(sorted(d - x.dim() for d in dims)), pending=(*pending_of(x), Pending(op, status)))  # fmt: skip
-        set_expr(values, stat)
+        negative_dims = tuple(sorted(d - x.dim() for d in dims))
+        pending = (*pending_of(x), Pending(op, status))
+        stat = "max" if sign > 0 else "min"
+        set_expr(values, make("stat", root_of(x), stat=stat, dims=negative_dims, pending=pending))
         return out
 
     return handler
