@@ -107,7 +107,9 @@ class TextExplainer:
                 raise InvalidInputError("foil= is for causal language models; an embedding model takes pair=/labels=")
             return self._similarity_target(enc, target, pair, labels)
         if pair is not None or labels is not None:
-            raise InvalidInputError("pair=/labels= are for embedding models; a causal LM takes continuation= or target=")
+            raise InvalidInputError(
+                "pair=/labels= are for embedding models; a causal LM takes continuation= or target="
+            )
         last = tuple(int(n) - 1 for n in enc.attention_mask.sum(1).tolist())
         if target is None:
             logits = tm.output(enc.input_ids, enc.attention_mask)

@@ -54,6 +54,7 @@ class EmbeddingsForward(nn.Module):
         super().__init__()
         self.model = model
         self.kind = kind
+        self.train(model.training)  # the wrapper reports the model's own mode
 
     def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask)
@@ -192,6 +193,8 @@ def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = auto.from_pretrained(path, local_files_only=local_only)
+    except ValueError as e:  # a folder without a model in it
+        raise InvalidInputError(f"{str(name)!r} is not a Hugging Face model folder or name: {e}") from None
     except OSError as e:
         where = "offline mode (--offline or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if local_only else "the hub"
         raise WeightsUnavailableError(
