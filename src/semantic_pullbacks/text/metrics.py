@@ -176,9 +176,8 @@ def score_texts(
             rel = torch.zeros(enc.input_ids.shape, dtype=torch.float32, device=enc.input_ids.device)
             for i, row in enumerate(results):
                 rel[i, : len(row[0].relevance)] = torch.tensor(row[0].relevance)
-            fm = tm.forward_module
 
-            def score_fn(ids, mask, target_fn=target_fn):  # type: ignore[no-untyped-def]
+            def score_fn(ids, mask, target_fn=target_fn, fm=tm.forward_module):  # type: ignore[no-untyped-def]
                 return target_fn(fm(tm.embed(ids), mask))
 
             args = (score_fn, enc.input_ids, enc.attention_mask, rel, enc.special, replace_id)

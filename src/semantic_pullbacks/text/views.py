@@ -58,9 +58,8 @@ def to_html(results: Sequence[TokenAttribution], level: str = "words", standalon
         spans = []
         for token, value in units:
             r, g, b = _rgb(value, scale)
-            spans.append(
-                f'<span class="tok" style="background:rgb({r},{g},{b})" title="{value:+.4g}">{html.escape(token)}</span>'
-            )
+            style = f"background:rgb({r},{g},{b})"
+            spans.append(f'<span class="tok" style="{style}" title="{value:+.4g}">{html.escape(token)}</span>')
         head = html.escape(f"{res.method} for {res.target!r}" if res.target else res.method)
         blocks.append(
             f'<div class="sp-text"><div class="sp-head">{head} <small>(score {res.score:.4g}; '
