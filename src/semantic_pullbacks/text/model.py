@@ -8,6 +8,7 @@ attention mask in, one tensor out (class logits, next-token logits, or a pooled 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -97,6 +98,10 @@ class TextModel:
         tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
         return cls(model.eval(), tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
 
+    def _replace_name(self, name: str) -> TextModel:
+        self.name = name
+        return self
+
     @property
     def forward_module(self) -> EmbeddingsForward:
         return EmbeddingsForward(self.model, self.kind)
@@ -179,10 +184,22 @@ def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool
     import transformers
 
     if name is None or str(name) == DEFAULT_TEXT_MODEL:
-        path, name, offline = _embedded_path(), DEFAULT_TEXT_MODEL, True
+        return _embedded()
     else:
         path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
     local_only = _offline(offline)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local load is quick; keep stderr for messages that matter
+    try:
+        return _load(transformers, path, name, local_only)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextModel:
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_only)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
@@ -212,6 +229,12 @@ def _kind_from_architectures(architectures: Sequence[str]) -> Kind:
         if a.endswith(("ForCausalLM", "LMHeadModel")):
             return "causal-lm"
     return "embedding"
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded() -> TextModel:
+    """The embedded model, loaded once per process (its weights are never modified by explanations)."""
+    return load_text_model(_embedded_path(), offline=True)._replace_name(DEFAULT_TEXT_MODEL)
 
 
 def _embedded_path() -> Path:

@@ -33,6 +33,11 @@ def _rgb(value: float, scale: float) -> tuple[int, int, int]:
     return int(255 * (1 + a)), int(255 * (1 + a)), 255
 
 
+def _ink(value: float, scale: float) -> str:
+    """Text colour that stays readable on a strong background."""
+    return "white" if abs(value) / scale > 0.6 else "black"
+
+
 def to_rich(result: TokenAttribution, level: str = "words") -> Any:
     from rich.text import Text
 
@@ -44,7 +49,7 @@ def to_rich(result: TokenAttribution, level: str = "words") -> Any:
         text.append(f" (score {result.score:.4g}; colour scale ±{scale:.3g})\n")
     for token, value in units:
         r, g, b = _rgb(value, scale)
-        text.append(token, style=f"black on rgb({r},{g},{b})")
+        text.append(token, style=f"{_ink(value, scale)} on rgb({r},{g},{b})")
         text.append(" ")
     return text
 
@@ -58,7 +63,7 @@ def to_html(results: Sequence[TokenAttribution], level: str = "words", standalon
         spans = []
         for token, value in units:
             r, g, b = _rgb(value, scale)
-            style = f"background:rgb({r},{g},{b})"
+            style = f"background:rgb({r},{g},{b});color:{_ink(value, scale)}"
             spans.append(f'<span class="tok" style="{style}" title="{value:+.4g}">{html.escape(token)}</span>')
         head = html.escape(f"{res.method} for {res.target!r}" if res.target else res.method)
         blocks.append(
@@ -68,7 +73,7 @@ def to_html(results: Sequence[TokenAttribution], level: str = "words", standalon
     body = "\n".join(blocks)
     style = (
         "<style>.sp-text{font-family:sans-serif;margin:0.6em 0;line-height:2}.tok{padding:2px 3px;"
-        "border-radius:3px;color:#000}.sp-head{font-weight:bold}</style>"
+        "border-radius:3px}.sp-head{font-weight:bold}</style>"
     )
     if not standalone:
         return style + body
@@ -96,6 +101,7 @@ def save_png(results: Sequence[TokenAttribution], path: str | Path, level: str =
     for res in results:
         units = _units(res, level)
         scale = _scale([v for _, v in units])
+        rows.append([(f"{res.method} for {res.target!r} (score {res.score:.3g}, scale ±{scale:.2g})", 0.0, -1.0)])
         line: list[tuple[str, float, float]] = []
         width = 0
         for token, value in units:
@@ -112,8 +118,11 @@ def save_png(results: Sequence[TokenAttribution], path: str | Path, level: str =
     for line in rows:
         x = 0.01
         for token, value, scale in line:
+            if scale < 0:  # a heading
+                fig.text(x, y, token, fontsize=9, family="DejaVu Sans", va="center", style="italic")
+                continue
             r, g, b = _rgb(value, scale)
-            t = fig.text(x, y, token, fontsize=10, family="DejaVu Sans", va="center",
+            t = fig.text(x, y, token, fontsize=10, family="DejaVu Sans", va="center", color=_ink(value, scale),
                          bbox={"facecolor": (r / 255, g / 255, b / 255), "edgecolor": "none", "pad": 1.5})  # fmt: skip
             x += t.get_window_extent(renderer).width / fig.bbox.width + 0.008
         y -= 1.0 / max(len(rows), 1)
