@@ -61,12 +61,19 @@ def main() -> None:
     tm = load_text_model()
     start = time.time()
     table = score_texts(tm, POSITIVE + NEGATIVE, METHODS, labels=LABELS, steps=10)
-    print("| method | comprehensiveness (higher) | sufficiency (lower) | deletion ABC (higher) | pointing game (higher) |")
+    columns = ["comprehensiveness (higher)", "sufficiency (lower)", "deletion ABC (higher)", "pointing game (higher)"]
+    print("| method | " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|")
     for m in METHODS:
         row = table[m]
         spg = pointing_game(tm, m)
-        print(f"| {m} | {row['comprehensiveness']:.4f} | {row['sufficiency']:.4f} | {row['deletion ABC']:.4f} | {spg:.3f} |")
+        cells = [
+            f"{row['comprehensiveness']:.4f}",
+            f"{row['sufficiency']:.4f}",
+            f"{row['deletion ABC']:.4f}",
+            f"{spg:.3f}",
+        ]
+        print(f"| {m} | " + " | ".join(cells) + " |")
     print(f"({len(POSITIVE + NEGATIVE)} reviews, {time.time() - start:.0f} s)")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from semantic_pullbacks.cli import main  # noqa: E402
+from semantic_pullbacks.cli import main
 
 
 def test_explain_text_pair_writes_html_png_json(tmp_path, capsys):
