@@ -106,8 +106,8 @@ def test_gelu_by_hand_gets_the_gelu_rule(x, fn, builtin, tau):
     out, (g,), cov = soft_vjp(fn, x, v=v, temperatures={"gelu": tau})
     assert torch.equal(out, fn(x))
     _, (g_builtin,), _ = soft_vjp(builtin, x, v=v, temperatures={"gelu": tau})
-    torch.testing.assert_close(g, g_builtin)
-    torch.testing.assert_close(g, v * 0.5 * (1 + torch.erf(x / tau / math.sqrt(2))), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(g, g_builtin, rtol=1e-3, atol=5e-4 * v.abs().max().item())  # erf vs tanh gates
+    torch.testing.assert_close(g, v * 0.5 * (1 + torch.erf(x / tau / math.sqrt(2))))  # the paper's Phi(x / tau)
     assert_clean(cov, {"gelu": 1})
 
 
