@@ -90,12 +90,13 @@ class TextExplainer:
             results = self._continuation(texts, continuation, per_token)
         else:
             enc = tm.encode(texts)
-            targets = [self._target(enc, target, pair, labels, foil)]
-            results = [r[0] for r in self._run(enc, targets)]
+            targets = [self.target_for(enc, target, pair, labels, foil)]
+            results = [r[0] for r in self.explain_encoded(enc, targets)]
         return results[0] if single else results
 
     # --- targets ----------------------------------------------------------------------------------------------
-    def _target(self, enc: Encoded, target: Any, pair: Any, labels: Any, foil: Any) -> Target:
+    def target_for(self, enc: Encoded, target: Any, pair: Any, labels: Any, foil: Any) -> Target:
+        """The target callable ``attribute`` would explain for these arguments (also used by the metrics)."""
         tm = self.text_model
         b = enc.input_ids.shape[0]
         if tm.kind == "classifier":
@@ -200,13 +201,14 @@ class TextExplainer:
             positions = tuple(n - 1 + j for n in n_prompt)  # logits at position t predict token t + 1
             parts.append(TokenLogProb(token, positions, label=f"token {j}: {tm.tokenizer.decode([token])!r}"))
         if per_token:
-            results = self._run(enc, parts)  # one forward pass, one backward per token
+            results = self.explain_encoded(enc, parts)  # one forward pass, one backward per token
             return [list(r) for r in results]
         target = SumOfLogProbs(tuple(parts), label=f"log p({continuation!r})")
-        return [r[0] for r in self._run(enc, [target])]
+        return [r[0] for r in self.explain_encoded(enc, [target])]
 
     # --- running ----------------------------------------------------------------------------------------------
-    def _run(self, enc: Encoded, targets: list[Target]) -> list[list[TokenAttribution]]:
+    def explain_encoded(self, enc: Encoded, targets: list[Target]) -> list[list[TokenAttribution]]:
+        """Results per text and target; several targets share one forward pass."""
         tm = self.text_model
         emb = tm.embed(enc.input_ids)
         mask = enc.attention_mask

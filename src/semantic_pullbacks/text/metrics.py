@@ -171,8 +171,8 @@ def score_texts(
             chunk = list(texts[start : start + batch_size])
             enc = tm.encode(chunk)
             chunk_pair = list(pair[start : start + batch_size]) if pair is not None else None
-            target_fn = explainer._target(enc, target, chunk_pair, labels, None)
-            results = explainer._run(enc, [target_fn])
+            target_fn = explainer.target_for(enc, target, chunk_pair, labels, None)
+            results = explainer.explain_encoded(enc, [target_fn])
             rel = torch.zeros(enc.input_ids.shape, dtype=torch.float32, device=enc.input_ids.device)
             for i, row in enumerate(results):
                 rel[i, : len(row[0].relevance)] = torch.tensor(row[0].relevance)
