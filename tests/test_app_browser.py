@@ -151,3 +151,26 @@ def test_upload_explain_reject_a_corrupt_file_and_keep_serving(app_url: str, bro
     assert second and second != first
     assert foreign == [], f"the page contacted other hosts (it must work offline): {foreign}"
     page.close()
+
+
+def test_text_tab_explains_a_similarity_and_zero_shot_labels(app_url: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(STEP_TIMEOUT_MS * 3)  # the first request loads the text model
+    foreign: list[str] = []
+    local = app_url.rstrip("/")
+    page.on("request", lambda r: None if r.url.startswith((local, "data:", "blob:")) else foreign.append(r.url))
+    page.goto(app_url)
+    page.get_by_role("tab", name="Text").click()
+    page.click("#text-explain")
+    page.wait_for_selector("#text-result span.tok >> text=guitar")
+    page.wait_for_selector("#text-summary >> text=Top words: guitar")
+    page.get_by_label("Zero-shot labels").check()
+    page.locator("#text-input textarea").fill("A wonderful, moving film.")
+    page.wait_for_function("() => document.querySelector('#text-other textarea').value.includes('negative')")
+    page.click("#text-explain")
+    page.wait_for_selector("#text-summary >> text=This review is positive.")
+    page.locator("#text-input textarea").fill("   ")
+    page.click("#text-explain")
+    page.wait_for_selector(".toast-body >> text=Text is empty")
+    assert foreign == [], f"the page contacted other hosts (it must work offline): {foreign}"
+    page.close()

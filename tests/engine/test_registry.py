@@ -114,6 +114,102 @@ for _nd in (1, 2, 3):
         lambda a, n=_nd: getattr(F, f"adaptive_max_pool{n}d_with_indices")(a[0], 1)[0],
     )
 
+
+# written-out composites (engine/rules/composites.py, glu.py, bounded.py, reductions.py)
+def _rms(t, pow_=lambda v: v.pow(2), mean=lambda v: v.mean(-1, keepdim=True), rsqrt=torch.rsqrt, mul=torch.mul):
+    return mul(t, rsqrt(mean(pow_(t)) + 1e-6))
+
+
+def _ln(t, sub=torch.sub, div=torch.div, sqrt=torch.sqrt, var=None):
+    c = sub(t, t.mean(-1, keepdim=True))
+    v = var(t) if var is not None else (c * c).mean(-1, keepdim=True)
+    return div(c, sqrt(v + 1e-5))
+
+
+def _gelu_tanh(t, tanh=torch.tanh, pow_=torch.pow):
+    return 0.5 * t * (1.0 + tanh(0.7978845608028654 * (t + 0.044715 * pow_(t, 3.0))))
+
+
+def _gelu_erf(t, erf=torch.erf):
+    return t * 0.5 * (1.0 + erf(t / 1.4142135623730951))
+
+
+def _softmax_attention(a, exp=torch.exp, sum_=torch.sum, amax=torch.amax, div=torch.div):
+    s = a[0] @ a[1].transpose(-2, -1)
+    e = exp(s - amax(s, -1, keepdim=True))
+    return div(e, sum_(e, -1, keepdim=True)) @ a[2]
+
+
+def _isub(t):
+    c = t * 1
+    c -= t.mean(-1, keepdim=True)
+    return c / torch.sqrt((c * c).mean(-1, keepdim=True) + 1e-5)
+
+
+def _idiv(t):
+    y = t * 1
+    y /= torch.sqrt((t * t).mean(-1, keepdim=True) + 1e-5)
+    return F.relu(y)
+
+
+SAMPLES.update({
+    F.glu: (lambda: [x4()], lambda a: F.glu(a[0], -1)),
+    torch.tanh: (lambda: [x4()], lambda a: torch.tanh(a[0])),
+    torch.Tensor.tanh: (lambda: [x4()], lambda a: _gelu_tanh(a[0], tanh=torch.Tensor.tanh)),
+    F.tanh: (lambda: [x4()], lambda a: F.tanh(a[0])),
+    torch.rsqrt: (lambda: [x4()], lambda a: _rms(a[0])),
+    torch.Tensor.rsqrt: (lambda: [x4()], lambda a: _rms(a[0], rsqrt=torch.Tensor.rsqrt)),
+    torch.sqrt: (lambda: [x4()], lambda a: _ln(a[0])),
+    torch.Tensor.sqrt: (lambda: [x4()], lambda a: _ln(a[0], sqrt=torch.Tensor.sqrt)),
+    torch.reciprocal: (lambda: [x4()], lambda a: _rms(a[0], rsqrt=lambda v: torch.reciprocal(torch.sqrt(v)))),
+    torch.Tensor.reciprocal: (lambda: [x4()], lambda a: torch.Tensor.reciprocal(a[0] + 10)),
+    torch.exp: (lambda: qkv(), lambda a: _softmax_attention(a)),
+    torch.Tensor.exp: (lambda: qkv(), lambda a: _softmax_attention(a, exp=torch.Tensor.exp)),
+    torch.erf: (lambda: [x4()], lambda a: _gelu_erf(a[0])),
+    torch.Tensor.erf: (lambda: [x4()], lambda a: _gelu_erf(a[0], erf=torch.Tensor.erf)),
+    torch.special.erf: (lambda: [x4()], lambda a: _gelu_erf(a[0], erf=torch.special.erf)),
+    torch.log: (lambda: [x4()], lambda a: torch.log(a[0].abs() + 1)),
+    torch.Tensor.log: (lambda: [x4()], lambda a: (a[0].abs() + 1).log()),
+    torch.pow: (lambda: [x4()], lambda a: _gelu_tanh(a[0])),
+    torch.Tensor.pow: (lambda: [x4()], lambda a: _rms(a[0])),
+    torch.Tensor.__pow__: (lambda: [x4()], lambda a: _rms(a[0], pow_=lambda v: v**2)),
+    torch.Tensor.square: (lambda: [x4()], lambda a: _rms(a[0], pow_=torch.Tensor.square)),
+    torch.square: (lambda: [x4()], lambda a: _rms(a[0], pow_=torch.square)),
+    torch.mean: (lambda: [x4()], lambda a: _rms(a[0], mean=lambda v: torch.mean(v, -1, keepdim=True))),
+    torch.Tensor.mean: (lambda: [x4()], lambda a: _rms(a[0])),
+    torch.sum: (lambda: qkv(), lambda a: _softmax_attention(a)),
+    torch.Tensor.sum: (lambda: qkv(), lambda a: _softmax_attention(a, sum_=torch.Tensor.sum)),
+    torch.var: (lambda: [x4()], lambda a: _ln(a[0], var=lambda v: torch.var(v, -1, keepdim=True, unbiased=False))),
+    torch.Tensor.var: (lambda: [x4()], lambda a: _ln(a[0], var=lambda v: v.var(-1, keepdim=True))),
+    torch.Tensor.to: (lambda: [x4()], lambda a: _rms(a[0].to(torch.float64))),
+    torch.Tensor.type: (lambda: [x4()], lambda a: _rms(a[0].type(torch.float64))),
+    torch.Tensor.float: (lambda: [x4().double()], lambda a: _rms(a[0].float())),
+    torch.Tensor.double: (lambda: [x4()], lambda a: _rms(a[0].double())),
+    torch.Tensor.half: (lambda: [x4()], lambda a: F.relu(a[0].half().float())),
+    torch.Tensor.bfloat16: (lambda: [x4()], lambda a: F.relu(a[0].bfloat16().float())),
+    torch.Tensor.contiguous: (lambda: qkv(), lambda a: _w(a).transpose(-2, -1).contiguous() @ a[2]),
+    torch.sub: (lambda: [x4()], lambda a: _ln(a[0])),
+    torch.Tensor.sub: (lambda: [x4()], lambda a: _ln(a[0], sub=torch.Tensor.sub)),
+    torch.Tensor.__sub__: (lambda: [x4()], lambda a: _ln(a[0], sub=torch.Tensor.__sub__)),
+    torch.Tensor.__rsub__: (lambda: [x4()], lambda a: _gelu_tanh(a[0]).__rsub__(1.0)),
+    torch.Tensor.sub_: (lambda: [x4()], lambda a: F.relu((a[0] * 1).sub_(a[0].mean(-1, keepdim=True)))),
+    torch.Tensor.__isub__: (lambda: [x4()], lambda a: _isub(a[0])),
+    torch.div: (lambda: [x4()], lambda a: _ln(a[0])),
+    torch.Tensor.div: (lambda: [x4()], lambda a: _ln(a[0], div=torch.Tensor.div)),
+    torch.Tensor.__truediv__: (lambda: [x4()], lambda a: _ln(a[0], div=torch.Tensor.__truediv__)),
+    torch.Tensor.__rtruediv__: (lambda: [x4()], lambda a: _rms(a[0], rsqrt=lambda v: torch.sqrt(v).__rtruediv__(1))),
+    torch.Tensor.div_: (lambda: [x4()], lambda a: F.relu((a[0] * 1).div_(2.0))),
+    torch.Tensor.__itruediv__: (lambda: [x4()], lambda a: _idiv(a[0])),
+    torch.amax: (lambda: [x4()], lambda a: torch.amax(a[0], (2, 3))),
+    torch.Tensor.amax: (lambda: qkv(), lambda a: _softmax_attention(a, amax=torch.Tensor.amax)),
+    torch.amin: (lambda: [x4()], lambda a: torch.amin(a[0], 1)),
+    torch.Tensor.amin: (lambda: [x4()], lambda a: a[0].amin((1, 2, 3))),
+    torch.max: (lambda: [x4()], lambda a: torch.max(a[0], 1).values),
+    torch.Tensor.max: (lambda: [x4()], lambda a: a[0].flatten(2).max(-1)[0]),
+    torch.min: (lambda: [x4()], lambda a: torch.min(a[0])),
+    torch.Tensor.min: (lambda: [x4()], lambda a: a[0].min(dim=1, keepdim=True).values),
+})  # fmt: skip
+
 RULES = registered_rules()
 
 

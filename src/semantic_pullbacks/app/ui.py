@@ -31,6 +31,7 @@ from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel
 from semantic_pullbacks.visualize import save_figure
 
 from . import logic
+from .text_tab import with_text_tab
 
 __all__ = ["AppConfig", "build_app", "launch"]
 
@@ -315,6 +316,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             [steps, alpha, preset, relative, *sliders, *switches],
             queue=False,
         )
+    demo = with_text_tab(demo, _user_error)
     demo.queue(default_concurrency_limit=1, max_size=config.queue_size)
     return demo
 

@@ -16,7 +16,7 @@ from ..errors import SemanticPullbacksError
 __all__ = ["build_parser", "main"]
 
 #: subcommand modules, in the order ``--help`` lists them; a missing module is skipped
-SUBCOMMANDS = ("explain", "compare", "counterfactuals", "classes", "evaluate", "calibrate", "app")
+SUBCOMMANDS = ("explain", "explain-text", "compare", "counterfactuals", "classes", "evaluate", "calibrate", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
+            if e.name == f"{__name__}.{name.replace('-', '_')}":
                 continue
             raise
         module.register(sub)

@@ -58,6 +58,7 @@ FAMILIES: dict[str, str] = {
     "attention": "softmax attention: weights frozen, values reached through softmax(scores/tau)",
     "gate": "sigmoid/hardsigmoid gates multiplied onto a tensor (squeeze-excitation): gate frozen",
     "norm": "LayerNorm, GroupNorm, RMSNorm, InstanceNorm, batch-statistics BatchNorm: statistics frozen",
+    "bounded": "tanh as a bounded activation (BERT pooler): grad * g(x/tau), the secant gate g(u) = tanh(u)/u",
 }
 
 
@@ -84,6 +85,7 @@ class Temperatures:
     attention: TemperatureLike = 1.0
     gate: TemperatureLike = 1.0
     norm: TemperatureLike = 1.0
+    bounded: TemperatureLike = 1.0
     extra: Mapping[str, TemperatureLike] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,7 +128,7 @@ class Temperatures:
     @classmethod
     def ordinary(cls) -> Temperatures:
         """Every family off: the mode becomes a plain backward pass (useful to compare within one code path)."""
-        return cls(relu=None, gelu=None, silu=None, maxpool=None, attention=None, gate=None, norm=None)
+        return cls(relu=None, gelu=None, silu=None, maxpool=None, attention=None, gate=None, norm=None, bounded=None)
 
     @classmethod
     def coerce(cls, value: Temperatures | Mapping[str, Any] | None) -> Temperatures:

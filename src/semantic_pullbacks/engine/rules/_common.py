@@ -126,3 +126,14 @@ def soft_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
         return inner(ctx, *grads)
 
     return wrapper
+
+
+_COUNTED = "_semantic_pullbacks_counted"
+
+
+def reclassify_once(t: torch.Tensor, coverage: Any, op: str, old: str, new: str) -> None:
+    """Move ``t``'s coverage count from ``old`` to ``new`` the first time it is used as a gate, not on every use
+    (one softmax feeding two matmuls is one softened softmax)."""
+    if not t.__dict__.get(_COUNTED, False):
+        t.__dict__[_COUNTED] = True
+        coverage.reclassify(op, old, new)

@@ -19,7 +19,17 @@ from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext, rules_suspended
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative
-from ._common import Binder, compute_dtype, copy_tag, first_tensor, soft_backward, tag, tag_of, wants_grad
+from ._common import (
+    Binder,
+    compute_dtype,
+    copy_tag,
+    first_tensor,
+    reclassify_once,
+    soft_backward,
+    tag,
+    tag_of,
+    wants_grad,
+)
 
 
 def _as_float_tau(tau: Any) -> float:
@@ -274,7 +284,7 @@ def _matmul_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyp
     if tau is None:
         return NOT_HANDLED
     tau = _as_float_tau(tau)
-    ctx.coverage.reclassify("softmax", ORDINARY, SOFTENED)
+    reclassify_once(w, ctx.coverage, "softmax", ORDINARY, SOFTENED)
     if tau == 1.0:
         return func(w.detach(), v, *args[2:], **kwargs)
     return _FrozenWeightsProduct.apply(w.detach(), v, lambda: func(*args, **kwargs), tau)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..coverage import ORDINARY, SOFTENED
 from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
-from ._common import Binder, first_tensor, tag, tag_of, wants_grad
+from ._common import Binder, first_tensor, reclassify_once, tag, tag_of, wants_grad
 from .activations import SILU, soft_gate
 
 _sig = Binder(["input"])
@@ -57,7 +57,7 @@ def _mul_rule(func, args, kwargs, ctx: PassContext):  # type: ignore[no-untyped-
         return soft_gate(other, lambda t: func(*args, **kwargs), SILU, tau)
     if ctx.temperature("gate") is None:
         return NOT_HANDLED
-    ctx.coverage.reclassify(gate_tag.op, ORDINARY, SOFTENED)
+    reclassify_once(gate, ctx.coverage, gate_tag.op, ORDINARY, SOFTENED)
     frozen = gate.detach()
     if gate is a:
         if inplace:  # the gate tensor itself is being overwritten: nothing to freeze it against

@@ -128,7 +128,7 @@ def _layer_params(p: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
 def _rms_params(p: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
     params = _layer_params(p, x)
     if params["eps"] is None:
-        params["eps"] = torch.finfo(x.dtype).eps
+        params["eps"] = torch.finfo(compute_dtype(x)).eps  # as torch: float32's epsilon for half types
     return params
 
 

@@ -1,0 +1,88 @@
+"""``semantic-pullbacks explain-text``: which words a text model's output rests on.
+
+Prints the text with words coloured by signed relevance (red: towards the target, blue: against) and writes a
+self-contained HTML page (and, on request, a PNG figure and the JSON result).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "explain-text",
+        help="explain a text model: words coloured by relevance, HTML page",
+        description="Explain a Hugging Face text model with token attributions (soft pullbacks over the input\n"
+        "embeddings). Default model: the embedded all-MiniLM-L6-v2 (offline), which explains similarities.",
+        epilog="examples:\n"
+        "  semantic-pullbacks explain-text 'A man is playing a guitar.' --pair 'Someone plays music.'\n"
+        "  semantic-pullbacks explain-text 'A moving, beautiful film.' "
+        "--labels 'This review is positive.,This review is negative.'\n"
+        "  semantic-pullbacks explain-text 'The capital of France is' --model gpt2 --continuation ' Paris'\n"
+        "  semantic-pullbacks explain-text 'Great movie!' --model ./my-sentiment-model --target positive",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("text", help="the text to explain")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--pair", metavar="OTHER", help="embedding model: explain the similarity to this text")
+    what.add_argument("--labels", metavar="A,B,...", help="embedding model: zero-shot label descriptions")
+    what.add_argument("--continuation", metavar="TEXT", help="causal LM: explain the log-probability of this text")
+    parser.add_argument("--target", help="class label or index (classifier), chosen label (--labels), next token (LM)")
+    parser.add_argument("--foil", help="causal LM: explain logit(target) - logit(foil)")
+    parser.add_argument("--per-token", action="store_true", help="with --continuation: one result per token")
+    parser.add_argument("--model", help="local Hugging Face model folder or hub name (default: embedded MiniLM)")
+    parser.add_argument("--offline", action="store_true", help="never download; a missing model is an error")
+    parser.add_argument("--method", default="SoftPullback", help="explanation method (default: %(default)s)")
+    parser.add_argument("--tokens", action="store_true", help="show sub-word tokens instead of words")
+    parser.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
+    parser.add_argument("--png", action="store_true", help="also write a PNG figure")
+    parser.add_argument("--json", action="store_true", help="also write the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..methods import get_method
+    from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
+    from ..text.result import save_all
+
+    get_method(args.method)  # validate before loading anything
+    if not args.text.strip():
+        raise InvalidInputError("TEXT is empty: give some text to explain")
+    labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInputError(f"--out {str(out)!r} cannot be created: {e.strerror}") from None
+    tm = load_text_model(args.model, offline=args.offline)
+    target: Any = args.target
+    if target is not None and target.isdigit() and tm.kind == "classifier":
+        target = int(target)
+    explainer = TextExplainer(tm, method=args.method)
+    result = explainer.attribute(args.text, target, pair=args.pair, labels=labels, continuation=args.continuation,
+                                 foil=args.foil, per_token=args.per_token)  # fmt: skip
+    results = result if isinstance(result, list) else [result]
+    level = "tokens" if args.tokens else "words"
+    console = Console(highlight=False)
+    for r in results:
+        console.print(to_rich(r, level))
+    written = [save_html(results, out / "text_explanation.html", level)]
+    if args.png:
+        written.append(save_png(results, out / "text_explanation.png", level))
+    if args.json:
+        written.append(save_all(results, out / "text_explanation.json"))
+    coverage = getattr(explainer, "coverage", None)
+    if coverage is not None and coverage.unhandled:
+        console.print(f"note: ops kept their ordinary gradient: {coverage.unhandled}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0

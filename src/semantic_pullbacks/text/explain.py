@@ -1,0 +1,270 @@
+"""Token attributions with a Captum-like call: ``TextExplainer(model).attribute(texts, target=...)``.
+
+Any explanation method of the library runs underneath (SoftPullback by default; Gradient, IntegratedGradients,
+their pullback versions ...), on :class:`~.model.EmbeddingsForward`: the pullback of the target with respect to
+the input embeddings. What the target is depends on the model:
+
+- classifier: ``target=`` a label name or index (default: the predicted class);
+- causal LM: ``continuation=`` text whose tokens are explained (``per_token=True``: one result per token, all from
+  one forward pass; otherwise the sum of their log-probabilities), or ``target=`` / ``foil=`` next tokens for a
+  contrast ``logit(target) - logit(foil)`` (default target: the model's own next token);
+- embedding model: ``pair=`` another text (cosine similarity of the pooled embeddings), or ``labels=`` label
+  descriptions (zero-shot: the text's similarity to the best-matching description, or to ``target=``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError, UnknownClassError
+from ..methods import get_method
+from .model import Encoded, TextModel
+from .result import TokenAttribution
+from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
+
+__all__ = ["TextExplainer", "token_relevance"]
+
+Target = Callable[[torch.Tensor], torch.Tensor]
+#: Methods whose maps already carry a factor (input - baseline): their token relevance is the plain sum.
+_TIMES_INPUT = {"IntegratedGradients", "IntegratedPullbacks", "GradientShap", "PullbackShap", "DeepLift",
+                "PullbackDeepLift"}  # fmt: skip
+
+
+def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multiplies_by_inputs: bool = False):  # type: ignore[no-untyped-def]
+    """``(signed, l2)`` per token: ``sum_h e * a`` (or ``sum_h a`` for maps that already contain the input), and
+    ``||a||_2`` over the hidden dimension."""
+    signed = attribution.sum(-1) if multiplies_by_inputs else (embeddings * attribution).sum(-1)
+    return signed, attribution.norm(dim=-1)
+
+
+class TextExplainer:
+    """Explain texts with any of the library's methods, differentiating with respect to the input embeddings.
+
+    >>> explainer = TextExplainer(load_text_model())                            # doctest: +SKIP
+    >>> explainer.attribute("A man is playing a guitar.", pair="Someone plays music.").top_words(2)
+    """
+
+    def __init__(
+        self,
+        model: TextModel | nn.Module,
+        tokenizer: Any = None,
+        method: str = "SoftPullback",
+        temperatures: Any = None,
+        **settings: Any,
+    ) -> None:
+        self.text_model = model if isinstance(model, TextModel) else TextModel.wrap(model, tokenizer)
+        self.method_name = get_method(method).__name__
+        cls = get_method(method)
+        kwargs = dict(settings)
+        if temperatures is not None:
+            kwargs["temperatures"] = temperatures
+        self.explainer = cls(self.text_model.forward_module, **kwargs)
+
+    @property
+    def coverage(self) -> Any:
+        return getattr(self.explainer, "coverage", None)
+
+    # --- public API -------------------------------------------------------------------------------------------
+    def attribute(
+        self,
+        texts: str | Sequence[str],
+        target: int | str | None = None,
+        *,
+        pair: str | Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+        continuation: str | None = None,
+        foil: str | None = None,
+        per_token: bool = False,
+    ) -> Any:
+        """One :class:`TokenAttribution` per text (a single one for a single string; a list per text of
+        per-token results with ``per_token=True``)."""
+        single = isinstance(texts, str)
+        tm = self.text_model
+        if continuation is not None:
+            if tm.kind != "causal-lm":
+                raise InvalidInputError("continuation= needs a causal language model")
+            results = self._continuation(texts, continuation, per_token)
+        else:
+            enc = tm.encode(texts)
+            targets = [self.target_for(enc, target, pair, labels, foil)]
+            results = [r[0] for r in self.explain_encoded(enc, targets)]
+        return results[0] if single else results
+
+    # --- targets ----------------------------------------------------------------------------------------------
+    def target_for(self, enc: Encoded, target: Any, pair: Any, labels: Any, foil: Any) -> Target:
+        """The target callable ``attribute`` would explain for these arguments (also used by the metrics)."""
+        tm = self.text_model
+        b = enc.input_ids.shape[0]
+        if tm.kind == "classifier":
+            if pair is not None or labels is not None or foil is not None:
+                raise InvalidInputError("a sequence classifier explains a class: use target= (a label or index)")
+            return self._class_target(enc, target)
+        if tm.kind == "embedding":
+            if foil is not None:
+                raise InvalidInputError("foil= is for causal language models; an embedding model takes pair=/labels=")
+            return self._similarity_target(enc, target, pair, labels)
+        if pair is not None or labels is not None:
+            raise InvalidInputError(
+                "pair=/labels= are for embedding models; a causal LM takes continuation= or target="
+            )
+        last = tuple(int(n) - 1 for n in enc.attention_mask.sum(1).tolist())
+        if target is None:
+            logits = tm.output(enc.input_ids, enc.attention_mask)
+            ids = logits[torch.arange(b), torch.tensor(last)].argmax(-1)
+            if len(set(ids.tolist())) > 1 and foil is None:
+                raise InvalidInputError("texts predict different next tokens: give target= or explain them one by one")
+            target_id = int(ids[0])
+        else:
+            target_id = self._single_token(target, "target")
+        label = tm.tokenizer.decode([target_id])
+        if foil is None:
+            return TokenLogProb(target_id, last, label=f"next token {label!r}")
+        foil_id = self._single_token(foil, "foil")
+        if foil_id == target_id:
+            raise InvalidInputError(f"foil {foil!r} is the same token as the target: a contrast needs two tokens")
+        return ContrastTarget(target_id, foil_id, last, label=f"{label!r} vs {tm.tokenizer.decode([foil_id])!r}")
+
+    def _class_target(self, enc: Encoded, target: Any) -> Target:
+        labels = self.text_model.labels
+        if target is None:
+            logits = self.text_model.output(enc.input_ids, enc.attention_mask)
+            ids = logits.argmax(-1)
+            if len(set(ids.tolist())) > 1:
+                return _PerSample(ids, [labels[int(i)] for i in ids])
+            target = int(ids[0])
+        if isinstance(target, str):
+            lowered = [lab.lower() for lab in labels]
+            if target.lower() not in lowered:
+                raise UnknownClassError(f"unknown label {target!r}; the model's labels are: {', '.join(labels)}")
+            target = lowered.index(target.lower())
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(labels):
+            raise UnknownClassError(f"target {target!r} is not a class index in 0..{len(labels) - 1}")
+        return ClassTarget(target, labels[target])
+
+    def _similarity_target(self, enc: Encoded, target: Any, pair: Any, labels: Any) -> Target:
+        tm = self.text_model
+        if (pair is None) == (labels is None):
+            raise InvalidInputError("an embedding model explains a similarity: give pair= (another text) or labels=")
+        b = enc.input_ids.shape[0]
+        if pair is not None:
+            others = [pair] * b if isinstance(pair, str) else list(pair)
+            if len(others) != b:
+                raise InvalidInputError(f"pair= has {len(others)} texts for {b} texts to explain")
+            other = tm.encode(others)
+            reference = tm.output(other.input_ids, other.attention_mask)
+            return SimilarityTarget(reference, label=f"similarity to {others[0]!r}")
+        descriptions = list(labels)
+        if len(descriptions) < 2:
+            raise InvalidInputError("labels= needs at least two label descriptions")
+        lab = tm.encode(descriptions)
+        refs = torch.nn.functional.normalize(tm.output(lab.input_ids, lab.attention_mask), dim=-1)
+        if target is None:
+            mine = torch.nn.functional.normalize(tm.output(enc.input_ids, enc.attention_mask), dim=-1)
+            choice = (mine @ refs.T).argmax(-1)
+            if len(set(choice.tolist())) > 1:
+                return _PerSample(choice, [descriptions[int(i)] for i in choice], refs)
+            target = int(choice[0])
+        if isinstance(target, str):
+            if target not in descriptions:
+                raise UnknownClassError(f"unknown label {target!r}; the labels are: {descriptions}")
+            target = descriptions.index(target)
+        if not isinstance(target, int) or not 0 <= target < len(descriptions):
+            raise UnknownClassError(f"target {target!r} is not a label index in 0..{len(descriptions) - 1}")
+        return SimilarityTarget(refs[target], label=descriptions[target])
+
+    def _single_token(self, text: Any, name: str) -> int:
+        if isinstance(text, int) and not isinstance(text, bool):
+            return text
+        ids = self.text_model.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise InvalidInputError(
+                f"{name} {text!r} is {len(ids)} tokens for this tokenizer; a next-token target must be exactly one "
+                "(mind the leading space: ' Paris')"
+            )
+        return int(ids[0])
+
+    # --- continuation ------------------------------------------------------------------------------------------
+    def _continuation(self, texts: Any, continuation: str, per_token: bool) -> list[Any]:
+        tm = self.text_model
+        prompts = [texts] if isinstance(texts, str) else list(texts)
+        if not continuation:
+            raise InvalidInputError("continuation is empty: give the text whose tokens are explained")
+        cont = tm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        enc = tm.encode([p + continuation for p in prompts])
+        n_prompt = [len(tm.tokenizer(p)["input_ids"]) for p in prompts]
+        parts = []
+        for j, token in enumerate(cont):
+            positions = tuple(n - 1 + j for n in n_prompt)  # logits at position t predict token t + 1
+            parts.append(TokenLogProb(token, positions, label=f"token {j}: {tm.tokenizer.decode([token])!r}"))
+        if per_token:
+            results = self.explain_encoded(enc, parts)  # one forward pass, one backward per token
+            return [list(r) for r in results]
+        target = SumOfLogProbs(tuple(parts), label=f"log p({continuation!r})")
+        return [r[0] for r in self.explain_encoded(enc, [target])]
+
+    # --- running ----------------------------------------------------------------------------------------------
+    def explain_encoded(self, enc: Encoded, targets: list[Target]) -> list[list[TokenAttribution]]:
+        """Results per text and target; several targets share one forward pass."""
+        tm = self.text_model
+        emb = tm.embed(enc.input_ids)
+        mask = enc.attention_mask
+        if len(targets) == 1:
+            maps = self.explainer.attribute(emb, target=targets[0], additional_forward_args=(mask,))[None]
+        else:
+            maps = self.explainer.attribute_targets(emb, targets, additional_forward_args=(mask,))
+        with torch.no_grad():
+            out = tm.forward_module(emb, mask)
+            scores = torch.stack([t(out) for t in targets])  # (T, B)
+        signed, l2 = token_relevance(emb, maps, self.method_name in _TIMES_INPUT)
+        valid = ~(mask == 0)
+        signed, l2 = signed * valid, l2 * valid
+        results = []
+        for i in range(emb.shape[0]):
+            n = int(mask[i].sum()) if tm.tokenizer.padding_side == "right" else enc.input_ids.shape[1]
+            keep = slice(0, n) if tm.tokenizer.padding_side == "right" else slice(None)
+            row = []
+            for k, t in enumerate(targets):
+                row.append(
+                    TokenAttribution(
+                        text=enc.texts[i],
+                        tokens=tuple(enc.tokens[i][keep]),
+                        relevance=tuple(float(v) for v in signed[k, i][keep]),
+                        l2=tuple(float(v) for v in l2[k, i][keep]),
+                        special=tuple(bool(v) for v in enc.special[i][keep]),
+                        offsets=tuple(enc.offsets[i][keep]),
+                        word_ids=tuple(enc.word_ids[i][keep]),
+                        target=_label(t, i),
+                        score=float(scores[k, i]),
+                        method=self.method_name,
+                        model=tm.name,
+                    )
+                )
+            results.append(row)
+        return results
+
+
+class _PerSample:
+    """Different targets per text in one batch (each text's own prediction)."""
+
+    def __init__(self, index: torch.Tensor, labels: list[str], references: torch.Tensor | None = None) -> None:
+        self.index, self.labels, self.references = index, labels, references
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(output.shape[0], device=output.device)
+        index = tile(self.index.to(output.device), output.shape[0])
+        if self.references is None:
+            return output[rows, index]
+        return SimilarityTarget(self.references[index])(output)
+
+    @property
+    def label(self) -> Mapping[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def _label(target: Any, i: int) -> str:
+    label = getattr(target, "label", "")
+    return label[i] if isinstance(label, Mapping) else str(label)

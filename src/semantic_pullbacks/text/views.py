@@ -1,0 +1,132 @@
+"""Tokens coloured by signed relevance: rich text for terminals, self-contained HTML, a PNG figure.
+
+Colours: red for relevance towards the target, blue against it, intensity relative to the largest absolute
+relevance in the text (so each text is read on its own scale, and the scale is printed).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .result import TokenAttribution
+
+__all__ = ["save_html", "save_png", "to_html", "to_rich"]
+
+
+def _units(result: TokenAttribution, level: str) -> list[tuple[str, float]]:
+    if level == "words":
+        return [(w.text, w.relevance) for w in result.words()]
+    return [(t, r) for t, r, s in zip(result.tokens, result.relevance, result.special) if not s]
+
+
+def _scale(values: Sequence[float]) -> float:
+    return max((abs(v) for v in values), default=0.0) or 1.0
+
+
+def _rgb(value: float, scale: float) -> tuple[int, int, int]:
+    a = max(-1.0, min(1.0, value / scale))
+    if a >= 0:
+        return 255, int(255 * (1 - a)), int(255 * (1 - a))
+    return int(255 * (1 + a)), int(255 * (1 + a)), 255
+
+
+def _ink(value: float, scale: float) -> str:
+    """Text colour that stays readable on a strong background."""
+    return "white" if abs(value) / scale > 0.6 else "black"
+
+
+def to_rich(result: TokenAttribution, level: str = "words") -> Any:
+    from rich.text import Text
+
+    units = _units(result, level)
+    scale = _scale([v for _, v in units])
+    text = Text()
+    if result.target:
+        text.append(f"{result.method or 'attribution'} for {result.target!r}", style="bold")
+        text.append(f" (score {result.score:.4g}; colour scale ±{scale:.3g})\n")
+    for token, value in units:
+        r, g, b = _rgb(value, scale)
+        text.append(token, style=f"{_ink(value, scale)} on rgb({r},{g},{b})")
+        text.append(" ")
+    return text
+
+
+def to_html(results: Sequence[TokenAttribution], level: str = "words", standalone: bool = True, title: str = "") -> str:
+    """One block per result; no scripts, fonts or images from elsewhere."""
+    blocks = []
+    for res in results:
+        units = _units(res, level)
+        scale = _scale([v for _, v in units])
+        spans = []
+        for token, value in units:
+            r, g, b = _rgb(value, scale)
+            style = f"background:rgb({r},{g},{b});color:{_ink(value, scale)}"
+            spans.append(f'<span class="tok" style="{style}" title="{value:+.4g}">{html.escape(token)}</span>')
+        head = html.escape(f"{res.method} for {res.target!r}" if res.target else res.method)
+        blocks.append(
+            f'<div class="sp-text"><div class="sp-head">{head} <small>(score {res.score:.4g}; '
+            f"scale ±{scale:.3g})</small></div><div>{' '.join(spans)}</div></div>"
+        )
+    body = "\n".join(blocks)
+    style = (
+        "<style>.sp-text{font-family:sans-serif;margin:0.6em 0;line-height:2}.tok{padding:2px 3px;"
+        "border-radius:3px}.sp-head{font-weight:bold}</style>"
+    )
+    if not standalone:
+        return style + body
+    legend = "<p>red: towards the target; blue: against it. Hover a word for its relevance.</p>"
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'token attributions')}"
+        f"</title>{style}</head><body>{legend}{body}</body></html>"
+    )
+
+
+def save_html(results: Sequence[TokenAttribution], path: str | Path, level: str = "words") -> Path:
+    path = Path(path)
+    path.write_text(to_html(results, level), encoding="utf-8")
+    return path
+
+
+def save_png(results: Sequence[TokenAttribution], path: str | Path, level: str = "words", dpi: int = 200) -> Path:
+    """A figure for papers: each text as a row of coloured words, wrapped at a fixed width."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows: list[list[tuple[str, float, float]]] = []
+    for res in results:
+        units = _units(res, level)
+        scale = _scale([v for _, v in units])
+        rows.append([(f"{res.method} for {res.target!r} (score {res.score:.3g}, scale ±{scale:.2g})", 0.0, -1.0)])
+        line: list[tuple[str, float, float]] = []
+        width = 0
+        for token, value in units:
+            if width + len(token) > 60 and line:
+                rows.append(line)
+                line, width = [], 0
+            line.append((token, value, scale))
+            width += len(token) + 1
+        rows.append(line)
+        rows.append([])
+    fig = plt.figure(figsize=(8, 0.32 * max(len(rows), 1) + 0.2))
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    y = 1.0 - 0.5 / max(len(rows), 1)
+    for line in rows:
+        x = 0.01
+        for token, value, scale in line:
+            if scale < 0:  # a heading
+                fig.text(x, y, token, fontsize=9, family="DejaVu Sans", va="center", style="italic")
+                continue
+            r, g, b = _rgb(value, scale)
+            t = fig.text(x, y, token, fontsize=10, family="DejaVu Sans", va="center", color=_ink(value, scale),
+                         bbox={"facecolor": (r / 255, g / 255, b / 255), "edgecolor": "none", "pad": 1.5})  # fmt: skip
+            x += t.get_window_extent(renderer).width / fig.bbox.width + 0.008
+        y -= 1.0 / max(len(rows), 1)
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
