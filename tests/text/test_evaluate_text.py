@@ -13,10 +13,10 @@ import torch
 pytest.importorskip("transformers")
 
 from distributed_worker import torchrun
-from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
 from semantic_pullbacks.evaluation import evaluate
 from semantic_pullbacks.evaluation.store import ResultsStore
-from semantic_pullbacks.text import TextExplainer, load_text_model
+from semantic_pullbacks.text import TextExplainer, TextModel, load_text_model
 from semantic_pullbacks.text.dataset import read_texts
 from semantic_pullbacks.text.metrics import removal_token, sequence_pointing_game, sufficiency
 
@@ -126,6 +126,29 @@ def test_text_evaluate_under_torchrun_equals_one_process(tmp_path):
     assert strip_seconds(one) == strip_seconds(two)
     parts = sorted((tmp_path / "two" / "parts").iterdir())
     assert len(parts) == 2 and all(len(p.read_text().splitlines()) > 1 for p in parts)  # both ranks did work
+
+
+def _tiny(auto: str, model_type: str, **kw):  # type: ignore[no-untyped-def]
+    import transformers
+
+    torch.manual_seed(0)
+    base = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2, vocab_size=30522)
+    config = transformers.AutoConfig.for_model(model_type, **{**base, **kw})
+    return getattr(transformers, auto).from_config(config).eval()
+
+
+def test_a_classifier_explains_its_own_labels_and_a_language_model_is_refused(reviews):
+    tokenizer = load_text_model().tokenizer
+    model = _tiny("AutoModelForSequenceClassification", "bert", num_labels=2, id2label={0: "NEGATIVE", 1: "Positive"})
+    classifier = TextModel.wrap(model, tokenizer, name="tiny-bert")
+    result = evaluate(classifier, texts=reviews, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    assert [(r.item, r.label, r.target) for r in result.rows] == [("r1", 1, 1), ("r2", 0, 0)]  # names, any case
+    assert result.config["model"]["classes"] == ["NEGATIVE", "Positive"]
+    with pytest.raises(InvalidInputError, match="classifier with its own labels: NEGATIVE, Positive"):
+        evaluate(classifier, texts=reviews, classes=["a", "b"], progress=False)
+    lm = TextModel.wrap(_tiny("AutoModelForCausalLM", "llama", num_key_value_heads=2), tokenizer, name="tiny-llama")
+    with pytest.raises(UnsupportedModelError, match="causal language model"):
+        evaluate(lm, texts=reviews, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -255,8 +255,9 @@ class TextModality:
     # ------------------------------------------------------------------------------------------ items
     def items(self, world: World, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]:
         every = self.texts.class_indices(self.class_names)  # an unknown label anywhere fails, not only in the subset
-        texts = self._subset(seed)
-        labels = [every[i] for i in self._kept]
+        kept = self._subset(seed)
+        texts = [self.texts.texts[i] for i in kept]
+        labels = [every[i] for i in kept]
         predicted = self._predictions([t.text for t in texts], world)
         targets = [lab if lab is not None else p for lab, p in zip(labels, predicted)]
         items = [Item(t.id, lab, tgt, TEXT, _Text(t.text)) for t, lab, tgt in zip(texts, labels, targets)]
@@ -274,16 +275,14 @@ class TextModality:
             items.append(Item(f"pair-{i:04d}", targets[a], targets[a], POINTING, pair))
         return items, notes
 
-    def _subset(self, seed: int) -> list[Any]:
-        """``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None); a larger
-        ``n_texts`` adds texts without dropping any."""
-        texts = list(self.texts.texts)
-        keep = range(len(texts))
-        if self.n_texts is not None and self.n_texts < len(texts):
-            ranked = sorted(keep, key=lambda i: derive_seed(seed, "text subset", texts[i].id))
-            keep = sorted(ranked[: self.n_texts])
-        self._kept = list(keep)
-        return [texts[i] for i in self._kept]
+    def _subset(self, seed: int) -> list[int]:
+        """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);
+        a larger ``n_texts`` adds texts without dropping any."""
+        texts = self.texts.texts
+        if self.n_texts is None or self.n_texts >= len(texts):
+            return list(range(len(texts)))
+        ranked = sorted(range(len(texts)), key=lambda i: derive_seed(seed, "text subset", texts[i].id))
+        return sorted(ranked[: self.n_texts])
 
     def _predictions(self, texts: Sequence[str], world: World) -> list[int]:
         """The model's class for every text (zero-shot for embedding models): fixed chunks shared out over the
