@@ -37,10 +37,10 @@ def reviews(tmp_path: Path) -> Path:
     return path
 
 
-def _run(texts, out, **kwargs):  # type: ignore[no-untyped-def]
+def _run(texts, out, model=None, **kwargs):  # type: ignore[no-untyped-def]
     settings = {"methods": METHODS, "template": "This review is {}.", "classes": ["positive", "negative"],
                 "n_pairs": 2, "progress": False, "on_error": "raise"}  # fmt: skip
-    return evaluate(texts=texts, out=out, **{**settings, **kwargs})
+    return evaluate(model, texts=texts, out=out, **{**settings, **kwargs})
 
 
 def _direct(text: str, target: int, method: str) -> tuple[list[float], object]:
@@ -161,8 +161,9 @@ def test_a_classifier_explains_its_own_labels_and_a_language_model_is_refused(re
         ('{"text": "ok", "label": "neutral"}\n', {}, UnknownClassError, "unknown label 'neutral'"),
         ('{"text": "ok"}\n', {"metrics": ["infidelity"]}, InvalidInputError, "unknown metric 'infidelity' for texts"),
         ('{"text": "ok"}\n', {"n_images": 2}, InvalidInputError, "n_images= cannot be used in a text run"),
+        ('{"text": "ok"}\n', {"model": torch.nn.Linear(2, 2)}, InvalidInputError, "got Linear"),
     ],
-    ids=["missing", "corrupt", "empty", "unknown-label", "image-metric", "image-option"],
+    ids=["missing", "corrupt", "empty", "unknown-label", "image-metric", "image-option", "not-a-text-model"],
 )
 def test_bad_text_data_fails_with_a_typed_error(tmp_path, content, kwargs, error, message):
     path = tmp_path / "texts.jsonl"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,8 +178,13 @@ class TextModality:
     def load(cls, model: Any, device: torch.device, **options: Any) -> TextModality:
         """``model`` (a :class:`~semantic_pullbacks.text.TextModel`, a Hugging Face folder or name; None: the
         embedded MiniLM) on ``device`` (a copy is moved there, the caller's model stays where it is)."""
-        from semantic_pullbacks.text.model import TextModel, load_text_model
+        from semantic_pullbacks.text.model import DEFAULT_TEXT_MODEL, TextModel, load_text_model
 
+        if not (model is None or isinstance(model, (TextModel, str, os.PathLike))):
+            raise InvalidInputError(
+                f"a text benchmark's model is a TextModel, a Hugging Face model folder or hub name, or None (the "
+                f"embedded {DEFAULT_TEXT_MODEL}); got {type(model).__name__}"
+            )
         tm = model if isinstance(model, TextModel) else load_text_model(model)
         if tm.device != device:
             tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
