@@ -50,7 +50,7 @@ def job(processes: int, out: Path, args: argparse.Namespace) -> dict[str, float 
     seconds = float(summary["seconds"])
     busy = [float(r["seconds"]) for r in summary["ranks"]]
     with (out / "scores.csv").open() as f:
-        rows = [(r["image"], r["method"], r["metric"], r["score"]) for r in csv.DictReader(f)]
+        rows = [(r["item"], r["method"], r["metric"], r["score"]) for r in csv.DictReader(f)]
     return {"seconds": seconds, "wall": wall, "rows": rows, "busiest": max(busy), "idlest": min(busy)}
 
 

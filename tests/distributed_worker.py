@@ -3,6 +3,7 @@ hand with the same environment variables).
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py IMAGES OUT
 
+Tests start jobs with :func:`torchrun` (any command: this worker, or ``-m semantic_pullbacks evaluate ...``).
 Faults are injected the way they happen in real jobs, through the public ``on_row`` hook:
 ``SP_TEST_KILL_RANK=r SP_TEST_AFTER=k`` kills rank r with SIGKILL after its k-th stored row (a node lost, the
 OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file);
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,8 +26,19 @@ from torch import nn
 from semantic_pullbacks.evaluation import World, evaluate
 from semantic_pullbacks.models import wrap
 
+ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["SoftPullback", "Gradient", "SmoothGrad"]
 METRICS = ["faithfulness_correlation", "random_logit", "max_sensitivity", "focus"]
+
+
+def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 300):  # type: ignore[no-untyped-def]
+    """``python -m torch.distributed.run --standalone --nproc-per-node N ARGS`` from the repository root: the
+    finished process and its wall time."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    start = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
+    return done, time.monotonic() - start
 
 
 def tiny_model() -> nn.Module:

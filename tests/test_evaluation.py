@@ -153,7 +153,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder,
     seen: list[str] = []
 
     def stop_after_five(row):
-        seen.append(row.image)
+        seen.append(row.item)
         if len(seen) == 5:
             raise KeyboardInterrupt
 
@@ -174,7 +174,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder,
     resumed = _run(tiny, image_folder, out)
     assert resumed.computed_rows == total - len(saved)
     # faithfulness correlation runs once per (image, method): 6 x 2, less the ones already stored
-    done = {(r.image, r.method) for r in saved if r.metric == "faithfulness_correlation"}
+    done = {(r.item, r.method) for r in saved if r.metric == "faithfulness_correlation"}
     assert len(done) >= 2 and len(calls) == 12 - len(done)
     assert _scores(resumed.rows) == _scores(reference.rows)
     assert [r.key for r in resumed.rows] == [r.key for r in reference.rows]  # the same order, too
@@ -236,7 +236,7 @@ def test_unlabelled_folder_uses_top1(tiny, tmp_path):
     result = _run(tiny, flat, None, metrics=["faithfulness_correlation"], methods=["Gradient"])
     x = tiny.preprocess.load_batch(sorted(flat.iterdir()))
     top1 = tiny.model(x).argmax(1).tolist()
-    assert [r.target for r in sorted(result.rows, key=lambda r: r.image)] == top1
+    assert [r.target for r in sorted(result.rows, key=lambda r: r.item)] == top1
     assert {r.label for r in result.rows} == {-1}
 
 
@@ -244,7 +244,7 @@ def test_unlabelled_folder_uses_top1(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"metrics": ["faithfulness"]}, "unknown metric 'faithfulness'; available:"),
+        ({"metrics": ["faithfulness"]}, "unknown metric 'faithfulness' for images; available:"),
         ({"methods": ["SoftPullbak"]}, "unknown method 'SoftPullbak'"),
         ({"methods": ["Gradient", "gradient"]}, "listed twice"),
         ({"batch_size": 0}, "batch_size must be an int >= 1"),

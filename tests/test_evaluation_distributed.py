@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from distributed_worker import run as run_worker
+from distributed_worker import torchrun as _torchrun
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation import World, find_images
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError
@@ -53,14 +54,6 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
-def _torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    start = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
-    return done, time.monotonic() - start
-
-
 def _reference(image_folder: Path, out: Path | None, **kwargs):
     """The single-process run: the same code, one rank, one thread (as each torchrun rank here)."""
     with World.join(threads=1) as world:
@@ -69,7 +62,7 @@ def _reference(image_folder: Path, out: Path | None, **kwargs):
 
 def _csv_scores(path: Path) -> list[tuple[str, ...]]:
     with path.open() as f:
-        return [(r["image"], r["method"], r["metric"], r["target"], r["score"]) for r in csv.DictReader(f)]
+        return [(r["item"], r["method"], r["metric"], r["target"], r["score"]) for r in csv.DictReader(f)]
 
 
 # ------------------------------------------------------------------------------------------------ torchrun

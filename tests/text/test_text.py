@@ -20,7 +20,6 @@ from semantic_pullbacks.text import (  # noqa: E402
     save_png,
     to_html,
 )
-from semantic_pullbacks.text.metrics import score_texts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +70,6 @@ def test_gradient_and_integrated_gradients_over_embeddings(minilm):
     for method in ("Gradient", "IntegratedGradients", "IntegratedPullbacks"):
         r = TextExplainer(minilm, method=method).attribute(PAIRS[0][0], pair=PAIRS[0][1])
         assert r.method == method and any(v != 0 for v in r.relevance)
-
-
-def test_score_texts_runs_every_metric(minilm):
-    table = score_texts(minilm, [a for a, _, _ in PAIRS[:2]], ("SoftPullback", "Gradient"),
-                        pair=[b for _, b, _ in PAIRS[:2]], steps=4)  # fmt: skip
-    assert set(table) == {"SoftPullback", "Gradient"}
-    assert set(table["SoftPullback"]) == {"comprehensiveness", "sufficiency", "deletion ABC"}
 
 
 # --- tiny random-init models with the same tokenizer -----------------------------------------------------------

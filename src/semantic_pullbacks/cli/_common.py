@@ -74,12 +74,14 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None = None) -> None:
+    """``--model`` (default efficientnet_lite0; with ``model_help``, no default: the command picks one and says
+    so in that help), ``--weights``, ``--offline``, ``--device``."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        default="efficientnet_lite0",
-        help="embedded name, 'torchvision:NAME' or 'timm:NAME' (default: %(default)s, embedded, offline)",
+        default=None if model_help else "efficientnet_lite0",
+        help=model_help or "embedded name, 'torchvision:NAME' or 'timm:NAME' (default: %(default)s, embedded, offline)",
     )
     group.add_argument("--weights", help="checkpoint file or URL for the model ('random' for untrained weights)")
     group.add_argument(

@@ -1,5 +1,6 @@
 """``semantic-pullbacks evaluate``: a benchmark table (methods × metrics, mean ± std, 95% CIs) in one command.
 
+Images by default; ``--texts`` switches to texts (the text metrics, the embedded MiniLM unless ``--model``).
 Rows are saved as they finish; Ctrl-C and rerunning the same command resumes where it stopped. ``--ablate``
 sweeps temperatures, K and alpha of SoftPullback/PullbackAscent one at a time into one table. Under torchrun
 (``torchrun --nproc-per-node N -m semantic_pullbacks evaluate ...``) every rank computes a share and rank 0
@@ -30,9 +31,10 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="benchmark methods with the paper's metrics: one table with confidence intervals",
         description="Score explanation methods with faithfulness, robustness, randomisation and localisation\n"
-        "metrics on a set of images. Writes per-image scores (scores.csv), summary.md (mean ± std, 95%\n"
-        "bootstrap CIs, paired differences of each pullback method against its gradient counterpart),\n"
-        "summary.json and chart.png. Interrupt with Ctrl-C and rerun the same command to resume.",
+        "metrics on a set of images, or (--texts) with comprehensiveness, sufficiency, token deletion and the\n"
+        "Sequence Pointing Game on a set of labelled texts. Writes per-item scores (scores.csv), summary.md\n"
+        "(mean ± std, 95% bootstrap CIs, paired differences of each pullback method against its gradient\n"
+        "counterpart), summary.json and chart.png. Interrupt with Ctrl-C and rerun the same command to resume.",
         epilog="presets: --fast (default for the bundled examples) cuts sample counts (SmoothGrad 4 samples,\n"
         "FusionGrad 2x2, IG 4 steps, GradientShap 4, infidelity 1 draw, 4x coarser faithfulness steps,\n"
         "monotonicity 2 samples, max-sensitivity 2 samples); --paper (default for folders) uses the paper's\n"
@@ -40,6 +42,10 @@ def register(subparsers: Any) -> None:
         "  semantic-pullbacks evaluate --images ~/imagenet/val --n-images 1000 --paper --device cuda --out runs/val\n"
         "  semantic-pullbacks evaluate --methods SoftPullback,Gradient --metrics infidelity,focus --out runs/q\n"
         "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,1.0 --ablate K=3,5 --out runs/ablation\n"
+        "  semantic-pullbacks evaluate --texts examples --out runs/text      # 80 bundled reviews, MiniLM\n"
+        "  semantic-pullbacks evaluate --texts reviews.csv --classes negative,positive \\\n"
+        "      --template 'This review is {}.' --out runs/reviews\n"
+        "  semantic-pullbacks evaluate --texts ./sst2 --split validation --model ./my-sst2-classifier --out runs/sst2\n"
         "  torchrun --nproc-per-node 8 -m semantic_pullbacks evaluate --images ~/imagenet/val \\\n"
         "      --labels ~/imagenet/ILSVRC2012_devkit_t12.tar.gz --paper --device cuda --out /shared/runs/val\n\n"
         "torchrun: each rank computes a share of the missing scores (on cuda:LOCAL_RANK with --device cuda; on CPU\n"
@@ -48,7 +54,11 @@ def register(subparsers: Any) -> None:
         "of processes; interrupt the job and rerun it with any number to resume.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_options(parser)
+    add_model_options(
+        parser,
+        model_help="images: an embedded name, 'torchvision:NAME' or 'timm:NAME' (default: efficientnet_lite0); texts: "
+        "a Hugging Face classifier or embedding model, a folder or hub name (default: the embedded all-MiniLM-L6-v2)",
+    )
     data = parser.add_argument_group("benchmark")
     data.add_argument(
         "--images",
@@ -92,6 +102,29 @@ def register(subparsers: Any) -> None:
         help="sweep one setting of SoftPullback/PullbackAscent, one at a time: a temperature family "
         "(relu, gelu, silu, maxpool, attention, gate, norm; 'none' = ordinary gradient), K (ascent steps) or "
         "alpha; repeat for several",
+    )
+    texts = parser.add_argument_group("texts (--texts switches to a text benchmark)")
+    texts.add_argument(
+        "--texts",
+        metavar="PATH",
+        help="'examples' (80 bundled reviews), a .jsonl/.json/.csv/.tsv/.txt file of text,label rows, or a dataset "
+        "folder (data files per split, class names from dataset_info.json or README.md)",
+    )
+    texts.add_argument("--split", help="the split of a dataset folder to use (train, validation, test)")
+    texts.add_argument(
+        "--classes",
+        metavar="A,B",
+        help="embedding models: the class names, in index order (default: the data's own, or its labels)",
+    )
+    texts.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="embedding models: a class's description, '{}' standing for its name (default: 'This example is {}.', "
+        "or the data's own: 'This review is {}.' for the bundled reviews)",
+    )
+    texts.add_argument("--n-texts", type=positive_int, metavar="N", help="a fixed subset of N texts, drawn with --seed")
+    texts.add_argument(
+        "--n-pairs", type=positive_int, metavar="N", help="pairs joined for the pointing game (default: one per text)"
     )
     add_settings_options(parser)
     out = parser.add_argument_group("output")
@@ -144,36 +177,75 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+_IMAGE_ONLY = (("--images", "images", "examples"), ("--labels", "labels", None), ("--n-images", "n_images", None),
+               ("--weights", "weights", None))  # fmt: skip
+_TEXT_ONLY = (("--split", "split"), ("--classes", "classes"), ("--template", "template"), ("--n-texts", "n_texts"),
+              ("--n-pairs", "n_pairs"))  # fmt: skip
+
+
+def _check_modality(args: argparse.Namespace) -> None:
+    """Options of the other modality are refused by name, before anything loads."""
+    from ..errors import InvalidInputError
+
+    if args.texts is not None:
+        stray = [flag for flag, name, default in _IMAGE_ONLY if getattr(args, name) != default]
+        if stray:
+            raise InvalidInputError(f"{', '.join(stray)} cannot be used with --texts (a text benchmark)")
+    else:
+        stray = [flag for flag, name in _TEXT_ONLY if getattr(args, name) is not None]
+        if stray:
+            raise InvalidInputError(f"{', '.join(stray)} are for text benchmarks: add --texts PATH (or 'examples')")
+
+
+def _load(args: argparse.Namespace, device: Any) -> Any:
+    if args.texts is not None:
+        from ..text import load_text_model
+
+        return load_text_model(args.model, offline=args.offline)
+    return load_model(args, device=device)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import ABLATION_METHODS, MethodSpec, World, ablation_specs, evaluate, parse_ablation
+    from ..evaluation.images import ImageModality
     from ..evaluation.job import JobFailedError
-    from ..evaluation.plan import resolve_methods, resolve_metrics
+    from ..evaluation.modality import resolve_metrics
+    from ..evaluation.plan import resolve_methods
+    from ..evaluation.texts import TextModality
     from ._output import output_folder
 
+    _check_modality(args)
+    modality = TextModality if args.texts is not None else ImageModality
+    if args.texts is None and args.model is None:
+        args.model = "efficientnet_lite0"
     settings = settings_from_args(args)
     ascent = {"steps": settings.steps, "alpha": settings.alpha}
     names = split_list(args.methods)
-    metrics = resolve_metrics(split_list(args.metrics)) if args.metrics else None
+    metrics = resolve_metrics(split_list(args.metrics), modality) if args.metrics else None
     methods: list[MethodSpec]
     if args.ablate:
         sweeps = parse_ablation(args.ablate)
         base = [s.method for s in resolve_methods(names)] if names else list(ABLATION_METHODS)
         methods = ablation_specs(sweeps, base, temperatures=settings.temperatures, ascent=ascent)
     else:
-        methods = resolve_methods(names if names else None)
+        methods = resolve_methods(names if names else modality.default_methods())
+    if args.texts is not None:
+        texts = modality.prepare(texts=args.texts, split=args.split)["texts"]  # a bad file fails before loading
+        data: dict[str, Any] = {"texts": texts, "template": args.template,
+                                "n_texts": args.n_texts, "n_pairs": args.n_pairs,
+                                "classes": split_list([args.classes]) if args.classes else None}  # fmt: skip
+    else:
+        data = {"images": args.images, "n_images": args.n_images, "labels": args.labels}
     output_folder(args.out)
     with World.join(args.device, timeout=args.timeout, threads=args.threads) as world:
-        loaded = load_model(args, device=world.device)
+        model = _load(args, world.device)
         try:
             result = evaluate(
-                loaded,
-                args.images,
-                methods,
-                metrics,
+                model,
+                methods=methods,
+                metrics=metrics,
                 out=args.out,
                 preset=args.preset,
-                n_images=args.n_images,
-                labels=args.labels,
                 batch_size=args.batch_size,
                 seed=args.seed,
                 temperatures=settings.temperatures,
@@ -185,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
                 chart=not args.no_chart,
                 workers=args.workers,
                 world=world,
+                **data,
             )
         except KeyboardInterrupt:
             print(

@@ -2,17 +2,21 @@
 
 >>> from semantic_pullbacks.evaluation import evaluate
 >>> result = evaluate(methods=["SoftPullback", "Gradient"], out="runs/bench")   # doctest: +SKIP
+>>> result = evaluate(texts="examples", out="runs/text")                         # doctest: +SKIP
 >>> print(result.markdown())                                                     # doctest: +SKIP
 
 The pipeline (:mod:`.runner`): :mod:`.plan` (items × methods × metrics and their settings) → :mod:`.shard`
 (which rank computes what) → :mod:`.compute` (explain, score; seeds from :mod:`.seeds`) → :mod:`.store` (each
 rank's rows, resumable) → :mod:`.report` (Markdown, JSON, chart), on one process or a torchrun job
-(:mod:`.world`, :mod:`.job`). Inputs: :mod:`.dataset` (which images; :mod:`.devkit` for ImageNet's labels),
-:mod:`.images` (image and mosaic items), :mod:`.items` (decoding in DataLoader workers). Settings:
-:mod:`.presets` (``fast``/``paper``), :mod:`.specs` (methods and ablations), :mod:`.statistics` (bootstrap).
+(:mod:`.world`, :mod:`.job`). What depends on the kind of input is a modality (:mod:`.modality`):
+:mod:`.images` (image and mosaic items; :mod:`.dataset` finds the images, :mod:`.devkit` reads ImageNet's labels)
+and :mod:`.texts` (texts and joined pairs; :mod:`semantic_pullbacks.text.dataset` reads the files); :mod:`.items`
+decodes items in DataLoader workers. Settings: :mod:`.presets` (``fast``/``paper``), :mod:`.specs` (methods and
+ablations), :mod:`.statistics` (bootstrap).
 """
 
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
+from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, PRESETS, Preset, get_preset
 from semantic_pullbacks.evaluation.runner import EvaluationResult, evaluate
 from semantic_pullbacks.evaluation.specs import ABLATION_METHODS, MethodSpec, ablation_specs, parse_ablation
@@ -33,6 +37,7 @@ __all__ = [
     "EvalImage",
     "EvaluationResult",
     "MethodSpec",
+    "Modality",
     "PairedDifference",
     "Preset",
     "ResultsStore",
@@ -46,5 +51,6 @@ __all__ = [
     "get_preset",
     "paired_difference",
     "parse_ablation",
+    "resolve_metrics",
     "summarise",
 ]

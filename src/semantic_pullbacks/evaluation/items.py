@@ -1,6 +1,6 @@
 """What a benchmark scores, one item at a time, and how items are decoded while the model computes.
 
-An :class:`Item` is one input of the table (an image, a Focus mosaic; a text in a text benchmark): the key of its
+An :class:`Item` is one input of the table (an image, a Focus mosaic, a text, two texts joined): the key of its
 rows, its label and the class it is explained for, its ``kind`` (which metrics run on it) and a ``source`` that a
 :class:`Decoder` turns into model inputs. Decoders are plain picklable objects, run by a
 :class:`torch.utils.data.DataLoader` in worker processes, so reading and preprocessing the next items overlaps the
@@ -49,7 +49,8 @@ class Inputs:
 
 
 class Decoder(Protocol):
-    """Turns an item's ``source`` into model inputs; must be picklable (it runs in DataLoader workers)."""
+    """Turns an item's ``source`` into model inputs; must be picklable (it runs in DataLoader workers). A decoder
+    whose work is cheaper than a hop to another process (tokenising a sentence) sets ``in_process = True``."""
 
     def __call__(self, item: Item) -> Inputs: ...
 
@@ -58,8 +59,9 @@ class ItemSource(Protocol):
     """Where a benchmark's items come from: the one modality-specific step of the pipeline.
 
     ``items`` lists them (the same list on every rank; ``world`` lets ranks share work such as finding top-1
-    targets), with notes on anything left out; ``decoder`` turns them into model inputs. Images: :class:`~.images.
-    ImageSource`; a text benchmark brings a source of strings and a tokenising decoder.
+    targets), with notes on anything left out; ``decoder`` turns them into model inputs. Images:
+    :class:`~.images.ImageModality` (files, a decoder that reads and resizes); texts: :class:`~.texts.
+    TextModality` (strings, a tokenising decoder).
     """
 
     def items(self, world: Any, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]: ...
@@ -93,6 +95,8 @@ def decoded(
     (0: in this process)."""
     if not items:
         return
+    if getattr(decoder, "in_process", False):
+        workers = 0
     loader = torch.utils.data.DataLoader(
         _Decoding(items, decoder),
         batch_size=None,

@@ -3,8 +3,8 @@
 The work is a list of :class:`Unit` s, one per (item, method): explain the item once with the method, then score
 that explanation with each metric that runs on the item's kind. The plan is built the same way on every rank from
 the same arguments; the settings that decide the scores form the run's config (its fingerprint guards resumes).
-A metric that needs items of another kind than images (Focus: mosaics) says so in :data:`METRIC_KINDS`; any
-other metric of :mod:`semantic_pullbacks.metrics` plugs in by name.
+Which metrics exist, their settings and the kind of item each runs on (Focus: mosaics; the pointing game: joined
+texts) come from the modality (:mod:`.modality`).
 """
 
 from __future__ import annotations
@@ -16,36 +16,17 @@ from typing import Any
 from semantic_pullbacks.calibration.settings import temperatures_for
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.evaluation.images import IMAGE, MOSAIC
 from semantic_pullbacks.evaluation.items import Item
-from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, Preset, metric_settings
+from semantic_pullbacks.evaluation.modality import Modality
+from semantic_pullbacks.evaluation.presets import Preset
 from semantic_pullbacks.evaluation.specs import MethodSpec, temperatures_record
 from semantic_pullbacks.methods import available_methods, get_method
-from semantic_pullbacks.metrics import get_metric, list_metrics
 
-__all__ = ["FORMAT_VERSION", "METRIC_KINDS", "Plan", "Unit", "resolve_methods", "resolve_metrics"]
+__all__ = ["FORMAT_VERSION", "Plan", "Unit", "resolve_methods"]
 
 #: version of the results folder's layout and of how scores are computed; part of every config
-FORMAT_VERSION = 2
-#: the kind of items a metric is computed on, where it is not a plain image
-METRIC_KINDS: Mapping[str, str] = {"focus": MOSAIC}
-
-
-def resolve_metrics(metrics: Sequence[str] | None) -> list[str]:
-    """Canonical metric names (default: the paper's seven); an unknown name fails before any work."""
-    if metrics is None:
-        return list(DEFAULT_METRICS)
-    if isinstance(metrics, str):
-        metrics = [m for m in metrics.split(",") if m.strip()]
-    names = []
-    for m in metrics:
-        key = m.strip().lower().replace("-", "_")
-        if key not in list_metrics():
-            raise InvalidInputError(f"unknown metric {m!r}; available: {', '.join(list_metrics())}")
-        names.append(key)
-    if not names:
-        raise InvalidInputError("no metric given")
-    return list(dict.fromkeys(names))
+#: (3: rows keyed by ``item``, not ``image``; the config names its modality)
+FORMAT_VERSION = 3
 
 
 def resolve_methods(methods: Sequence[str | MethodSpec] | None) -> list[MethodSpec]:
@@ -116,6 +97,8 @@ class Plan:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
+    #: the kind of item each metric is computed on
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -124,10 +107,8 @@ class Plan:
         specs: list[MethodSpec],
         metrics: list[str],
         *,
-        model: Mapping[str, Any],
+        modality: Modality,
         preset: Preset,
-        input_size: int,
-        domain: tuple[float, float],
         temperatures: Temperatures,
         ascent_temperatures: Temperatures | None,
         ascent: Mapping[str, Any],
@@ -136,21 +117,26 @@ class Plan:
         notes: Iterable[str] = (),
     ) -> Plan:
         kinds = {item.kind for item in items}
-        running = [m for m in metrics if METRIC_KINDS.get(m, IMAGE) in kinds]
-        shared = {"temperatures": temperatures, "ascent": dict(ascent), "seed": seed, "domain": domain}
+        metric_kinds = {m: modality.metric_kind(m) for m in metrics}
+        running = [m for m in metrics if metric_kinds[m] in kinds]
+        shared = {"temperatures": temperatures, "ascent": dict(ascent), "seed": seed, **modality.method_settings}
         method_kwargs = {}
         for s in specs:
             temps = temperatures_for(s.method, temperatures, ascent_temperatures)
             method_kwargs[s.label] = {**s.resolved(**{**shared, "temperatures": temps})}
             method_kwargs[s.label].update(preset.method_settings.get(s.method, {}))
-        settings = {name: metric_settings(name, input_size, preset) for name in running}
+        settings = {name: modality.metric_settings(name, preset) for name in running}
         # the fingerprint holds every setting as the metric sees it, defaults included
-        built = {name: get_metric(name, **kw, batch_size=batch_size, seed=seed) for name, kw in settings.items()}
+        built = {
+            name: modality.build_metric(name, kw, batch_size=batch_size, seed=seed) for name, kw in settings.items()
+        }
         higher = {name: m.higher_is_better for name, m in built.items()}
         plan = cls(items, specs, running, method_kwargs, settings, {}, list(notes), higher)
+        plan.kinds = {m: metric_kinds[m] for m in running}
         plan.config = {
             "format": FORMAT_VERSION,
-            "model": dict(model),
+            "modality": modality.name,
+            "model": dict(modality.record()),
             "preset": preset.name,
             "items": _item_records(items),
             "methods": {s.label: {"method": s.method, "settings": _record(method_kwargs[s.label])} for s in specs},
@@ -164,7 +150,7 @@ class Plan:
         """Every unit, item by item (an item's methods together, so they share its decoding and model outputs)."""
         out = []
         for i, item in enumerate(self.items):
-            metrics = tuple(m for m in self.metrics if METRIC_KINDS.get(m, IMAGE) == item.kind)
+            metrics = tuple(m for m in self.metrics if self.kinds.get(m) == item.kind)
             if metrics:
                 out += [Unit(i, s.label, metrics, _passes(s.method, self.method_kwargs[s.label])) for s in self.specs]
         return out

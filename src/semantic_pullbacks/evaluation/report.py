@@ -74,16 +74,23 @@ def _ci(s: Any) -> str:
     return "–" if s.n == 0 else f"[{format_number(s.ci_low)}, {format_number(s.ci_high)}]"
 
 
+def _counted(config: dict[str, Any]) -> tuple[int, str]:
+    """How many items of the run's modality (images, texts; not mosaics or joined pairs), and their noun."""
+    kind = str(config.get("modality", "image"))
+    n = len(config.get("items", {}).get(kind, []))
+    return n, f"{kind}{'' if n == 1 else 's'}"
+
+
 def markdown_report(result: EvaluationResult) -> str:
     """Summary (mean ± std), 95% bootstrap CIs, paired differences against gradient counterparts, notes."""
     cfg = result.config
-    n_images = len(cfg.get("items", {}).get("image", []))
+    n, noun = _counted(cfg)
+    items = f"{noun.rstrip('s')}s"
     model = cfg.get("model", {}).get("name", "?")
     lines = [
-        f"# Evaluation: {model}, {n_images} image{'' if n_images == 1 else 's'}, "
-        f"preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
+        f"# Evaluation: {model}, {n} {noun}, preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
         "",
-        "Mean ± std over images (↑ higher is better, ↓ lower is better; best per column in bold; "
+        f"Mean ± std over {items} (↑ higher is better, ↓ lower is better; best per column in bold; "
         "n shown where some scores were undefined).",
         "",
         *_table(result, _mean_std),
@@ -95,10 +102,10 @@ def markdown_report(result: EvaluationResult) -> str:
     if result.differences:
         lines += [
             "",
-            "## Pullback methods against their gradient counterparts (paired, same images)",
+            f"## Pullback methods against their gradient counterparts (paired, same {items})",
             "",
             "Δ = mean(method − baseline) with its 95% bootstrap CI; ratio = mean(method) / mean(baseline); "
-            "median ratio = median over images of method / baseline; verdict from the CI and the metric's "
+            f"median ratio = median over {items} of method / baseline; verdict from the CI and the metric's "
             "direction (n.s.: the CI contains 0).",
             "",
             "| method | baseline | metric | n | method mean | baseline mean | Δ [95% CI] | ratio | median ratio "
@@ -181,9 +188,9 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
         ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(f"{metric} {_arrow(result.higher_is_better[metric])}", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
+    n, noun = _counted(result.config)
     fig.suptitle(
-        f"{result.config.get('model', {}).get('name', '')}: mean and 95% CI over "
-        f"{len(result.config.get('items', {}).get('image', []))} images (orange: pullback methods)",
+        f"{result.config.get('model', {}).get('name', '')}: mean and 95% CI over {n} {noun} (orange: pullback methods)",
         fontsize=10,
     )
     atomic_write(path, lambda p: fig.savefig(p, format="png"))

@@ -1,6 +1,7 @@
 """The benchmark as a pipeline: plan → shard → compute → store → report.
 
-The same code runs in one process and on every rank of a torchrun job; one process is the world of size 1.
+The same code runs in one process and on every rank of a torchrun job; one process is the world of size 1, and
+images and texts are two modalities of it (:mod:`.modality`: :mod:`.images`, :mod:`.texts`).
 Every rank builds the same :class:`~.plan.Plan` (items × methods × metrics and their settings); rank 0 opens the
 results folder, finds the scores still missing and :func:`~.shard.share` s them out; each rank computes its share
 (:class:`~.compute.Scorer`), appending rows to its own part file (:mod:`.store`) while a
@@ -25,18 +26,19 @@ from semantic_pullbacks.calibration import recommended_settings
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.compute import Scorer
-from semantic_pullbacks.evaluation.images import ImageSource, compose_mosaics
-from semantic_pullbacks.evaluation.items import ItemSource, decoded
+from semantic_pullbacks.evaluation.images import ImageModality, compose_mosaics
+from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
-from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods, resolve_metrics
+from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
+from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
 from semantic_pullbacks.evaluation.presets import get_preset
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
 from semantic_pullbacks.evaluation.statistics import PairedDifference, Summary, paired_difference, summarise
 from semantic_pullbacks.evaluation.store import ResultsStore, Row, fingerprint
+from semantic_pullbacks.evaluation.texts import TextModality
 from semantic_pullbacks.evaluation.world import DEFAULT_TIMEOUT, World
 from semantic_pullbacks.methods import counterpart
-from semantic_pullbacks.models import LoadedModel
 
 __all__ = ["EvaluationResult", "compose_mosaics", "evaluate", "resolve_methods", "resolve_metrics"]
 
@@ -46,7 +48,7 @@ class EvaluationResult:
     """What a benchmark produced: every row, and their statistics.
 
     ``summaries[(method, metric)]`` holds mean ± std and the bootstrap CI; ``differences`` compares each
-    pullback method with its gradient counterpart image by image; ``notes`` lists what was skipped and why;
+    pullback method with its gradient counterpart item by item; ``notes`` lists what was skipped and why;
     ``files`` the paths written (empty without ``out``, and on ranks other than 0).
     """
 
@@ -66,10 +68,10 @@ class EvaluationResult:
     ranks: list[dict[str, Any]] = field(default_factory=list)
 
     def scores(self) -> dict[tuple[str, str], dict[str, float]]:
-        """``{(method, metric): {image: score}}``."""
+        """``{(method, metric): {item: score}}``."""
         out: dict[tuple[str, str], dict[str, float]] = {}
         for r in self.rows:
-            out.setdefault((r.method, r.metric), {})[r.image] = r.score
+            out.setdefault((r.method, r.metric), {})[r.item] = r.score
         return out
 
     def markdown(self) -> str:
@@ -80,11 +82,17 @@ class EvaluationResult:
 
 
 def evaluate(
-    model: str | LoadedModel = "efficientnet_lite0",
+    model: Any = None,
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = "examples",
     methods: Sequence[str | MethodSpec] | None = None,
     metrics: Sequence[str] | None = None,
     *,
+    texts: Any = None,
+    classes: Sequence[str] | Mapping[str, str] | None = None,
+    template: str | None = None,
+    split: str | None = None,
+    n_texts: int | None = None,
+    n_pairs: int | None = None,
     out: str | os.PathLike[str] | None = None,
     preset: str | None = None,
     n_images: int | None = None,
@@ -107,17 +115,28 @@ def evaluate(
     world: World | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> EvaluationResult:
-    """Score ``methods`` × ``metrics`` on ``images`` and summarise (mean ± std, bootstrap CIs, paired
-    differences against the gradient counterparts), in this process or spread over a torchrun job.
+    """Score ``methods`` × ``metrics`` on ``images`` (or ``texts``) and summarise (mean ± std, bootstrap CIs,
+    paired differences against the gradient counterparts), in this process or spread over a torchrun job.
 
-    ``images``: ``"examples"`` (bundled, labelled), a folder, an ImageFolder tree (``root/<wnid|index|name>/``),
-    ImageNet's flat validation folder with ``labels`` (the devkit's ground truth) or a list of files; targets are
-    the labels when known, else the top-1 class. ``n_images`` picks a seeded subset. ``methods``: names or
-    :class:`MethodSpec` (default: every method); ``metrics``: names (default: the paper's seven). ``preset``:
-    ``"fast"`` (default for the bundled set) or ``"paper"`` (default otherwise). ``batch_size``: inputs per model
-    call inside the metrics. ``temperatures=None`` uses the model family's recommended settings (pass
-    ``Temperatures()`` for the paper's); ``ascent_temperatures`` (default: the recommended settings' own) are
-    used by PullbackAscent and DoublePullback.
+    Images (``model``: a name :func:`semantic_pullbacks.models.load` takes, or a loaded model; default
+    ``efficientnet_lite0``): ``images`` is ``"examples"`` (bundled, labelled), a folder, an ImageFolder tree
+    (``root/<wnid|index|name>/``), ImageNet's flat validation folder with ``labels`` (the devkit's ground truth) or
+    a list of files; targets are the labels when known, else the top-1 class. ``n_images`` picks a seeded subset.
+    ``methods``: names or :class:`MethodSpec` (default: every method); ``metrics``: names (default: the paper's
+    seven). ``preset``: ``"fast"`` (default for the bundled set) or ``"paper"`` (default otherwise).
+    ``batch_size``: inputs per model call inside the metrics. ``temperatures=None`` uses the model family's
+    recommended settings (pass ``Temperatures()`` for the paper's); ``ascent_temperatures`` (default: the
+    recommended settings' own) are used by PullbackAscent and DoublePullback.
+
+    Texts (``texts=`` given, or ``model`` a :class:`~semantic_pullbacks.text.TextModel`; default model: the
+    embedded all-MiniLM-L6-v2): ``texts`` is ``"examples"`` (80 bundled reviews), a ``.jsonl``/``.json``/``.csv``/
+    ``.tsv``/``.txt`` file of ``text,label`` rows or a dataset folder (``split`` picks one of its splits); each
+    text is explained for its label's class (else the model's prediction), and ``n_texts`` picks a seeded
+    subset. A sequence classifier explains its logit; an embedding model the cosine similarity to the class's
+    description, from ``classes`` (names, or name -> description) and ``template`` (``"This example is {}."``
+    unless the data gives its own). Metrics: comprehensiveness, sufficiency, deletion_abc and pointing_game (on
+    ``n_pairs`` joined pairs of texts of different classes, default one per text); methods default to
+    SoftPullback, IntegratedPullbacks and their gradient counterparts; the preset to ``"paper"``.
 
     With ``out``, every score is appended to a file of ``out/parts/`` as it finishes, and a rerun with
     ``resume=True`` skips the scores found there, whatever number of processes computed them (other settings
@@ -131,30 +150,57 @@ def evaluate(
     collective waits for the other ranks.
 
     >>> result = evaluate(methods=["SoftPullback", "Gradient"], metrics=["infidelity"], out="runs/q")  # doctest: +SKIP
+    >>> result = evaluate(texts="examples", out="runs/text")                                          # doctest: +SKIP
     >>> print(result.markdown())                                                    # doctest: +SKIP
     """
     start = time.perf_counter()
-    request = _Request.checked(methods, metrics, images, preset, ascent, on_error, batch_size, seed, workers, n_mosaics)
-    home = device if device is not None else (model.device if isinstance(model, LoadedModel) else None)
+    modality, options = _modality(
+        model, images, texts,
+        images_options={"n_images": n_images, "labels": labels, "n_mosaics": n_mosaics, "weights": weights},
+        text_options={"classes": classes, "template": template, "split": split, "n_texts": n_texts,
+                      "n_pairs": n_pairs},
+    )  # fmt: skip
+    request = _Request.checked(methods, metrics, modality, options, preset, ascent, on_error, batch_size, seed, workers)
+    home = device if device is not None else getattr(model, "device", None) if not isinstance(model, str) else None
     with _joined(world, home, timeout) as w:
         if w.size > 1 and out is None:
             raise InvalidInputError("a run spread over several processes needs out= (a folder every rank can reach)")
-        loaded = _load(model, weights, w.device)
-        source = ImageSource(loaded, images, n_images=n_images, labels=labels, n_mosaics=request.n_mosaics)
-        plan = _plan(request, source, loaded, temperatures, ascent_temperatures, w)
+        source = modality.load(model, w.device, **request.options)
+        plan = _plan(request, source, temperatures, ascent_temperatures, w)
         store, job, shares = _open(plan, out, w, resume=resume, force=force)
         try:
-            statuses = _compute(plan, source, loaded, store, job, shares[w.rank], w, request, progress, on_row)
+            statuses = _compute(plan, source, store, job, shares[w.rank], w, request, progress, on_row)
             return _report(plan, store, statuses, w, start, chart)
         finally:
             store.close()
 
 
 # ------------------------------------------------------------------------------------------------ the steps
+def _modality(
+    model: Any, images: Any, texts: Any, *, images_options: dict[str, Any], text_options: dict[str, Any]
+) -> tuple[type[Modality], dict[str, Any]]:
+    """Which modality the arguments ask for, with its options; an option of the other one is refused by name."""
+    from semantic_pullbacks.text.model import TextModel
+
+    text = texts is not None or isinstance(model, TextModel)
+    chosen, other = (text_options, images_options) if text else (images_options, text_options)
+    stray = [k for k, v in other.items() if v is not None]
+    if text and not (isinstance(images, str) and images == "examples"):
+        stray.insert(0, "images")
+    if stray:
+        mode, fix = ("a text run", "pass images= for an image run") if text else ("an image run", "pass texts=")
+        raise InvalidInputError(f"{', '.join(f'{k}=' for k in stray)} cannot be used in {mode}; {fix}")
+    if text:
+        return TextModality, {"texts": "examples" if texts is None else texts, **chosen}  # type: ignore[return-value]
+    return ImageModality, {"images": images, **chosen}  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class _Request:
     """The arguments that need no model, checked before anything is loaded."""
 
+    modality: Any
+    options: dict[str, Any]
     specs: list[MethodSpec]
     metrics: list[str]
     preset: Any
@@ -163,11 +209,10 @@ class _Request:
     batch_size: int
     seed: int
     workers: int
-    n_mosaics: int | None
 
     @classmethod
     def checked(  # type: ignore[no-untyped-def]
-        cls, methods, metrics, images, preset, ascent, on_error, batch_size, seed, workers, n_mosaics
+        cls, methods, metrics, modality, options, preset, ascent, on_error, batch_size, seed, workers
     ) -> _Request:
         if on_error not in ("skip", "raise"):
             raise InvalidInputError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -176,37 +221,27 @@ class _Request:
                 raise InvalidInputError(f"{name} must be an int >= {least}, got {value!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidInputError(f"seed must be an int, got {seed!r}")
-        if n_mosaics is not None and (isinstance(n_mosaics, bool) or not isinstance(n_mosaics, int) or n_mosaics < 1):
-            raise InvalidInputError(f"n_mosaics must be a positive int or None, got {n_mosaics!r}")
-        bundled = isinstance(images, str) and images.strip().lower() == "examples" and not Path(images).exists()
-        chosen = get_preset(preset if preset is not None else ("fast" if bundled else "paper"))
-        return cls(
-            resolve_methods(methods), resolve_metrics(metrics), chosen, check_ascent(ascent), on_error,
-            batch_size, seed, workers, n_mosaics,
-        )  # fmt: skip
+        specs = resolve_methods(methods if methods is not None else modality.default_methods())
+        names = resolve_metrics(metrics, modality)
+        chosen = get_preset(preset if preset is not None else modality.default_preset(options))
+        ascent = check_ascent(ascent)
+        options = modality.prepare(**options)
+        return cls(modality, options, specs, names, chosen, ascent, on_error, batch_size, seed, workers)
 
 
 def _joined(world: World | None, device: Any, timeout: float) -> contextlib.AbstractContextManager[World]:
     return contextlib.nullcontext(world) if world is not None else World.join(device, timeout=timeout)
 
 
-def _load(model: str | LoadedModel, weights: str | None, device: torch.device) -> LoadedModel:
-    if isinstance(model, LoadedModel):
-        return model
-    from semantic_pullbacks.models import load
-
-    return load(model, weights=weights, device=device)
-
-
 def _plan(  # type: ignore[no-untyped-def]
-    request: _Request, source: ItemSource, loaded: LoadedModel, temperatures, ascent_temperatures, w: World
+    request: _Request, source: Modality, temperatures, ascent_temperatures, w: World
 ) -> Plan:
-    """Items (from the source), the methods' and metrics' settings, the config; the same on every rank, which is
+    """Items (from the modality), the methods' and metrics' settings, the config; the same on every rank, which is
     checked."""
     items, notes = source.items(w, metrics=request.metrics, seed=request.seed, workers=request.workers)
     # like the CLI: the model family's recommended temperatures unless told otherwise (Temperatures() = paper's)
     if temperatures is None:
-        recommended = recommended_settings(loaded.name)
+        recommended = recommended_settings(source.model_name)
         base = recommended.temperatures
         if ascent_temperatures is None:
             ascent_temperatures = recommended.ascent.temperatures
@@ -216,10 +251,8 @@ def _plan(  # type: ignore[no-untyped-def]
         items,
         request.specs,
         request.metrics,
-        model=source.record(),
+        modality=source,
         preset=request.preset,
-        input_size=loaded.input_size,
-        domain=loaded.domain,
         temperatures=base,
         ascent_temperatures=Temperatures.coerce(ascent_temperatures) if ascent_temperatures is not None else None,
         ascent=request.ascent,
@@ -232,7 +265,7 @@ def _plan(  # type: ignore[no-untyped-def]
     if odd:
         raise InvalidInputError(
             f"rank {odd[0]} of {w.size} planned other work than rank 0 (settings fingerprint {prints[odd[0]]} vs "
-            f"{prints[0]}): start every rank with the same arguments, on the same images"
+            f"{prints[0]}): start every rank with the same arguments, on the same {source.noun}"
         )
     return plan
 
@@ -276,8 +309,7 @@ def _open(
 
 def _compute(
     plan: Plan,
-    source: ItemSource,
-    loaded: LoadedModel,
+    source: Modality,
     store: ResultsStore,
     job: str,
     units: list[Unit],
@@ -293,7 +325,7 @@ def _compute(
         by_item.setdefault(u.item, []).append(u)
     items = [plan.items[i] for i in by_item]
     position = {it.id: i for i, it in zip(by_item, items)}
-    scorer = Scorer(loaded.model, plan, seed=request.seed, batch_size=request.batch_size, on_error=request.on_error)
+    scorer = Scorer(source, plan, seed=request.seed, batch_size=request.batch_size, on_error=request.on_error)
     lock = store.lock
     board = JobBoard(store.out, job, w.rank, w.size, on_beat=lock.refresh if lock is not None else None)
     writer = store.writer(w.rank, job)
@@ -302,7 +334,7 @@ def _compute(
     started = time.perf_counter()
     with board:
         try:
-            for item, inputs in decoded(items, source.decoder(), loaded.device, workers=request.workers):
+            for item, inputs in decoded(items, source.decoder(), source.device, workers=request.workers):
                 for unit in by_item[position[item.id]]:
                     board.check()
                     bar.set_postfix_str(f"{unit.method} / {item.id}")
@@ -346,7 +378,7 @@ def _report(
     rows = sorted((r for r in store.rows() if r.key in wanted), key=lambda r: order[r.key])
     by_key: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
-        by_key.setdefault((r.method, r.metric), {})[r.image] = r.score
+        by_key.setdefault((r.method, r.metric), {})[r.item] = r.score
     seed = int(plan.config["seed"])
     higher = plan.higher_is_better
     notes = list(plan.notes)

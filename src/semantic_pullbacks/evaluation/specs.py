@@ -41,13 +41,21 @@ class MethodSpec:
         return cls(canonical, canonical, MappingProxyType(dict(settings or {})))
 
     def resolved(
-        self, *, temperatures: Temperatures, ascent: Mapping[str, Any], seed: int, domain: tuple[float, float]
+        self,
+        *,
+        temperatures: Temperatures,
+        ascent: Mapping[str, Any],
+        seed: int,
+        domain: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
-        """The keyword arguments the method's constructor gets: shared settings it accepts, then its own."""
+        """The keyword arguments the method's constructor gets: shared settings it accepts, then its own
+        (``domain``: the input's value range, where it has one: images do, token embeddings do not)."""
         cls = get_method(self.method)
         own = dict(self.settings)
         temps = temperatures.replace(**own.pop("temperatures", {})) if "temperatures" in own else temperatures
-        offered: dict[str, Any] = {"temperatures": temps, **ascent, "seed": seed, "domain": domain}
+        offered: dict[str, Any] = {"temperatures": temps, **ascent, "seed": seed}
+        if domain is not None:
+            offered["domain"] = domain
         accepted = accepted_settings(cls)
         kwargs = {k: v for k, v in offered.items() if k in accepted}
         kwargs.update(own)

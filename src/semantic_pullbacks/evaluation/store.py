@@ -36,7 +36,7 @@ from semantic_pullbacks.errors import InvalidInputError
 __all__ = ["FIELDS", "FolderLock", "PartWriter", "ResultsStore", "Row", "atomic_write", "fingerprint"]
 
 #: columns of ``scores.csv``; part files add a checksum column
-FIELDS = ("image", "label", "target", "method", "metric", "score", "seconds")
+FIELDS = ("item", "label", "target", "method", "metric", "score", "seconds")
 SCORES = "scores.csv"
 CONFIG = "config.json"
 PARTS = "parts"
@@ -46,10 +46,10 @@ _PART_HEADER = ",".join((*FIELDS, "check"))
 
 @dataclass(frozen=True)
 class Row:
-    """One score: ``image`` id, its ``label`` (-1 when unknown), the ``target`` explained, method, metric,
-    ``score`` (NaN when the metric is undefined for this map) and ``seconds`` it took."""
+    """One score: ``item`` id (an image, a mosaic, a text), its ``label`` (-1 when unknown), the ``target``
+    explained, method, metric, ``score`` (NaN when the metric is undefined for this map) and ``seconds`` it took."""
 
-    image: str
+    item: str
     label: int
     target: int
     method: str
@@ -59,11 +59,11 @@ class Row:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.image, self.method, self.metric)
+        return (self.item, self.method, self.metric)
 
     def as_record(self) -> dict[str, Any]:
         return {
-            "image": self.image,
+            "item": self.item,
             "label": self.label,
             "target": self.target,
             "method": self.method,
@@ -81,8 +81,8 @@ class Row:
 
     @classmethod
     def from_fields(cls, values: list[str]) -> Row:
-        image, label, target, method, metric, score, seconds = values
-        return cls(image, int(label), int(target), method, metric, float(score), float(seconds))
+        item, label, target, method, metric, score, seconds = values
+        return cls(item, int(label), int(target), method, metric, float(score), float(seconds))
 
 
 def _crc(text: str) -> str:

@@ -26,7 +26,7 @@ from .model import Encoded, TextModel
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
 
-__all__ = ["TextExplainer", "token_relevance"]
+__all__ = ["TextExplainer", "explains_by_input", "label_embeddings", "token_maps", "token_relevance"]
 
 Target = Callable[[torch.Tensor], torch.Tensor]
 #: Methods whose maps already carry a factor (input - baseline): their token relevance is the plain sum.
@@ -39,6 +39,33 @@ def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multipl
     ``||a||_2`` over the hidden dimension."""
     signed = attribution.sum(-1) if multiplies_by_inputs else (embeddings * attribution).sum(-1)
     return signed, attribution.norm(dim=-1)
+
+
+def explains_by_input(method: Any) -> bool:
+    """Whether ``method``'s maps already carry the factor (input - baseline), so a token's relevance is their sum."""
+    return type(method).__name__ in _TIMES_INPUT
+
+
+def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               targets: Sequence[Target]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``(signed, l2)`` relevance ``(K, B, T)`` of K targets, from one explanation with ``method`` (built on
+    ``text_model.forward_module``) over the input embeddings; padding scores 0. Several targets share one
+    forward pass."""
+    emb = text_model.embed(input_ids)
+    args = (attention_mask,)
+    if len(targets) == 1:
+        maps = method.attribute(emb, target=targets[0], additional_forward_args=args)[None]
+    else:
+        maps = method.attribute_targets(emb, list(targets), additional_forward_args=args)
+    signed, l2 = token_relevance(emb, maps, explains_by_input(method))
+    valid = attention_mask != 0
+    return signed * valid, l2 * valid
+
+
+def label_embeddings(text_model: TextModel, descriptions: Sequence[str]) -> torch.Tensor:
+    """Unit-length pooled embeddings ``(C, H)`` of label descriptions: what zero-shot targets compare with."""
+    enc = text_model.encode(list(descriptions))
+    return torch.nn.functional.normalize(text_model.output(enc.input_ids, enc.attention_mask), dim=-1)
 
 
 class TextExplainer:
@@ -160,8 +187,7 @@ class TextExplainer:
         descriptions = list(labels)
         if len(descriptions) < 2:
             raise InvalidInputError("labels= needs at least two label descriptions")
-        lab = tm.encode(descriptions)
-        refs = torch.nn.functional.normalize(tm.output(lab.input_ids, lab.attention_mask), dim=-1)
+        refs = label_embeddings(tm, descriptions)
         if target is None:
             mine = torch.nn.functional.normalize(tm.output(enc.input_ids, enc.attention_mask), dim=-1)
             choice = (mine @ refs.T).argmax(-1)
@@ -210,20 +236,13 @@ class TextExplainer:
     def explain_encoded(self, enc: Encoded, targets: list[Target]) -> list[list[TokenAttribution]]:
         """Results per text and target; several targets share one forward pass."""
         tm = self.text_model
-        emb = tm.embed(enc.input_ids)
         mask = enc.attention_mask
-        if len(targets) == 1:
-            maps = self.explainer.attribute(emb, target=targets[0], additional_forward_args=(mask,))[None]
-        else:
-            maps = self.explainer.attribute_targets(emb, targets, additional_forward_args=(mask,))
+        signed, l2 = token_maps(self.explainer, tm, enc.input_ids, mask, targets)
         with torch.no_grad():
-            out = tm.forward_module(emb, mask)
+            out = tm.forward_module(tm.embed(enc.input_ids), mask)
             scores = torch.stack([t(out) for t in targets])  # (T, B)
-        signed, l2 = token_relevance(emb, maps, self.method_name in _TIMES_INPUT)
-        valid = ~(mask == 0)
-        signed, l2 = signed * valid, l2 * valid
         results = []
-        for i in range(emb.shape[0]):
+        for i in range(enc.input_ids.shape[0]):
             n = int(mask[i].sum()) if tm.tokenizer.padding_side == "right" else enc.input_ids.shape[1]
             keep = slice(0, n) if tm.tokenizer.padding_side == "right" else slice(None)
             row = []

@@ -1,5 +1,6 @@
 """Text faithfulness metrics, batched in torch: ERASER comprehensiveness/sufficiency (AOPC), token-deletion curves,
-the Sequence Pointing Game; and :func:`score_texts`, which scores methods on a set of texts.
+the Sequence Pointing Game; as functions, and as metric objects with their metadata (:data:`TEXT_METRICS`) for
+``evaluate``'s text mode.
 
 Each metric takes ``score_fn(input_ids, attention_mask) -> (B,)``, the explained target's value (a class
 probability, a log-probability, a cosine similarity), the token ids and mask ``(B, T)``, a relevance ``(B, T)``, a
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -21,10 +22,18 @@ from ..errors import InvalidInputError
 
 __all__ = [
     "AOPC_FRACTIONS",
+    "TEXT_METRICS",
+    "Comprehensiveness",
+    "DeletionABC",
+    "DeletionCurves",
+    "PointingGame",
+    "Sufficiency",
+    "TextMetric",
     "comprehensiveness",
     "deletion_curves",
+    "get_text_metric",
+    "list_text_metrics",
     "removal_token",
-    "score_texts",
     "sequence_pointing_game",
     "sufficiency",
 ]
@@ -141,48 +150,83 @@ def sequence_pointing_game(relevance: torch.Tensor, segment: torch.Tensor, prote
     return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
 
 
-# --- scoring a set of texts ---------------------------------------------------------------------------------------
-def score_texts(
-    text_model: Any,
-    texts: Sequence[str],
-    methods: Sequence[str] = ("SoftPullback", "Gradient", "IntegratedGradients"),
-    *,
-    labels: Sequence[str] | None = None,
-    pair: Sequence[str] | None = None,
-    target: Any = None,
-    steps: int = 10,
-    batch_size: int = 8,
-) -> dict[str, dict[str, float]]:
-    """Mean comprehensiveness, sufficiency and deletion ABC of each method on ``texts``.
+# --- metric objects: hyper-parameters at construction, data at the call ------------------------------------------
+class TextMetric:
+    """A text metric with its metadata: ``name``, ``higher_is_better``, and ``needs_segment`` (scored on joined
+    texts of different classes, with the target's ``segment`` mask). Called as
+    ``metric(score_fn, input_ids, attention_mask, relevance, protected, replace_id, segment=None) -> (B,)``."""
 
-    The target is whatever :class:`~.explain.TextExplainer` explains for these arguments (a class, a
-    similarity to ``pair`` texts, a zero-shot label among ``labels``); the score removed tokens are judged by is
-    that same target's value. A plain function for now; the resumable runner with bootstrap CIs comes later.
-    """
-    from .explain import TextExplainer
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    needs_segment: ClassVar[bool] = False
 
-    tm = text_model
-    replace_id = removal_token(tm.tokenizer)
-    table: dict[str, dict[str, float]] = {}
-    for method in methods:
-        explainer = TextExplainer(tm, method=method)
-        sums: dict[str, list[float]] = {"comprehensiveness": [], "sufficiency": [], "deletion ABC": []}
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start : start + batch_size])
-            enc = tm.encode(chunk)
-            chunk_pair = list(pair[start : start + batch_size]) if pair is not None else None
-            target_fn = explainer.target_for(enc, target, chunk_pair, labels, None)
-            results = explainer.explain_encoded(enc, [target_fn])
-            rel = torch.zeros(enc.input_ids.shape, dtype=torch.float32, device=enc.input_ids.device)
-            for i, row in enumerate(results):
-                rel[i, : len(row[0].relevance)] = torch.tensor(row[0].relevance)
+    def __call__(self, score_fn: ScoreFn, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 relevance: torch.Tensor, protected: torch.Tensor, replace_id: int,
+                 segment: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError
 
-            def score_fn(ids, mask, target_fn=target_fn, fm=tm.forward_module):  # type: ignore[no-untyped-def]
-                return target_fn(fm(tm.embed(ids), mask))
 
-            args = (score_fn, enc.input_ids, enc.attention_mask, rel, enc.special, replace_id)
-            sums["comprehensiveness"] += comprehensiveness(*args).tolist()
-            sums["sufficiency"] += sufficiency(*args).tolist()
-            sums["deletion ABC"] += deletion_curves(*args, steps=steps).abc.tolist()
-        table[method] = {k: float(sum(v) / len(v)) for k, v in sums.items()}
-    return table
+@dataclass(frozen=True)
+class Comprehensiveness(TextMetric):
+    """ERASER comprehensiveness, AOPC over ``fractions`` of the tokens removed most-relevant-first."""
+
+    fractions: tuple[float, ...] = AOPC_FRACTIONS
+    name: ClassVar[str] = "comprehensiveness"
+
+    def __call__(self, score_fn, input_ids, attention_mask, relevance, protected, replace_id, segment=None):  # type: ignore[no-untyped-def]
+        return comprehensiveness(score_fn, input_ids, attention_mask, relevance, protected, replace_id, self.fractions)
+
+
+@dataclass(frozen=True)
+class Sufficiency(TextMetric):
+    """ERASER sufficiency, AOPC over ``fractions`` of the tokens kept most-relevant-first."""
+
+    fractions: tuple[float, ...] = AOPC_FRACTIONS
+    name: ClassVar[str] = "sufficiency"
+    higher_is_better: ClassVar[bool] = False
+
+    def __call__(self, score_fn, input_ids, attention_mask, relevance, protected, replace_id, segment=None):  # type: ignore[no-untyped-def]
+        return sufficiency(score_fn, input_ids, attention_mask, relevance, protected, replace_id, self.fractions)
+
+
+@dataclass(frozen=True)
+class DeletionABC(TextMetric):
+    """Area between the LeRF and MoRF token-deletion curves at ``steps`` + 1 fractions removed."""
+
+    steps: int = 10
+    name: ClassVar[str] = "deletion_abc"
+
+    def __call__(self, score_fn, input_ids, attention_mask, relevance, protected, replace_id, segment=None):  # type: ignore[no-untyped-def]
+        curves = deletion_curves(score_fn, input_ids, attention_mask, relevance, protected, replace_id, self.steps)
+        return curves.abc
+
+
+@dataclass(frozen=True)
+class PointingGame(TextMetric):
+    """The Sequence Pointing Game: share of positive relevance inside the target's segment."""
+
+    name: ClassVar[str] = "pointing_game"
+    needs_segment: ClassVar[bool] = True
+
+    def __call__(self, score_fn, input_ids, attention_mask, relevance, protected, replace_id, segment=None):  # type: ignore[no-untyped-def]
+        if segment is None:
+            raise InvalidInputError("the pointing game needs segment= (the tokens of the target's segment)")
+        return sequence_pointing_game(relevance, segment, protected)
+
+
+#: the text metrics by name, in the order reports show them
+TEXT_METRICS: dict[str, type[TextMetric]] = {
+    cls.name: cls for cls in (Comprehensiveness, Sufficiency, DeletionABC, PointingGame)
+}
+
+
+def list_text_metrics() -> list[str]:
+    return list(TEXT_METRICS)
+
+
+def get_text_metric(name: str, **settings: Any) -> TextMetric:
+    """A text metric by name (``deletion-abc`` works too) with its hyper-parameters."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in TEXT_METRICS:
+        raise InvalidInputError(f"unknown text metric {name!r}; available: {', '.join(TEXT_METRICS)}")
+    return TEXT_METRICS[key](**settings)

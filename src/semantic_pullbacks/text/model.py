@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
 
-__all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model"]
+__all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
 Kind = Literal["classifier", "causal-lm", "embedding"]
 
@@ -119,8 +119,6 @@ class TextModel:
         """Tokenise with padding; a text over the model's maximum is truncated with a warning."""
         texts = _check_texts(texts)
         tok = self.tokenizer
-        if tok.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
-            tok.pad_token = tok.eos_token
         full = tok(texts, add_special_tokens=add_special_tokens)["input_ids"]
         too_long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
         if too_long:
@@ -129,15 +127,9 @@ class TextModel:
                 f"{self.max_length}: it was truncated to the first {self.max_length} tokens",
                 stacklevel=3,
             )
-        enc = tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                  return_offsets_mapping=True, add_special_tokens=add_special_tokens,
-                  return_special_tokens_mask=True)  # fmt: skip
-        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        tokens = [tok.convert_ids_to_tokens(row.tolist()) for row in enc["input_ids"]]
-        word_ids = [enc.word_ids(i) for i in range(len(texts))]
-        offsets = [[(int(a), int(b)) for a, b in row.tolist()] for row in enc["offset_mapping"]]
-        special = enc["special_tokens_mask"].bool().to(self.device) | (mask == 0)
-        return Encoded(ids, mask, tokens, word_ids, offsets, special, list(texts))
+        enc = tokenize(tok, texts, self.max_length, add_special_tokens=add_special_tokens)
+        ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        return Encoded(ids, mask, enc.tokens, enc.word_ids, enc.offsets, enc.special.to(self.device), list(texts))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The input embeddings of ``input_ids`` (the point at which explanations are taken)."""
@@ -147,6 +139,23 @@ class TextModel:
     def output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.forward_module(self.embed(input_ids), attention_mask)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, *, add_special_tokens: bool = True) -> Encoded:
+    """Padded, truncated token ids with their tokens, word ids, character offsets and the mask of tokens no metric
+    perturbs (special tokens and padding), on the CPU. Needs only the tokenizer, so it runs in DataLoader workers
+    as well as next to the model."""
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                    return_offsets_mapping=True, add_special_tokens=add_special_tokens,
+                    return_special_tokens_mask=True)  # fmt: skip
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+    word_ids = [enc.word_ids(i) for i in range(len(texts))]
+    offsets = [[(int(a), int(b)) for a, b in row.tolist()] for row in enc["offset_mapping"]]
+    special = enc["special_tokens_mask"].bool() | (mask == 0)
+    return Encoded(ids, mask, tokens, word_ids, offsets, special, list(texts))
 
 
 def _check_texts(texts: Any) -> list[str]:

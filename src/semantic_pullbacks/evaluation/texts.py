@@ -1,0 +1,374 @@
+"""The text modality of a benchmark: labelled texts, explained for their class and scored with the text metrics.
+
+A text is explained for its label's class (else the model's prediction), the way an image is. What "class" means
+depends on the model: a sequence classifier's logit, or, for an embedding model such as the embedded
+all-MiniLM-L6-v2, the cosine similarity of the text to its class's description ("This review is positive."):
+zero-shot classification, the one task such a model has. The removal metrics (comprehensiveness, sufficiency,
+deletion) judge the explanation by that same quantity. The Sequence Pointing Game runs on pairs of texts of
+different classes joined into one, drawn from the targets alone with the run's seed, like Focus mosaics.
+
+Tokenising is cheaper than a hop to a worker process, so text items are decoded in the rank itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from semantic_pullbacks.errors import InvalidInputError, UnsupportedModelError
+from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
+from semantic_pullbacks.evaluation.modality import MethodFactory
+from semantic_pullbacks.evaluation.presets import Preset
+from semantic_pullbacks.evaluation.seeds import derive_seed
+from semantic_pullbacks.evaluation.world import World
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "DEFAULT_TEXT_METHODS",
+    "POINTING",
+    "TEXT",
+    "TextDecoder",
+    "TextModality",
+    "pointing_pairs",
+]
+
+TEXT, POINTING = "text", "pointing"
+#: how a class name becomes a label description for a zero-shot embedding model, unless the data says otherwise
+DEFAULT_TEMPLATE = "This example is {}."
+#: SP and IntegratedPullbacks against their gradient counterparts: the methods with a meaning over token
+#: embeddings (SmoothGrad's noise scale and Grad-CAM's layers are image settings)
+DEFAULT_TEXT_METHODS = ("SoftPullback", "IntegratedPullbacks", "Gradient", "IntegratedGradients")
+_PREDICT_CHUNK = 16  # texts per forward pass when predicting; fixed chunks, so ranks agree on every prediction
+
+
+@dataclass(frozen=True)
+class _Text:
+    text: str
+
+    def record(self) -> str:
+        """What identifies the text in the run's settings: a digest, so an edited file is noticed."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    ids: tuple[str, str]  # the two texts, in the order they are joined
+    texts: tuple[str, str]
+    target_first: bool  # whether the first text is of the target's class
+
+    def joined(self) -> tuple[str, tuple[int, int]]:
+        """The joined text and the character span of the target's segment."""
+        first, second = self.texts
+        span = (0, len(first)) if self.target_first else (len(first) + 1, len(first) + 1 + len(second))
+        return f"{first} {second}", span
+
+    def record(self) -> list[object]:
+        return [list(self.ids), self.target_first]
+
+
+@dataclass(frozen=True)
+class TextDecoder:
+    """Tokenises a text item (a pair: the joined text, and the mask of the target's segment), truncated to the
+    model's maximum. Inputs: ``x`` the token ids ``(1, T)``; extras ``attention_mask``, ``protected`` (special
+    tokens, never removed) and, for pairs, ``segment``."""
+
+    tokenizer: Any
+    max_length: int
+    in_process: ClassVar[bool] = True
+
+    def __call__(self, item: Item) -> Inputs:
+        from semantic_pullbacks.text.model import tokenize
+
+        if item.kind == POINTING:
+            text, span = item.source.joined()
+        else:
+            text, span = item.source.text, None
+        enc = tokenize(self.tokenizer, [text], self.max_length)
+        extra = {"attention_mask": enc.attention_mask, "protected": enc.special}
+        if span is not None:
+            offsets = torch.tensor(enc.offsets[0]).reshape(-1, 2)
+            start, end = offsets[:, 0], offsets[:, 1]
+            inside = (start >= span[0]) & (end <= span[1]) & (end > start)
+            extra["segment"] = (inside[None] & ~enc.special).to(torch.bool)
+        return Inputs(enc.input_ids, extra)
+
+
+def pointing_pairs(targets: Sequence[int], n: int, seed: int) -> list[tuple[int, int, bool]]:
+    """``n`` draws of (a text, a text of another class, whether the first is joined first), seeded and depending
+    on the targets alone. Every process plans the same pairs."""
+    gen = torch.Generator().manual_seed(derive_seed(seed, "pointing pairs"))
+    out = []
+    for _ in range(n):
+        a = int(torch.randint(len(targets), (1,), generator=gen))
+        others = [i for i, t in enumerate(targets) if t != targets[a]]
+        b = others[int(torch.randint(len(others), (1,), generator=gen))]
+        out.append((a, b, bool(torch.randint(2, (1,), generator=gen))))
+    return out
+
+
+@dataclass
+class TextModality:
+    """A text benchmark: ``texts`` (``"examples"``, a file, a dataset folder, or a :class:`~semantic_pullbacks.
+    text.dataset.TextSet`), ``n_texts`` of them drawn with the seed (default: all), ``n_pairs`` joined pairs for
+    the pointing game (default: one per text). Embedding models compare each text with its class's description:
+    ``classes`` (names, or a mapping name -> description) and ``template`` (``"This example is {}."``, or the
+    data's own) say what those are."""
+
+    text_model: Any
+    texts: Any = "examples"
+    classes: Sequence[str] | Mapping[str, str] | None = None
+    template: str | None = None
+    n_texts: int | None = None
+    n_pairs: int | None = None
+    split: str | None = None
+    class_names: list[str] = field(default_factory=list, init=False)
+    descriptions: list[str] = field(default_factory=list, init=False)
+
+    name = TEXT
+    noun = "texts"
+
+    # ------------------------------------------------------------------------------------------ catalogue
+    @classmethod
+    def metric_names(cls) -> list[str]:
+        from semantic_pullbacks.text.metrics import list_text_metrics
+
+        return list_text_metrics()
+
+    @classmethod
+    def default_metrics(cls) -> list[str]:
+        return cls.metric_names()
+
+    @classmethod
+    def default_methods(cls) -> list[str]:
+        return list(DEFAULT_TEXT_METHODS)
+
+    @classmethod
+    def default_preset(cls, options: Mapping[str, Any]) -> str:
+        """The methods' full settings (IG's 50 steps): a text costs a few forward passes, not thousands."""
+        return "paper"
+
+    @classmethod
+    def prepare(cls, **options: Any) -> dict[str, Any]:
+        """Read and check the texts before any model loads (a bad file fails in a second)."""
+        from semantic_pullbacks.text.dataset import TextSet, read_texts
+
+        for name in ("n_texts", "n_pairs"):
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
+        template = options.get("template")
+        if template is not None and (not isinstance(template, str) or "{}" not in template):
+            raise InvalidInputError(
+                f"template must be a string with '{{}}' where the class name goes, got {template!r}"
+            )
+        texts = options.get("texts", "examples")
+        if not isinstance(texts, TextSet):
+            texts = read_texts(texts, split=options.get("split"))
+        return {**options, "texts": texts}
+
+    @classmethod
+    def load(cls, model: Any, device: torch.device, **options: Any) -> TextModality:
+        """``model`` (a :class:`~semantic_pullbacks.text.TextModel`, a Hugging Face folder or name; None: the
+        embedded MiniLM) on ``device`` (a copy is moved there, the caller's model stays where it is)."""
+        from semantic_pullbacks.text.model import DEFAULT_TEXT_MODEL, TextModel, load_text_model
+
+        if not (model is None or isinstance(model, (TextModel, str, os.PathLike))):
+            raise InvalidInputError(
+                f"a text benchmark's model is a TextModel, a Hugging Face model folder or hub name, or None (the "
+                f"embedded {DEFAULT_TEXT_MODEL}); got {type(model).__name__}"
+            )
+        tm = model if isinstance(model, TextModel) else load_text_model(model)
+        if tm.device != device:
+            tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
+        return cls(tm, **options)
+
+    def __post_init__(self) -> None:
+        from semantic_pullbacks.text.explain import label_embeddings
+        from semantic_pullbacks.text.metrics import removal_token
+
+        tm = self.text_model
+        self._module = tm.forward_module
+        self.replace_id = removal_token(tm.tokenizer)
+        self.class_names, self.descriptions = self._classes()
+        self._references = label_embeddings(tm, self.descriptions) if tm.kind == "embedding" else None
+
+    def _classes(self) -> tuple[list[str], list[str]]:
+        """The classes texts are explained for, and (embedding models) the descriptions they are compared with."""
+        tm, data = self.text_model, self.texts
+        if tm.kind == "causal-lm":
+            raise UnsupportedModelError(
+                f"evaluate's text mode explains classes; {tm.name} is a causal language model. Give a sequence "
+                "classifier or an embedding model (zero-shot against label descriptions)"
+            )
+        if tm.kind == "classifier":
+            if self.classes is not None or self.template is not None:
+                raise InvalidInputError(
+                    f"classes=/template= describe classes to an embedding model; {tm.name} is a classifier with "
+                    f"its own labels: {', '.join(tm.labels)}"
+                )
+            return list(tm.labels), []
+        if isinstance(self.classes, Mapping):
+            names = [str(k) for k in self.classes]
+            return names, [str(self.classes[k]) for k in self.classes]
+        if isinstance(self.classes, str):
+            names = [c.strip() for c in self.classes.split(",") if c.strip()]
+        else:
+            names = (
+                [str(c) for c in self.classes] if self.classes is not None else list(data.classes or data.label_names())
+            )
+        if len(names) < 2:
+            has_labels = any(t.label is not None for t in data.texts)
+            raise InvalidInputError(
+                f"the texts of {data.source} name {len(names)} class(es)"
+                + (" (their labels are class indices)" if has_labels and not names else "")
+                + ": an embedding model compares each text with its class's description, so give the class names "
+                "with classes= (--classes NEG,POS)"
+            )
+        template = self.template or data.template or DEFAULT_TEMPLATE
+        return names, [template.format(n) for n in names]
+
+    # ------------------------------------------------------------------------------------------ the model
+    @property
+    def device(self) -> torch.device:
+        return self.text_model.device
+
+    @property
+    def model_name(self) -> str:
+        return self.text_model.name
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        return {}
+
+    def record(self) -> dict[str, Any]:
+        """The model and what its classes are, for the run's settings."""
+        tm = self.text_model
+        return {"name": tm.name, "kind": tm.kind, "max_length": tm.max_length, "classes": self.class_names,
+                "descriptions": self.descriptions}  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ items
+    def items(self, world: World, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]:
+        every = self.texts.class_indices(self.class_names)  # an unknown label anywhere fails, not only in the subset
+        kept = self._subset(seed)
+        texts = [self.texts.texts[i] for i in kept]
+        labels = [every[i] for i in kept]
+        predicted = self._predictions([t.text for t in texts], world)
+        targets = [lab if lab is not None else p for lab, p in zip(labels, predicted)]
+        items = [Item(t.id, lab, tgt, TEXT, _Text(t.text)) for t, lab, tgt in zip(texts, labels, targets)]
+        notes = self._notes(texts, labels, predicted)
+        if "pointing_game" not in metrics:
+            return items, notes
+        if len(set(targets)) < 2:
+            return items, [
+                *notes,
+                f"pointing_game skipped: its pairs need texts of 2 classes, these have {len(set(targets))}",
+            ]
+        for i, (a, b, first) in enumerate(pointing_pairs(targets, self.n_pairs or len(texts), seed)):
+            order = (a, b) if first else (b, a)
+            pair = _Pair((texts[order[0]].id, texts[order[1]].id), (texts[order[0]].text, texts[order[1]].text), first)
+            items.append(Item(f"pair-{i:04d}", targets[a], targets[a], POINTING, pair))
+        return items, notes
+
+    def _subset(self, seed: int) -> list[int]:
+        """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);
+        a larger ``n_texts`` adds texts without dropping any."""
+        texts = self.texts.texts
+        if self.n_texts is None or self.n_texts >= len(texts):
+            return list(range(len(texts)))
+        ranked = sorted(range(len(texts)), key=lambda i: derive_seed(seed, "text subset", texts[i].id))
+        return sorted(ranked[: self.n_texts])
+
+    def _predictions(self, texts: Sequence[str], world: World) -> list[int]:
+        """The model's class for every text (zero-shot for embedding models): fixed chunks shared out over the
+        ranks, so every rank gets the same answers whatever the number of ranks."""
+        chunks = range(0, len(texts), _PREDICT_CHUNK)
+        mine: dict[int, list[int]] = {}
+        for k, start in enumerate(chunks):
+            if k % world.size == world.rank:
+                mine[start] = self._predict(texts[start : start + _PREDICT_CHUNK])
+        for part in world.all_gather(mine, "the texts' predictions"):
+            mine.update(part)
+        return [c for start in chunks for c in mine[start]]
+
+    def _predict(self, texts: Sequence[str]) -> list[int]:
+        tm = self.text_model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # truncation: noted once for the run
+            enc = tm.encode(list(texts))
+        out = tm.output(enc.input_ids, enc.attention_mask)
+        if self._references is not None:
+            out = torch.nn.functional.normalize(out, dim=-1) @ self._references.T
+        return [int(i) for i in out.argmax(-1).tolist()]
+
+    def _notes(self, texts: Sequence[Any], labels: Sequence[int | None], predicted: Sequence[int]) -> list[str]:
+        notes = []
+        known = [(lab, p) for lab, p in zip(labels, predicted) if lab is not None]
+        if known:
+            right = sum(lab == p for lab, p in known)
+            how = "zero-shot accuracy" if self._references is not None else "accuracy"
+            notes.append(
+                f"{how} of {self.text_model.name} on the {len(known)} labelled texts: {right}/{len(known)} "
+                f"({100 * right / len(known):.0f}%); each text is explained for its label"
+            )
+        if len(known) < len(texts):
+            notes.append(f"{len(texts) - len(known)} unlabelled texts are explained for the model's prediction")
+        lengths = self.text_model.tokenizer([t.text for t in texts])["input_ids"]
+        long = sum(len(ids) > self.text_model.max_length for ids in lengths)
+        if long:
+            notes.append(f"{long} texts are longer than {self.text_model.max_length} tokens: truncated")
+        return notes
+
+    def decoder(self) -> Decoder:
+        return TextDecoder(self.text_model.tokenizer, self.text_model.max_length)
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def metric_kind(self, metric: str) -> str:
+        return POINTING if metric == "pointing_game" else TEXT
+
+    def metric_settings(self, metric: str, preset: Preset) -> dict[str, Any]:
+        return {}
+
+    def build_metric(self, metric: str, settings: Mapping[str, Any], *, batch_size: int, seed: int) -> Any:
+        from semantic_pullbacks.text.metrics import get_text_metric
+
+        return get_text_metric(metric, **settings)
+
+    def explain(self, method: Any, item: Item, inputs: Inputs) -> Tensor:
+        """Signed token relevance ``(1, T)`` (``embedding . map`` summed over the hidden dimension)."""
+        from semantic_pullbacks.text.explain import token_maps
+
+        signed, _ = token_maps(method, self.text_model, inputs.x, inputs.extra["attention_mask"], [self._target(item)])
+        return signed[0]
+
+    def score(
+        self, metric: str, scorer: Any, item: Item, inputs: Inputs, explanation: Tensor, method: MethodFactory
+    ) -> Tensor:
+        """The metric on the explained quantity itself: removed tokens are judged by the same class score."""
+        target, tm, module = self._target(item), self.text_model, self._module
+
+        def score_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            return target(module(tm.embed(ids), mask))
+
+        mask = inputs.extra["attention_mask"]
+        return scorer(score_fn, inputs.x, mask, explanation, inputs.extra["protected"], self.replace_id,
+                      segment=inputs.extra.get("segment"))  # fmt: skip
+
+    def _target(self, item: Item) -> Any:
+        from semantic_pullbacks.text.targets import ClassTarget, SimilarityTarget
+
+        k = item.target
+        if self._references is None:
+            return ClassTarget(k, self.class_names[k])
+        return SimilarityTarget(self._references[k], label=self.descriptions[k])

@@ -1,0 +1,209 @@
+"""``evaluate``'s text mode on the embedded MiniLM: rows equal to a direct computation with the text package, resume
+after an interruption, a 2-process torchrun job equal to one process, and typed errors for bad text data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from distributed_worker import torchrun
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
+from semantic_pullbacks.evaluation import evaluate
+from semantic_pullbacks.evaluation.store import ResultsStore
+from semantic_pullbacks.text import TextExplainer, TextModel, load_text_model
+from semantic_pullbacks.text.dataset import read_texts
+from semantic_pullbacks.text.metrics import removal_token, sequence_pointing_game, sufficiency
+
+REVIEWS = [
+    ("r1", "Great food and kind staff.", "positive"),
+    ("r2", "Cold soup, rude waiters.", "negative"),
+    ("r3", "A lovely quiet hotel.", "positive"),
+    ("r4", "The room was dirty.", "negative"),
+]
+DESCRIPTIONS = ["This review is positive.", "This review is negative."]
+METHODS = ["SoftPullback", "Gradient"]
+
+
+@pytest.fixture
+def reviews(tmp_path: Path) -> Path:
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t, "label": lab}) + "\n" for i, t, lab in REVIEWS[:2]))
+    return path
+
+
+def _run(texts, out, model=None, **kwargs):  # type: ignore[no-untyped-def]
+    settings = {"methods": METHODS, "template": "This review is {}.", "classes": ["positive", "negative"],
+                "n_pairs": 2, "progress": False, "on_error": "raise"}  # fmt: skip
+    return evaluate(model, texts=texts, out=out, **{**settings, **kwargs})
+
+
+def _direct(text: str, target: int, method: str) -> tuple[list[float], object]:
+    """Relevance of ``text`` for description ``target`` through TextExplainer, and its score function."""
+    tm = load_text_model()
+    explainer = TextExplainer(tm, method=method)
+    enc = tm.encode([text])
+    target_fn = explainer.target_for(enc, DESCRIPTIONS[target], None, DESCRIPTIONS, None)
+    (row,) = explainer.explain_encoded(enc, [target_fn])
+    fm = tm.forward_module
+
+    def score_fn(ids, mask):  # type: ignore[no-untyped-def]
+        return target_fn(fm(tm.embed(ids), mask))
+
+    return list(row[0].relevance), (enc, score_fn, row[0])
+
+
+def test_text_rows_equal_a_direct_computation_and_a_resumed_run(reviews, tmp_path):
+    reference = _run(reviews, None)
+    # 2 texts x 2 methods x 3 removal metrics, 2 joined pairs x 2 methods x the pointing game
+    assert len(reference.rows) == 2 * 2 * 3 + 2 * 2 == reference.computed_rows
+    assert reference.metrics == ["comprehensiveness", "sufficiency", "deletion_abc", "pointing_game"]
+    scores = {r.key: r.score for r in reference.rows}
+
+    # a text's row: its label's description explained, e . pullback per token, special tokens kept, [MASK] put in
+    relevance, (enc, score_fn, _) = _direct(REVIEWS[1][1], 1, "SoftPullback")
+    expected = sufficiency(score_fn, enc.input_ids, enc.attention_mask, torch.tensor([relevance]), enc.special,
+                           removal_token(load_text_model().tokenizer))  # fmt: skip
+    assert scores[("r2", "SoftPullback", "sufficiency")] == pytest.approx(float(expected[0]), rel=1e-4, abs=1e-6)
+    # a pair's row: the two texts joined, the target's segment found by character offsets
+    (pair_id, target, _, (ids, target_first)) = reference.config["items"]["pointing"][0]
+    texts = {i: t for i, t, _ in REVIEWS}
+    joined = f"{texts[ids[0]]} {texts[ids[1]]}"
+    relevance, (_, _, result) = _direct(joined, target, "Gradient")
+    boundary = len(texts[ids[0]])
+    segment = torch.tensor([[(a < boundary) == target_first and b > a for a, b in result.offsets]])
+    share = sequence_pointing_game(torch.tensor([relevance]), segment, torch.tensor([result.special]))
+    assert scores[(pair_id, "Gradient", "pointing_game")] == pytest.approx(float(share[0]), rel=1e-4)
+
+    out = tmp_path / "run"
+    stored = []
+
+    def stop_after_five(row):  # type: ignore[no-untyped-def]
+        stored.append(row)
+        if len(stored) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(reviews, out, on_row=stop_after_five)
+    assert len(ResultsStore.attach(out, {}).rows()) == 5
+    resumed = _run(reviews, out)
+    assert resumed.computed_rows == len(reference.rows) - 5
+    assert [(r.key, r.target, r.score) for r in resumed.rows] == [(r.key, r.target, r.score) for r in reference.rows]
+    summary = (out / "summary.md").read_text()
+    assert "2 texts" in summary and "paired, same texts" in summary
+    assert "| SoftPullback | Gradient | sufficiency ↓" in summary
+    assert "zero-shot accuracy of all-MiniLM-L6-v2 on the 2 labelled texts" in summary
+    config = json.loads((out / "config.json").read_text())["settings"]
+    assert config["modality"] == "text" and config["model"]["descriptions"] == DESCRIPTIONS
+    with pytest.raises(InvalidInputError, match="other settings"):  # an edited text is noticed on resume
+        reviews.write_text(reviews.read_text().replace("kind staff", "kind staf"))
+        _run(reviews, out)
+
+
+def test_text_evaluate_under_torchrun_equals_one_process(tmp_path):
+    from semantic_pullbacks.cli import main
+
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *[(t, lab) for _, t, lab in REVIEWS]])
+    args = ["evaluate", "--texts", str(path), "--methods", "SoftPullback,Gradient", "--metrics",
+            "sufficiency,pointing_game", "--n-pairs", "2", "--threads", "1", "--quiet", "--no-chart"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    done, _ = torchrun(2, "-m", "semantic_pullbacks", *args, "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 processes" in done.stderr
+    one, two = ((tmp_path / n / "scores.csv").read_text().splitlines() for n in ("one", "two"))
+    assert len(one) == 1 + 4 * 2 + 2 * 2
+
+    def strip_seconds(lines):  # type: ignore[no-untyped-def]
+        return [line.rsplit(",", 1)[0] for line in lines]
+
+    assert strip_seconds(one) == strip_seconds(two)
+    parts = sorted((tmp_path / "two" / "parts").iterdir())
+    assert len(parts) == 2 and all(len(p.read_text().splitlines()) > 1 for p in parts)  # both ranks did work
+
+
+def _tiny(auto: str, model_type: str, **kw):  # type: ignore[no-untyped-def]
+    import transformers
+
+    torch.manual_seed(0)
+    base = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2, vocab_size=30522)
+    config = transformers.AutoConfig.for_model(model_type, **{**base, **kw})
+    return getattr(transformers, auto).from_config(config).eval()
+
+
+def test_a_classifier_explains_its_own_labels_and_a_language_model_is_refused(reviews):
+    tokenizer = load_text_model().tokenizer
+    model = _tiny("AutoModelForSequenceClassification", "bert", num_labels=2, id2label={0: "NEGATIVE", 1: "Positive"})
+    classifier = TextModel.wrap(model, tokenizer, name="tiny-bert")
+    result = evaluate(classifier, texts=reviews, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    assert [(r.item, r.label, r.target) for r in result.rows] == [("r1", 1, 1), ("r2", 0, 0)]  # names, any case
+    assert result.config["model"]["classes"] == ["NEGATIVE", "Positive"]
+    with pytest.raises(InvalidInputError, match="classifier with its own labels: NEGATIVE, Positive"):
+        evaluate(classifier, texts=reviews, classes=["a", "b"], progress=False)
+    lm = TextModel.wrap(_tiny("AutoModelForCausalLM", "llama", num_key_value_heads=2), tokenizer, name="tiny-llama")
+    with pytest.raises(UnsupportedModelError, match="causal language model"):
+        evaluate(lm, texts=reviews, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    ("content", "kwargs", "error", "message"),
+    [
+        (None, {}, InvalidInputError, "does not exist"),
+        ('{"text": "fine", "label": "positive"}\n{not json\n', {}, InvalidInputError, "line 2 is not valid JSON"),
+        ("", {}, InvalidInputError, "holds no texts"),
+        ('{"text": "ok", "label": "neutral"}\n', {}, UnknownClassError, "unknown label 'neutral'"),
+        ('{"text": "ok"}\n', {"metrics": ["infidelity"]}, InvalidInputError, "unknown metric 'infidelity' for texts"),
+        ('{"text": "ok"}\n', {"n_images": 2}, InvalidInputError, "n_images= cannot be used in a text run"),
+        ('{"text": "ok"}\n', {"model": torch.nn.Linear(2, 2)}, InvalidInputError, "got Linear"),
+    ],
+    ids=["missing", "corrupt", "empty", "unknown-label", "image-metric", "image-option", "not-a-text-model"],
+)
+def test_bad_text_data_fails_with_a_typed_error(tmp_path, content, kwargs, error, message):
+    path = tmp_path / "texts.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=message):
+        _run(path, None, **kwargs)
+
+
+def test_cli_refuses_options_of_the_other_modality(tmp_path, capsys):
+    from semantic_pullbacks.cli import main
+
+    assert main(["evaluate", "--texts", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--texts", "examples", "--n-images", "3", "--out", str(tmp_path)]) == 2
+    assert "--n-images cannot be used with --texts" in capsys.readouterr().err
+    assert main(["evaluate", "--classes", "a,b", "--out", str(tmp_path)]) == 2
+    assert "--classes are for text benchmarks" in capsys.readouterr().err
+
+
+def test_files_and_dataset_folders_are_read(tmp_path):
+    (tmp_path / "a.tsv").write_text("sentence\tlabel\tidx\nnice\t1\t7\nbad\t0\t8\n")
+    found = read_texts(tmp_path / "a.tsv")
+    assert [(t.id, t.text, t.label) for t in found.texts] == [("7", "nice", "1"), ("8", "bad", "0")]
+    assert found.class_indices(["neg", "pos"]) == [1, 0]
+    (tmp_path / "b.txt").write_text("one\n\ntwo\n")
+    assert [(t.id, t.label) for t in read_texts(tmp_path / "b.txt").texts] == [("b-00001", None), ("b-00002", None)]
+    # a dataset repository: splits by file name, class names from the dataset card, -1 = unlabelled
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "train-00000-of-00001.jsonl").write_text('{"text": "x", "label": 0}\n')
+    (repo / "data" / "test-00000-of-00001.jsonl").write_text('{"text": "y", "label": 1}\n{"text": "z", "label": -1}\n')
+    (repo / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: text\n    dtype: string\n  - name: label\n    dtype:\n"
+        "      class_label:\n        names:\n          '0': neg\n          '1': pos\n---\n# a card\n"
+    )
+    with pytest.raises(InvalidInputError, match="splits test, train: choose one"):
+        read_texts(repo)
+    test = read_texts(repo, split="test")
+    assert test.classes == ("neg", "pos") and test.class_indices(test.classes) == [1, None]
+    with pytest.raises(InvalidInputError, match="no text column"):
+        (tmp_path / "c.csv").write_text("body,label\nhello,pos\n")
+        read_texts(tmp_path / "c.csv")
