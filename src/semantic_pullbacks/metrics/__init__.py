@@ -8,6 +8,7 @@ attributions=None, explain_func=None, ...)`` returning one score per sample, and
     scores = Infidelity()(model, x, y, explain_func=as_explainer(captum.attr.Saliency(model)))
 """
 
+from semantic_pullbacks.metrics.aliasing import Aliasing, period2_share
 from semantic_pullbacks.metrics.base import (
     Explainer,
     Metric,
@@ -23,12 +24,13 @@ from semantic_pullbacks.metrics.faithfulness import (
     MonotonicityCorrelation,
 )
 from semantic_pullbacks.metrics.localisation import Focus, Mosaics, make_mosaics
-from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit
+from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit, TopLayerRandomisation
 from semantic_pullbacks.metrics.registry import PAPER_SUITE, get_metric, list_metrics, paper_suite
 from semantic_pullbacks.metrics.robustness import MaxSensitivity
 
 __all__ = [
     "PAPER_SUITE",
+    "Aliasing",
     "Explainer",
     "FaithfulnessCorrelation",
     "FaithfulnessEstimate",
@@ -41,11 +43,13 @@ __all__ = [
     "Mosaics",
     "NoiseSampler",
     "RandomLogit",
+    "TopLayerRandomisation",
     "ZeroAttributionWarning",
     "as_explainer",
     "get_metric",
     "list_metrics",
     "make_mosaics",
     "paper_suite",
+    "period2_share",
     "uniform_sampler",
 ]
