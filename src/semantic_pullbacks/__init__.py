@@ -7,6 +7,7 @@
 
 from .engine import (
     FAMILIES,
+    BySize,
     CoverageReport,
     PullbackSession,
     Relative,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "BySize",
     "CoverageReport",
     "ImageLoadError",
     "InvalidInputError",
