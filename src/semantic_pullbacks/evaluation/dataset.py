@@ -1,9 +1,10 @@
 """Which images a benchmark runs on, and their labels when known.
 
-Three sources: the bundled example photos (labels from ``examples.json``), a flat folder of images (no
-labels: each image is explained for the model's top-1 class), or an ImageFolder tree ``root/<class>/<image>``
-whose folder names are ImageNet wnids (``n01440764``), class indices (``0``) or class names (``tench``).
-Everything is resolved before the model runs, so a bad folder name fails in a second, not after an hour.
+Three sources: the bundled example photos (labels from ``examples.json`` where an ImageNet class applies, else
+the top-1), a flat folder of images (no labels: each image is explained for the model's top-1 class), or an
+ImageFolder tree ``root/<class>/<image>`` whose folder names are ImageNet wnids (``n01440764``), class indices
+(``0``) or class names (``tench``). Everything is resolved before the model runs, so a bad folder name fails in
+a second, not after an hour.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _find(
     if not path.exists() and str(images).strip().lower() == "examples":
         from semantic_pullbacks.examples import list_examples
 
-        return [EvalImage(e.name, e.path, e.expected_class) for e in list_examples()]
+        return [EvalImage(e.name, e.path, e.label) for e in list_examples()]  # no label: the top-1
     if not path.exists():
         raise InvalidInputError(f"images folder {str(path)!r} does not exist (or pass 'examples' for the bundled set)")
     if path.is_file():
