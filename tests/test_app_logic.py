@@ -351,3 +351,16 @@ def test_stepping_methods_use_the_presets_ascent_temperatures(tiny, x):
     paper = explain(tiny, x, ExplainRequest(**{**request, "preset": Temperatures()})).panels[0].signed
     assert not np.array_equal(hard, own)
     np.testing.assert_array_equal(own, paper)
+
+
+def test_an_ascent_that_lowers_the_probability_is_not_shown_as_a_counterfactual():
+    """The clock photo pushed towards its top-1 "bubble" at the paper's temperatures: the bubble logit rises, but
+    others rise faster and p(bubble) falls; the figure must say so rather than title it a counterfactual."""
+    loaded = ModelCache().get(DEFAULT_MODEL)
+    x = read_image(example_path("clock"), loaded)
+    result = explain(loaded, x, ExplainRequest(target="bubble", methods=["PullbackAscent"], preset=Temperatures()))
+    panel = result.panels[0]
+    assert panel.prob_before == pytest.approx(0.44, abs=0.01) and panel.prob_after < 0.05
+    assert not panel.raises_target
+    assert panel.probability_note == f"p 0.44 → {panel.prob_after:.2f}: lowered, not a counterfactual"
+    assert logic.result_figure(result).axes[3].get_title() == panel.probability_note  # no "counterfactual ·"

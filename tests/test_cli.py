@@ -153,6 +153,16 @@ def test_counterfactuals_per_image_and_combined_grid(counterfactuals):
     assert "tiger cat (282): p 0.19 → " in stdout
 
 
+def test_an_ascent_that_lowers_p_is_labelled_as_no_counterfactual(tmp_path):
+    """At the paper's temperatures, 5 steps towards the clock photo's top-1 ("bubble") raise its logit but lower
+    its probability: the summary and the figure say so instead of presenting it as a counterfactual."""
+    code, stdout, stderr = run_cli(
+        "counterfactuals", "example:clock", "--classes", "bubble", "--paper-defaults", "--out", str(tmp_path)
+    )
+    assert code == 0, stderr
+    assert "bubble (971): p 0.44 → 0.00: lowered, not a counterfactual" in stdout
+
+
 # --------------------------------------------------------------------------------------------- classes
 
 

@@ -155,5 +155,9 @@ def test_bundled_examples_exist_and_have_licences():
     assert example_path("Chelsea.jpg") == get_example("chelsea").path
     licences = (examples[0].path.parent / "LICENSES.md").read_text()
     assert all(e.path.name in licences for e in examples)
+    # the ImageNet label where one applies, else the model's top-1, is what evaluations explain
+    by_name = {e.name: e for e in examples}
+    assert by_name["clock"].label == 892 and by_name["clock"].target == 892 != by_name["clock"].expected_class
+    assert by_name["raccoon"].label is None and by_name["raccoon"].target == by_name["raccoon"].expected_class
     with pytest.raises(InvalidInputError, match="chelsea"):
         example_path("unicorn")

@@ -363,7 +363,7 @@ def test_registry_and_metadata():
         metric = get_metric(name)
         assert metric.name == name
         assert isinstance(metric.higher_is_better, bool)
-        assert metric.category in ("faithfulness", "robustness", "randomisation", "localisation")
+        assert metric.category in ("faithfulness", "robustness", "randomisation", "localisation", "complexity")
     assert PAPER_SUITE["infidelity"].resolved_patch_sizes(224, 224) == (112, 56)
     assert Infidelity().resolved_patch_sizes(224, 224) == (112, 56)
     assert get_metric("infidelity", n_draws=2).n_draws == 2

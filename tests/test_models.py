@@ -35,7 +35,7 @@ def test_default_model_loads_offline_and_declares_its_contract(lite0):
 
 def test_default_model_classifies_every_bundled_example_as_the_manifest_says(lite0):
     examples = list_examples()
-    assert 4 <= len(examples) <= 6
+    assert len(examples) == 11
     batch = lite0.preprocess.load_batch([e.path for e in examples])
     predictions = lite0.predict(batch, k=1)
     for example, (best,) in zip(examples, predictions, strict=True):

@@ -134,3 +134,9 @@ def test_no_pyplot_state_is_created(sample):
         import matplotlib.pyplot as plt
 
         assert plt.get_fignums() == []
+
+
+def test_probability_note_says_when_an_image_is_no_counterfactual():
+    assert viz.probability_note(0.19, 0.98) == "p 0.19 → 0.98"
+    assert viz.probability_note(0.61, 0.49) == "p 0.61 → 0.49: lowered, not a counterfactual"
+    assert viz.probability_note(1.0, 1.0) == "p 1.00 → 1.00: not raised, not a counterfactual"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import (
     FAMILIES,
+    BySize,
     CoverageReport,
     PullbackSession,
     Relative,
@@ -104,6 +105,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FAMILIES",
     "AscentResult",
+    "BySize",
     "CoverageReport",
     "DeepLift",
     "DoublePullback",

@@ -1,7 +1,9 @@
 """Bundled example photos, so a first explanation needs no files of one's own and no network.
 
-Each photo is free of copyright restrictions (see ``data/examples/LICENSES.md``) and comes with the ImageNet
-class the bundled ``efficientnet_lite0`` predicts for it, which makes the examples usable as smoke tests.
+Each photo is under an open licence (public domain, CC0 or CC BY; see ``data/examples/LICENSES.md``) and comes
+with two classes: ``label``, the ImageNet class it depicts (``None`` where no ImageNet class applies, e.g. a
+raccoon or a dahlia), and ``expected_class``, the class the bundled ``efficientnet_lite0`` predicts for it, which
+makes the examples usable as smoke tests. ``target`` is what evaluations explain: the label, else the top-1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ __all__ = ["Example", "example_path", "get_example", "list_examples"]
 
 @dataclass(frozen=True)
 class Example:
-    """One bundled photo: ``name``, absolute ``path``, ``title``, expected ImageNet class and licence."""
+    """One bundled photo: ``name``, absolute ``path``, ``title``, its ImageNet ``label`` (or ``None``), the model's
+    top-1 (``expected_class``) and the licence."""
 
     name: str
     path: Path
@@ -27,6 +30,12 @@ class Example:
     expected_class: int
     expected_name: str
     license: str
+    label: int | None = None
+
+    @property
+    def target(self) -> int:
+        """The class evaluations explain: the ImageNet label where one applies, else the model's top-1."""
+        return self.expected_class if self.label is None else self.label
 
 
 def _examples_dir() -> Path:
@@ -45,6 +54,7 @@ def _manifest() -> tuple[Example, ...]:
             expected_class=int(entry["expected_class"]),
             expected_name=entry["expected_name"],
             license=entry["license"],
+            label=None if entry.get("label") is None else int(entry["label"]),
         )
         for entry in entries
     )

@@ -36,6 +36,7 @@ __all__ = [
     "plot_input_times_attribution",
     "plot_method_grid",
     "plot_overlay",
+    "probability_note",
     "reduce_channels",
     "robust_vmax",
     "save_figure",
@@ -304,6 +305,19 @@ def plot_explanation(
     if heading:
         fig.suptitle(heading, fontsize=11)
     return fig
+
+
+def probability_note(before: float, after: float) -> str:
+    """``"p 0.61 → 0.98"`` for an image that raised the target's probability; said plainly when it did not.
+
+    An image that lowers the probability of the class it was pushed towards is no counterfactual for that class
+    (its logit may still have risen, with others rising faster), so figures and messages must not present it as
+    one.
+    """
+    text = f"p {before:.2f} → {after:.2f}"
+    if after > before:
+        return text
+    return f"{text}: {'lowered' if after < before else 'not raised'}, not a counterfactual"
 
 
 def plot_counterfactual(

@@ -33,7 +33,7 @@ from semantic_pullbacks.images import to_display
 from semantic_pullbacks.methods import METHODS, AscentResult, accepted_settings, get_method
 from semantic_pullbacks.methods.configure import method_settings
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, load
-from semantic_pullbacks.visualize import heatmap_rgb, overlay_rgb, robust_vmax
+from semantic_pullbacks.visualize import heatmap_rgb, overlay_rgb, probability_note, robust_vmax
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -293,6 +293,16 @@ class MethodPanels:
     prob_after: float
     seconds: float
 
+    @property
+    def raises_target(self) -> bool:
+        """Whether the counterfactual raised the target's probability (if not, it is shown as no counterfactual)."""
+        return self.prob_after > self.prob_before
+
+    @property
+    def probability_note(self) -> str:
+        """``"p 0.61 → 0.98"``, or the same followed by why it is no counterfactual."""
+        return probability_note(self.prob_before, self.prob_after)
+
 
 @dataclass(frozen=True)
 class ExplainResult:
@@ -455,11 +465,12 @@ def result_figure(result: ExplainResult):  # -> matplotlib.figure.Figure
             "input",
             f"{panel.method} · signed map",
             f"{panel.method} · overlay",
-            f"counterfactual · p {panel.prob_before:.2f} → {panel.prob_after:.2f}",
+            ("counterfactual · " if panel.raises_target else "") + panel.probability_note,
         )
         for ax, picture, title in zip(row, pictures, titles):
             ax.imshow(picture)
-            ax.set_title(title, fontsize=10, pad=4)
+            warn = title is titles[-1] and not panel.raises_target
+            ax.set_title(title, fontsize=9 if warn else 10, pad=4, color="#b03a2e" if warn else "black")
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():

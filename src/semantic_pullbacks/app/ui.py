@@ -213,6 +213,9 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             raise _user_error(error) from error
         timing = ", ".join(f"{p.method} {p.seconds:.1f} s" for p in result.panels)
         summary = f"**{result.target_name}** ({result.target}) explained on `{result.model}` — {timing}"
+        for p in result.panels:  # an image that lowers p(target) must not pass for a counterfactual
+            if not p.raises_target:
+                summary += f"\n\n⚠ {p.method}: {p.probability_note} for {result.target_name}."
         return png, gr.update(value=png, interactive=True), summary
 
     with gr.Blocks(title="Semantic Pullbacks", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:

@@ -2,7 +2,9 @@
 
 A few normalised steps along the soft pullback (pullback ascent, clipped to the valid pixel range after the
 last step, as the paper visualises them) turn the image towards each target class; the figure shows the
-results and what changed, with the target's probability before and after.
+results and what changed, with the target's probability before and after. An ascent that does not raise that
+probability is labelled as such, next to its image and in the printed summary, instead of passing for a
+counterfactual.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InvalidInputError
     from ..methods import PullbackAscent
-    from ..visualize import plot_class_grid, plot_counterfactual_grid
+    from ..visualize import plot_class_grid, plot_counterfactual_grid, probability_note
 
     settings = settings_from_args(args)
     (method_name,) = resolve_method_names([args.method])
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             for i, source in enumerate(batch.sources):
                 indices = [int(c) for c in targets[i]]
                 names = [model.class_names[c] for c in indices]
-                notes = [f"p {float(before[i, c]):.2f} → {float(after[t][i, c]):.2f}" for t, c in enumerate(indices)]
+                notes = [probability_note(float(before[i, c]), float(after[t][i, c])) for t, c in enumerate(indices)]
                 out.say(f"{source.label}: " + ", ".join(f"{n} ({c}): {m}" for n, c, m in zip(names, indices, notes)))
                 fig = draw(x[i : i + 1], changed[i : i + 1], [names], [notes], [source.name])
                 out.figure(fig, f"{source.name}_{method_name}_counterfactuals")

@@ -4,11 +4,12 @@ from . import rules as _rules  # noqa: F401  (registers the built-in rules)
 from .coverage import CoverageReport
 from .mode import PassContext, PullbackSession, check_model_supported, pullback_mode, rules_suspended
 from .registry import NOT_HANDLED, Rule, register_nonlinear, register_rule, registered_rules, rule_for, unregister_rule
-from .temperatures import FAMILIES, Relative, TemperatureLike, Temperatures
+from .temperatures import FAMILIES, BySize, Relative, TemperatureLike, Temperatures
 
 __all__ = [
     "FAMILIES",
     "NOT_HANDLED",
+    "BySize",
     "CoverageReport",
     "PassContext",
     "PullbackSession",

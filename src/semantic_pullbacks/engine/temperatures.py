@@ -18,7 +18,15 @@ import torch
 from ..errors import InvalidInputError
 from .registry import registered_rules
 
-__all__ = ["FAMILIES", "Relative", "TemperatureLike", "Temperatures", "known_families", "resolve_temperature"]
+__all__ = [
+    "FAMILIES",
+    "BySize",
+    "Relative",
+    "TemperatureLike",
+    "Temperatures",
+    "known_families",
+    "resolve_temperature",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,104 @@ def _positive_number(name: str, value: Any) -> float:
     return float(value)
 
 
-TemperatureLike = float | Relative | None
+@dataclass(frozen=True)
+class BySize:
+    """A temperature per network stage, the stages told apart by the spatial size of the gate's input.
+
+    The stages of a CNN work on feature maps of different sides (112, 56, 28, 14 and 7 px for a 224-px input), and
+    their gates do different jobs: gates at high resolution shape the fine structure of the map (too soft, and the
+    adjoints of the stride-2 convolutions leave a checkerboard), gates at low resolution decide where the evidence
+    lies (too soft, and the map stops depending on what the top layers learned). ``sizes`` maps a minimum side to
+    a temperature; a gate whose input's smaller spatial side is at least that minimum gets the temperature of the
+    largest such minimum, any other gate (smaller maps, or inputs without two spatial dimensions, such as tokens)
+    gets ``default``. Minimums rather than exact sides keep one setting valid for the same network at nearby input
+    sizes (EfficientNet-Lite1 at 240 px has sides 120, 60, 30, 15, 8). Every temperature must be positive
+    (a number or :class:`Relative`).
+
+    Text form (settings files, ``--temperatures``): the default, then ``SIDE:VALUE`` entries, separated by ``;``.
+
+    >>> staged = BySize(Relative(1.0), {56: Relative(1.5), 14: Relative(2.0)})  # [56, ∞): 1.5, [14, 56): 2, else 1
+    >>> [staged.for_side(side).scale for side in (112, 56, 28, 14, 7)]
+    [1.5, 1.5, 2.0, 2.0, 1.0]
+    >>> str(BySize.parse("1*std; 56:1.5*std; 14:2*std"))
+    '1*std;56:1.5*std;14:2*std'
+    """
+
+    default: float | Relative
+    sizes: Mapping[int, float | Relative] | tuple[tuple[int, float | Relative], ...] = ()
+
+    def __post_init__(self) -> None:
+        items = list(self.sizes.items()) if isinstance(self.sizes, Mapping) else list(self.sizes)
+        _check_stage_temperature("default", self.default)
+        entries: dict[int, float | Relative] = {}
+        for item in items:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise InvalidInputError(f"BySize sizes must map a side to a temperature, got {item!r}")
+            side, tau = item
+            if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+                raise InvalidInputError(f"BySize sides must be positive integers (pixels), got {side!r}")
+            if side in entries:
+                raise InvalidInputError(f"BySize gives side {side} twice")
+            _check_stage_temperature(f"side {side}", tau)
+            entries[side] = float(tau) if isinstance(tau, int) else tau
+        default = float(self.default) if isinstance(self.default, int) else self.default
+        object.__setattr__(self, "default", default)
+        object.__setattr__(self, "sizes", tuple(sorted(entries.items(), reverse=True)))
+
+    def for_side(self, side: int | None) -> float | Relative:
+        """The temperature of a gate whose input's smaller spatial side is ``side`` (``None``: no spatial dims)."""
+        if side is not None:
+            for minimum, tau in self.sizes:
+                if side >= minimum:
+                    return tau
+        return self.default
+
+    def for_input(self, x: torch.Tensor) -> float | Relative:
+        """The temperature of a gate with input ``x``: its stage is read from ``x``'s smaller spatial side."""
+        return self.for_side(min(x.shape[2:]) if x.dim() >= 4 else None)
+
+    def __str__(self) -> str:
+        return ";".join([_text(self.default), *(f"{side}:{_text(tau)}" for side, tau in self.sizes)])
+
+    @classmethod
+    def parse(cls, text: str) -> BySize:
+        """Read ``"1*std;56:1.5*std;14:2*std"``: the default first, then ``SIDE:VALUE`` entries."""
+        parts = [p.strip() for p in text.split(";") if p.strip()]
+        default, sizes = None, {}
+        for part in parts:
+            side, sep, value = part.partition(":")
+            if not sep:
+                if default is not None:
+                    raise InvalidInputError(f"cannot read staged temperature {text!r}: more than one default value")
+                default = _parse(part)
+                continue
+            if not side.strip().isdigit():
+                raise InvalidInputError(
+                    f"cannot read staged temperature {text!r}: {side.strip()!r} is not a side in pixels"
+                )
+            sizes[int(side)] = _parse(value)
+        if default is None:
+            raise InvalidInputError(
+                f"staged temperature {text!r} needs a default value first, e.g. '1*std;56:1.5*std;14:2*std'"
+            )
+        return cls(default, sizes)  # type: ignore[arg-type]
+
+
+def _text(tau: float | Relative) -> str:
+    return f"{tau.scale:g}*std" if isinstance(tau, Relative) else f"{tau:g}"
+
+
+def _check_stage_temperature(where: str, tau: Any) -> None:
+    if isinstance(tau, Relative):
+        return
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+        raise InvalidInputError(
+            f"BySize {where}: each stage needs a positive number or Relative(...), got {tau!r} "
+            "(a hard gate per stage is not supported; use a small temperature)"
+        )
+
+
+TemperatureLike = float | Relative | BySize | None
 
 #: Families the engine knows, with the paper's defaults (DESIGN.md section 2).
 FAMILIES: dict[str, str] = {
@@ -145,7 +250,10 @@ class Temperatures:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (``Relative(2)`` becomes ``"2*std"``), for settings files and reports."""
-        return {k: (f"{v.scale:g}*std" if isinstance(v, Relative) else v) for k, v in self.items()}
+        return {
+            k: (f"{v.scale:g}*std" if isinstance(v, Relative) else str(v) if isinstance(v, BySize) else v)
+            for k, v in self.items()
+        }
 
 
 def _parse(value: Any) -> TemperatureLike:
@@ -154,6 +262,8 @@ def _parse(value: Any) -> TemperatureLike:
         text = value.strip().lower().replace(" ", "")
         if text in ("none", "off", "null", ""):
             return None
+        if ";" in text or ":" in text:
+            return BySize.parse(text)
         for suffix in ("*std", "std", "xstd"):
             if text.endswith(suffix):
                 try:
@@ -180,6 +290,10 @@ def _validate(name: str, value: Any) -> TemperatureLike:
                 "are softened as softmax(scores / tau), and a multiple of their spread has no meaning there"
             )
         return value
+    if isinstance(value, BySize):
+        if name in ("attention", "gate", "norm"):
+            raise InvalidInputError(f"temperature for {name!r} cannot be staged (BySize); give a number or None")
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise InvalidInputError(
             f"temperature for {name!r} must be a non-negative finite number, Relative(...) or None; got {value!r}"
@@ -202,8 +316,10 @@ def _unknown_family_message(name: str) -> str:
     )
 
 
-def resolve_temperature(tau: float | Relative, x: torch.Tensor) -> float | torch.Tensor:
+def resolve_temperature(tau: float | Relative | BySize, x: torch.Tensor) -> float | torch.Tensor:
     """The effective temperature for gate input ``x``: a float, or a per-sample tensor broadcastable to ``x``."""
+    if isinstance(tau, BySize):
+        tau = tau.for_input(x)
     if not isinstance(tau, Relative):
         return float(tau)
     xf = x.detach().float()

@@ -1,6 +1,7 @@
 """Which images a benchmark runs on, and their labels when known.
 
-Sources: the bundled example photos (labels from ``examples.json``); an ImageFolder tree ``root/<class>/<image>``
+Sources: the bundled example photos (labels from ``examples.json`` where an ImageNet class
+applies, else the top-1); an ImageFolder tree ``root/<class>/<image>``
 whose folder names are ImageNet wnids (``n01440764``), class indices (``0``) or class names (``tench``) — the
 layout of ImageNet's validation set after the usual re-sorting; the flat validation folder as ImageNet ships it
 (``ILSVRC2012_val_00000001.JPEG`` ...) with the devkit's ground-truth file; or a flat folder of any images (no
@@ -166,7 +167,7 @@ def _find(
     if not path.exists() and str(images).strip().lower() == "examples":
         from semantic_pullbacks.examples import list_examples
 
-        return [EvalImage(e.name, e.path, e.expected_class) for e in list_examples()]
+        return [EvalImage(e.name, e.path, e.label) for e in list_examples()]  # no label: the top-1
     if not path.exists():
         raise InvalidInputError(f"images folder {str(path)!r} does not exist (or pass 'examples' for the bundled set)")
     if path.is_file():

@@ -17,7 +17,9 @@ faithfulness_estimate      (side/4)^2 features per step      4x larger steps
 monotonicity_correlation   (side/4)^2 per step, 10 samples   4x larger steps, 2 samples
 max_sensitivity            10 samples, radius 0.02           2 samples
 faithfulness_correlation,  as in the paper                   as in the paper
-random_logit, focus
+random_logit, focus,
+aliasing,
+top_layer_randomisation
 =========================  ================================  ============================
 """
 
@@ -32,7 +34,9 @@ from semantic_pullbacks.errors import InvalidInputError
 
 __all__ = ["PRESETS", "Preset", "get_preset", "metric_settings"]
 
-#: the paper's table (DESIGN.md section 4), in its column order; model_parameter_randomisation only on request
+#: the paper's table (DESIGN.md section 4), in its column order, then the diagnostics DESIGN.md section 8 asks to
+#: report beside it (aliasing: free; top-layer randomisation: one explanation per image); the cascading
+#: model_parameter_randomisation only on request
 DEFAULT_METRICS = (
     "infidelity",
     "faithfulness_correlation",
@@ -41,6 +45,8 @@ DEFAULT_METRICS = (
     "max_sensitivity",
     "random_logit",
     "focus",
+    "aliasing",
+    "top_layer_randomisation",
 )
 
 

@@ -10,6 +10,7 @@ a_batch=, explain_func=, explain_func_kwargs=``, numpy arrays) and then returns 
     scores = Infidelity()(model=model, x_batch=x_np, y_batch=y_np, a_batch=a_np)   # a list, as Quantus's
 """
 
+from semantic_pullbacks.metrics.aliasing import Aliasing, period2_share
 from semantic_pullbacks.metrics.base import (
     Batch,
     Explainer,
@@ -26,12 +27,13 @@ from semantic_pullbacks.metrics.faithfulness import (
     MonotonicityCorrelation,
 )
 from semantic_pullbacks.metrics.localisation import Focus, Mosaics, make_mosaics
-from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit
+from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit, TopLayerRandomisation
 from semantic_pullbacks.metrics.registry import PAPER_SUITE, get_metric, list_metrics, paper_suite
 from semantic_pullbacks.metrics.robustness import MaxSensitivity
 
 __all__ = [
     "PAPER_SUITE",
+    "Aliasing",
     "Batch",
     "Explainer",
     "FaithfulnessCorrelation",
@@ -45,11 +47,13 @@ __all__ = [
     "Mosaics",
     "NoiseSampler",
     "RandomLogit",
+    "TopLayerRandomisation",
     "ZeroAttributionWarning",
     "as_explainer",
     "get_metric",
     "list_metrics",
     "make_mosaics",
     "paper_suite",
+    "period2_share",
     "uniform_sampler",
 ]

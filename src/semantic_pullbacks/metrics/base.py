@@ -33,7 +33,7 @@ __all__ = [
     "uniform_sampler",
 ]
 
-Category = Literal["faithfulness", "robustness", "randomisation", "localisation"]
+Category = Literal["faithfulness", "robustness", "randomisation", "localisation", "complexity"]
 ZeroAttributionPolicy = Literal["nan", "raise"]
 
 Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]

@@ -20,7 +20,7 @@ from semantic_pullbacks.metrics.base import (
     with_nan,
 )
 
-__all__ = ["ModelParameterRandomisation", "RandomLogit"]
+__all__ = ["ModelParameterRandomisation", "RandomLogit", "TopLayerRandomisation"]
 
 Similarity = Literal["pearson", "spearman"]
 _SIMILARITIES = {"pearson": pearson, "spearman": spearman}
@@ -175,6 +175,66 @@ class ModelParameterRandomisation(Metric):
         original = _SIMILARITIES[self.similarity](ref, again)
         scores = {"original": original, **self._layers(data)}
         return {k: [float(v) for v in s.detach().cpu().tolist()] for k, s in scores.items()}
+
+
+@dataclass(eq=False)
+class TopLayerRandomisation(Metric):
+    """The model-randomisation sanity check in one explanation per image (Adebayo et al. 2018, DESIGN §8).
+
+    On a deep copy of the model, the ``layers`` convolution/linear layers nearest the output (the last ones in
+    registration order, which is input-to-output order in sequential architectures) are re-initialised together;
+    the score is ``|Spearman|`` between ``|attr|`` on the trained model and on the copy. Lower is better: an
+    explanation that survives re-initialising what the model learned at the top explains nothing. The cascading
+    :class:`ModelParameterRandomisation` costs one explanation per layer; this costs one, so it can run beside
+    every other metric. The layers are re-initialised from the output down, with torch's RNG seeded by
+    :func:`derived_seed` (``seed``), so they never replay the stream of a model built under
+    ``torch.manual_seed(seed)``; the global RNG is left as it was.
+    """
+
+    name = "top_layer_randomisation"
+    higher_is_better = False
+    category = "randomisation"
+
+    needs_explainer = True
+
+    layers: int = 6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1:
+            raise InvalidInputError(f"layers must be a positive int, got {self.layers!r}")
+
+    def validate(self, model: Any, *args: Any, **kwargs: Any) -> Batch:
+        if not isinstance(model, nn.Module):  # its layers are what gets re-initialised
+            raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model)!r}")
+        return super().validate(model, *args, **kwargs)
+
+    def randomised(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` with its top ``layers`` convolution/linear layers re-initialised."""
+        if not isinstance(model, nn.Module):
+            raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model)!r}")
+        copied = copy.deepcopy(model)
+        found = [m for m in copied.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+        if not found:
+            raise InvalidInputError("model has no convolution or linear layers to re-initialise")
+        device = next(copied.parameters()).device
+        with torch.random.fork_rng(devices=_cuda_devices(torch.empty(0, device=device))):
+            torch.manual_seed(derived_seed(self.seed))
+            for module in reversed(found[-self.layers :]):
+                module.reset_parameters()
+        return copied
+
+    def score(self, data: Batch) -> Tensor:
+        x, a = data.inputs, data.attributions
+        a_r = self._explain(data.explain, self.randomised(data.model), x, data.targets)
+        zero = self._zero_mask(a) | self._zero_mask(a_r)
+        sim = spearman(a.abs().reshape(x.shape[0], -1), a_r.abs().reshape(x.shape[0], -1)).abs()
+        return with_nan(sim, zero)
+
+
+def derived_seed(seed: int) -> int:
+    """The RNG seed a randomisation check uses for ``seed``: drawn from it, not equal to it."""
+    return int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed)))
 
 
 def _cuda_devices(x: Tensor) -> list[int]:

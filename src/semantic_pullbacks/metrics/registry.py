@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from semantic_pullbacks.errors import InvalidInputError
+from semantic_pullbacks.metrics.aliasing import Aliasing
 from semantic_pullbacks.metrics.base import Metric
 from semantic_pullbacks.metrics.faithfulness import (
     FaithfulnessCorrelation,
@@ -16,7 +17,7 @@ from semantic_pullbacks.metrics.faithfulness import (
     MonotonicityCorrelation,
 )
 from semantic_pullbacks.metrics.localisation import Focus
-from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit
+from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit, TopLayerRandomisation
 from semantic_pullbacks.metrics.robustness import MaxSensitivity
 
 __all__ = ["PAPER_SUITE", "get_metric", "list_metrics", "paper_suite"]
@@ -32,6 +33,8 @@ _METRICS: dict[str, type[Metric]] = {
         RandomLogit,
         ModelParameterRandomisation,
         Focus,
+        Aliasing,
+        TopLayerRandomisation,
     )
 }
 
