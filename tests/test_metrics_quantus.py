@@ -23,6 +23,7 @@ from semantic_pullbacks.metrics import (
     ModelParameterRandomisation,
     MonotonicityCorrelation,
     RandomLogit,
+    as_explainer,
 )
 
 quantus = pytest.importorskip("quantus")
@@ -369,3 +370,18 @@ def test_quantus_explain_func_keeps_the_callers_dtype():
     exact = quantus_explain_func(model64, x.double().numpy(), y.numpy())
     assert exact.dtype == np.float64
     np.testing.assert_array_equal(exact, SoftPullback(model64).attribute(x.double(), target=y).numpy())
+
+
+def test_quantus_form_passes_explain_func_kwargs_to_a_captum_method():
+    """A Captum method object as Quantus's explain_func: explain_func_kwargs reach ``.attribute`` (Saliency's
+    default is abs=True; abs=False must give the signed gradient's scores, not the default's)."""
+    from captum.attr import Saliency
+
+    model, (x, y) = cnn(), data()
+    metric = RandomLogit()
+    signed = metric(model, x, y, explain_func=as_explainer(Saliency(model), abs=False))
+    absolute = metric(model, x, y, explain_func=as_explainer(Saliency(model)))
+    assert not torch.allclose(signed, absolute)
+    form = quantus_form(x, y)
+    close(signed, metric(model=model, explain_func=Saliency(model), explain_func_kwargs={"abs": False}, **form))
+    close(absolute, metric(model=model, explain_func=Saliency(model), **form))

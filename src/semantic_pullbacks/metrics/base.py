@@ -374,8 +374,8 @@ class _QuantusCall:
         """Quantus's ``explain_func(model=, inputs=, targets=, **explain_func_kwargs)``, numpy in and out."""
         if self.explain_func is None:
             return None
-        if isinstance(self.explain_func, _AttributeLike):  # a Captum-like method object, not Quantus's convention
-            return self.explain_func
+        if isinstance(self.explain_func, _AttributeLike):  # a Captum-like method object: kwargs go to .attribute
+            return as_explainer(self.explain_func, **self.explain_func_kwargs)
         func = self.explain_func
         kwargs = dict(self.explain_func_kwargs)
         if self.device is not None:
