@@ -78,3 +78,31 @@ def test_explicit_settings_win_over_the_recommended_ones(lite0, tmp_path):
     assert lite0.explainer("SoftPullback", settings=path).temperatures.relu == 0.25
     ascent = lite0.explainer("PullbackAscent", settings=path, alpha=7.0)
     assert (ascent.steps, ascent.alpha, ascent.temperatures.relu) == (2, 7.0, 0.25)
+
+
+def test_a_users_abstract_explainer_mixes_in_abc(lite0):
+    """``class Mine(Explainer, abc.ABC)`` is an ordinary thing to write; it must define, stay abstract until its
+    abstract methods exist, and take a loaded model like every explainer."""
+    import abc
+
+    from semantic_pullbacks.methods import Explainer, SoftPullback
+
+    class Scaled(SoftPullback, abc.ABC):
+        @abc.abstractmethod
+        def factor(self) -> float: ...
+
+        def attribute(self, inputs, target=None, **kwargs):
+            return self.factor() * super().attribute(inputs, target=target, **kwargs)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Scaled(lite0)
+
+    class Doubled(Scaled):
+        def factor(self) -> float:
+            return 2.0
+
+    x = lite0.load_image(example_path("chelsea"))
+    torch.testing.assert_close(
+        Doubled(lite0).attribute(x, target=285), 2 * SoftPullback(lite0).attribute(x, target=285)
+    )
+    assert issubclass(Doubled, Explainer)
