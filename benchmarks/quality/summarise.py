@@ -10,6 +10,7 @@ was drawn up after a first look at the five photos bundled before; their held-ou
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +39,11 @@ def key(temperatures: dict | None) -> str:
     return repr(sorted(Temperatures.coerce(temperatures).to_dict().items()))
 
 
+def stored_key(config: str) -> str:
+    """A run's configuration label, re-keyed as :func:`key` does today (families added since take defaults)."""
+    return config if config == "gradient" else key(dict(ast.literal_eval(config)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path)
@@ -48,9 +54,9 @@ def main() -> None:
     focus: dict[tuple[str, tuple[int, ...]], list[float]] = defaultdict(list)
     for r in raw["report_scores"]:
         if r["metric"] == "focus":
-            focus[(r["config"], tuple(r["mosaics_of"]))].append(r["score"])
+            focus[(stored_key(r["config"]), tuple(r["mosaics_of"]))].append(r["score"])
         else:
-            per_image[(r["config"], r["image"], r["metric"])] = r["score"]
+            per_image[(stored_key(r["config"]), r["image"], r["metric"])] = r["score"]
     names = raw["images"]
     criteria = DEFAULT_CRITERIA
     higher = {c.metric: get_metric(c.metric).higher_is_better for c in criteria}
@@ -91,6 +97,23 @@ def main() -> None:
         + ", ".join(f"{m} {'<=' if m != 'top_layer_randomisation' else '<'} {t:g}" for m, t in TARGETS.items())
     )
     print("(focus: mosaics of each fold's held-out photos, all of them in both rows)")
+    print("\nheld out, SP (chosen per fold) minus the gradient, mean over photos with a paired bootstrap 95% CI:")
+    for metric in ("faithfulness_correlation", "monotonicity_correlation"):
+        diffs = [
+            per_image[(key(f["chosen"]), i, metric)] - per_image[("gradient", i, metric)]
+            for f in folds
+            for i in f["held_out_images"]
+        ]
+        mean, low, high = paired_bootstrap(diffs)
+        print(f"  {metric}: {mean:+.3f} [{low:+.3f}, {high:+.3f}] over {len(diffs)} photos")
+
+
+def paired_bootstrap(diffs: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-photo differences and its percentile bootstrap 95% interval (photos resampled)."""
+    d = torch.tensor(diffs, dtype=torch.float64)
+    idx = torch.randint(len(d), (draws, len(d)), generator=torch.Generator().manual_seed(seed))
+    means = d[idx].mean(1)
+    return float(d.mean()), float(means.quantile(0.025)), float(means.quantile(0.975))
 
 
 if __name__ == "__main__":
