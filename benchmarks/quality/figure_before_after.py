@@ -1,6 +1,6 @@
 """The README's before/after figure: the embedded model's maps by the gradient, the old and the new recommendation.
 
-    uv run python benchmarks/quality/figure_before_after.py --out docs/before_after.png
+    uv run python benchmarks/quality/figure_before_after.py --out docs/before_after.jpg
 
 Rows: bundled photos; columns: the photo, the gradient, SoftPullback at the old recommended ``relu = 3*std``,
 SoftPullback at the current recommended settings, and 4x enlargements of the centre 56x56 pixels of the last two
@@ -36,7 +36,7 @@ def centre(a: torch.Tensor, size: int = 56, zoom: int = 4) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/before_after.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/before_after.jpg"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load("efficientnet_lite0")
