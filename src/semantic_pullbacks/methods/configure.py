@@ -7,6 +7,7 @@ into the same keyword arguments, so a map made in a script equals the one the CL
 
 from __future__ import annotations
 
+import abc
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +61,11 @@ def _loaded(model: Any) -> LoadedModel | None:
     return model if isinstance(model, LoadedModel) else None
 
 
-class AcceptsLoadedModels(type):
+class AcceptsLoadedModels(abc.ABCMeta):
     """Lets every explainer take a :class:`~semantic_pullbacks.models.LoadedModel` in place of its module.
+
+    An ``ABCMeta`` so that explainers can be abstract and users can mix in ``abc.ABC`` (two unrelated metaclasses
+    would make such a class definition fail).
 
     ``SoftPullback(loaded)`` explains ``loaded.model`` with the settings recommended for its family and its input
     domain, exactly as the CLI and the app do; any setting passed explicitly wins. Done at construction, before
