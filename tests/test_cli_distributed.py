@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -42,7 +43,10 @@ def test_explain_under_torchrun_writes_each_image_once_and_skips_finished_ones(t
     for name in ("chelsea", "coffee", "rocket"):
         saved = np.load(out / f"{name}_Gradient_967-espresso.npy")
         assert saved.shape == (3, 224, 224) and np.isfinite(saved).all()
-    logs = {p.name.split(".")[-2]: p.read_text().split() for p in (out / ".done").iterdir()}
+    logs = {
+        p.name.split(".")[-2]: [Path(json.loads(line)[0]).stem for line in p.read_text().splitlines()]
+        for p in (out / ".done").iterdir()
+    }  # each line: the image's resolved path, size and modification time
     assert sorted(logs) == ["rank-0", "rank-1"]
     assert sorted(logs["rank-0"] + logs["rank-1"]) == ["chelsea", "coffee", "rocket"]
     assert len(logs["rank-1"]) == 1  # the second rank did one of the two

@@ -1,31 +1,41 @@
-"""Which images a run already finished in its output folder, so a rerun (on any number of processes) skips them.
+"""Which images a run already finished in its output folder, so a resumed run (on any number of processes) can
+skip them.
 
-Each process appends the names of the images whose every file is written to its own log,
-``OUT/.done/<settings fingerprint>.rank-<r>.txt``; a rerun with the same settings reads the logs of every rank and
-skips those images. A log line is written only after the image's files are complete (they are written atomically),
-and only whole lines count, so an image interrupted half-way is simply done again.
+Every run appends, per process, a line for each image whose files are all written, to
+``OUT/.done/<settings fingerprint>.rank-<r>.txt``; a resumed run with the same settings reads the logs of every rank.
+An image is identified by its file (resolved path, size and modification time), never by its name alone: an
+image changed since, or another image that happens to have the same name, is explained again. A log line is
+written only after the image's files are complete (they are written atomically), and only whole lines count, so an
+image interrupted half-way is simply done again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DoneLog"]
+from ..evaluation.store import fingerprint
+
+__all__ = ["DoneLog", "image_key"]
 
 FOLDER = ".done"
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    """What identifies an image's content cheaply: its resolved path, size and modification time (ns)."""
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return json.dumps([str(resolved), stat.st_size, stat.st_mtime_ns])
 
 
 class DoneLog:
     """The finished images of runs with these ``settings`` in ``out``; :meth:`mark` records one for ``rank``."""
 
     def __init__(self, out: str | os.PathLike[str], settings: Mapping[str, Any], rank: int) -> None:
-        text = json.dumps(dict(settings), sort_keys=True, default=repr)
-        self.key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        self.key = fingerprint(dict(settings))
         self.folder = Path(out).expanduser() / FOLDER
         self.path = self.folder / f"{self.key}.rank-{rank}.txt"
         self.finished: set[str] = set()
@@ -33,10 +43,18 @@ class DoneLog:
             data = log.read_text("utf-8", errors="replace")
             self.finished.update(line for line in data.split("\n")[:-1] if line)
 
-    def mark(self, name: str) -> None:
+    def is_done(self, path: str | os.PathLike[str]) -> bool:
+        """Whether this very file (same path, size and modification time) was finished with these settings."""
+        try:
+            return image_key(path) in self.finished
+        except OSError:  # gone or unreadable: not done; decoding reports it
+            return False
+
+    def mark(self, path: str | os.PathLike[str]) -> None:
+        key = image_key(path)
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(name + "\n")
+            f.write(key + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.finished.add(name)
+        self.finished.add(key)

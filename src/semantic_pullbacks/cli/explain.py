@@ -2,9 +2,11 @@
 
 Prints each image's top-5 and writes one figure per explained class (image, signed heat map,
 input ⊙ attribution, overlay); several classes share one forward pass and also get a side-by-side grid.
-Images finished by an earlier run with the same settings are skipped; under torchrun
+A plain rerun explains everything again. Under torchrun
 (``torchrun --nproc-per-node N -m semantic_pullbacks explain FOLDER --save-tensors npy``) each rank explains a
-share of the rest, so each image is written once.
+share, so each image is written once, and images finished by an earlier run with the same settings (the same
+file: path, size and modification time) are skipped; ``--resume`` asks for that skipping in one process too.
+Stochastic methods are seeded per image, so a map does not depend on the batch or the rank that computed it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from ._common import (
     settings_from_args,
     split_list,
 )
-from ._done import DoneLog
 from ._images import expand_images, iter_batches
 from ._output import Output, slug
 
@@ -43,8 +44,10 @@ def register(subparsers: Any) -> None:
         "  semantic-pullbacks explain photos/ --top-k 3 --save-tensors npy\n"
         "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent\n"
         "  torchrun --nproc-per-node 4 -m semantic_pullbacks explain photos/ --save-tensors pt --device cuda\n\n"
-        "A rerun with the same settings into the same --out skips the images already done; under torchrun each\n"
-        "rank explains a share of the others (on cuda:LOCAL_RANK with --device cuda).",
+        "Under torchrun each rank explains a share of the images (on cuda:LOCAL_RANK with --device cuda) and, with\n"
+        "--save-tensors, skips those an earlier run with the same settings finished (same file: path, size,\n"
+        "modification time); --resume skips them in one process too, --no-resume never. Stochastic methods are\n"
+        "seeded per image (from --seed), so maps do not depend on the batch or the number of processes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser)
@@ -68,6 +71,13 @@ def register(subparsers: Any) -> None:
     add_model_options(parser)
     add_settings_options(parser)
     add_output_options(parser)
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="skip images an earlier run with the same settings finished in --out (default: only under torchrun "
+        "with --save-tensors)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.specs import temperatures_record
     from ..imagenet import top_k
     from ..visualize import plot_class_grid, plot_explanation
+    from ._done import DoneLog
 
     settings = settings_from_args(args)
     (method_name,) = resolve_method_names([args.method])
@@ -98,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
             },
             world.rank,
         )  # fmt: skip
-        todo = [s for s in everything if s.name not in done.finished]
+        resume = args.resume if args.resume is not None else world.size > 1 and args.save_tensors is not None
+        todo = [s for s in everything if not done.is_done(s.path)] if resume else everything
         sources = todo[world.rank :: world.size]  # each image written once, by one rank
         if world.is_main and len(todo) < len(everything):
             print(
                 f"{len(everything) - len(todo)} of {len(everything)} images were already explained in {args.out} "
-                f"with these settings; skipping them (delete {args.out}/.done to redo them)"
+                f"with these settings; skipping them (--no-resume to redo them)"
             )
         with Output(args.out, len(sources), "explain") as out:
             for batch in iter_batches(model, sources, args.batch_size, out.fail):
@@ -116,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                     targets = torch.tensor([fixed] * x.shape[0], device=x.device)
                 else:
                     targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
-                maps = explainer.attribute_targets(x, targets)  # (T, B, C, H, W)
+                maps = _attribute(explainer, x, targets, batch.sources, method_name, args.seed)  # (T, B, C, H, W)
                 for i, source in enumerate(batch.sources):
                     out.say(f"{source.label}: top-5 of {model.name}")
                     for line in format_predictions(predictions[i][:5]):
@@ -146,6 +158,22 @@ def run(args: argparse.Namespace) -> int:
                         )  # fmt: skip
                         which = f"top{k}" if fixed is None else "targets"
                         out.figure(grid, f"{source.name}_{method_name}_{which}")
-                    done.mark(source.name)
+                    done.mark(source.path)
                     out.advance()
         return out.finish()
+
+
+def _attribute(explainer: Any, x: Any, targets: Any, sources: list[Any], method: str, seed: int) -> Any:
+    """The maps of a batch; a stochastic method explains each image with a seed of its own (from ``seed``, the
+    image's name and the method), so its map does not depend on the batch or the rank it was computed in."""
+    import torch
+
+    from ..evaluation.seeds import derive_seed
+
+    if not getattr(explainer, "stochastic", False) or not hasattr(explainer, "seed"):
+        return explainer.attribute_targets(x, targets)
+    maps = []
+    for i, source in enumerate(sources):
+        explainer.seed = derive_seed(seed, source.name, method)
+        maps.append(explainer.attribute_targets(x[i : i + 1], targets[i : i + 1]))
+    return torch.cat(maps, dim=1)
