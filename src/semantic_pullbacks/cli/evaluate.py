@@ -206,6 +206,7 @@ def _load(args: argparse.Namespace, device: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import SemanticPullbacksError
     from ..evaluation import ABLATION_METHODS, MethodSpec, World, ablation_specs, evaluate, parse_ablation
     from ..evaluation.images import ImageModality
     from ..evaluation.job import JobFailedError
@@ -269,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
         except JobFailedError as err:
             print(f"error: {world.describe()} stopped: {err}", file=sys.stderr)
             return 1
+        except SemanticPullbacksError:
+            raise  # a user's mistake: one ``error:`` line and exit code 2 on every rank (see cli.main)
         except Exception as err:
             if world.size == 1:
                 raise
