@@ -306,3 +306,13 @@ def test_rows_in_memory_match_the_folder_run(image_folder, tmp_path):
     on_disk = _reference(image_folder, tmp_path / "disk", metrics=["random_logit", "focus"])
     assert [(r.key, r.score) for r in in_memory.rows] == [(r.key, r.score) for r in on_disk.rows]
     assert len(ResultsStore.attach(tmp_path / "disk", {}).rows()) == len(on_disk.rows) == 6 * 3 + 6 * 3
+
+
+def test_rank_and_world_size_without_a_rendezvous_address_is_a_typed_error(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    expected = r"MASTER_ADDR is not.*launch with torchrun.*set MASTER_ADDR and MASTER_PORT"
+    with pytest.raises(InvalidInputError, match=expected), World.join("cpu"):
+        pass
