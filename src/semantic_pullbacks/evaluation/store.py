@@ -181,8 +181,10 @@ def _link_or_create(staged: Path, path: Path, record: str) -> None:
             f.write(record)
 
 
-def _lock_owner(text: str) -> tuple[str, int] | None:
-    """(host, pid) of a lock record, or None when it is not one."""
+def _lock_owner(text: str, host: str) -> tuple[str, int] | None:
+    """(host, pid) of a lock record (a bare pid: a process of ``host``, this one), or None when it is not one."""
+    if text.isdigit():
+        return (host, int(text)) if int(text) > 0 else None
     try:
         owner = json.loads(text)
         host, pid = str(owner["host"]), int(owner["pid"])
@@ -240,7 +242,7 @@ class FolderLock:
             age = time.time() - self.path.stat().st_mtime
         except OSError:
             return  # released meanwhile: try again
-        owner = _lock_owner(text)
+        owner = _lock_owner(text, self.host)
         if owner is None:  # not one of ours, or damaged: only its age can tell
             alive, where = age < self.stale_after, "unknown owner"
         else:
