@@ -316,3 +316,25 @@ def test_rank_and_world_size_without_a_rendezvous_address_is_a_typed_error(monke
     expected = r"MASTER_ADDR is not.*launch with torchrun.*set MASTER_ADDR and MASTER_PORT"
     with pytest.raises(InvalidInputError, match=expected), World.join("cpu"):
         pass
+
+
+def test_an_item_a_method_cannot_explain_is_skipped_alike_on_any_number_of_processes(
+    image_folder, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(image_folder / "0" / "blank.png")  # the first item
+    env = {"SP_TEST_BLANK_FAILS": "1", "SP_TEST_ON_ERROR": "skip"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    one = _reference(image_folder, tmp_path / "one", on_error="skip")
+    done, _ = _torchrun(2, WORKER, str(image_folder), str(tmp_path / "two"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _csv_scores(tmp_path / "one" / "scores.csv") == _csv_scores(tmp_path / "two" / "scores.csv")
+    images = {r.item for r in one.rows if not r.item.startswith("mosaic")}
+    assert images == {f"{c}/img{j}" for c in "037" for j in (0, 1)}  # only the blank image's scores are skipped
+    assert {r.method for r in one.rows} == {"SoftPullback", "Gradient", "SmoothGrad"}
+    skipped = [n for n in one.notes if "skipped on" in n]
+    assert len(skipped) == 3 and all("blank" in n and "cannot explain a blank image" in n for n in skipped)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert sorted(summary["notes"]) == sorted(one.notes)
