@@ -25,7 +25,8 @@ SUBCOMMANDS = ("explain", "explain-text", "compare", "counterfactuals", "classes
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semantic-pullbacks",
-        description="Explain PyTorch image classifiers with Semantic Pullbacks (offline, embedded default model).",
+        description="Explain PyTorch models (image classifiers, text models) with Semantic Pullbacks (offline, "
+        "embedded default models).",
     )
     from .. import __version__
 
