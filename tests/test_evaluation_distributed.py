@@ -338,3 +338,28 @@ def test_an_item_a_method_cannot_explain_is_skipped_alike_on_any_number_of_proce
     assert len(skipped) == 3 and all("blank" in n and "cannot explain a blank image" in n for n in skipped)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert sorted(summary["notes"]) == sorted(one.notes)
+
+
+def test_another_rank_failing_is_seen_at_the_next_check_never_as_an_interrupt(tmp_path):
+    """The watcher raises the alarm; the rank's own thread stops at its next check(), wherever it was meanwhile (an
+    interrupt of the main thread could land outside any handler and end in a traceback and exit code 130)."""
+    script = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError\n"
+        "folder = Path(sys.argv[1])\n"
+        "board = JobBoard(folder, 'job', rank=0, size=2, beat=0.05)\n"
+        "with board:\n"
+        "    (folder / '.job' / 'job' / 'rank-1.json').write_text(json.dumps(\n"
+        "        {'state': 'failed', 'host': 'node7', 'pid': 42, 'error': 'RuntimeError: out of memory'}))\n"
+        "    time.sleep(3)  # work outside any handler, while the watcher sees the failure\n"
+        "    try:\n"
+        "        board.check()\n"
+        "    except JobFailedError as err:\n"
+        "        print('stopped:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "stopped: rank 1 of 2 failed (node7, pid 42): RuntimeError: out of memory"

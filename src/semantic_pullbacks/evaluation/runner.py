@@ -344,6 +344,7 @@ def _compute(
                         computed += 1
                         if on_row is not None:
                             on_row(row)
+                        board.check()  # between metrics too: another rank's failure stops this one within a score
                     bar.update(len(unit.metrics))
             writer.close()
             board.done(scorer.notes, computed, time.perf_counter() - started)
@@ -352,9 +353,6 @@ def _compute(
             board.stopped()
             raise
         except KeyboardInterrupt:
-            if board.alarm is not None:  # the watcher stopped this rank: another one failed
-                board.stopped()
-                raise JobFailedError(board.alarm) from None
             board.fail(KeyboardInterrupt("interrupted"))
             raise
         except BaseException as err:
