@@ -8,7 +8,8 @@ Faults are injected the way they happen in real jobs, through the public ``on_ro
 ``SP_TEST_KILL_RANK=r SP_TEST_AFTER=k`` kills rank r with SIGKILL after its k-th stored row (a node lost, the
 OOM killer); ``SP_TEST_FAIL_RANK=r`` makes rank r raise after its k-th row (a bug, a bad file);
 ``SP_TEST_HANG_RANK=r`` makes rank r hang before its work starts (``SP_TEST_TIMEOUT``: the job's timeout).
-``SP_TEST_JOIN=evaluate`` leaves joining the job to ``evaluate()`` itself.
+``SP_TEST_JOIN=evaluate`` leaves joining the job to ``evaluate()`` itself. ``SP_TEST_BLANK_FAILS=1`` makes the
+model refuse to be explained on a white image, ``SP_TEST_ON_ERROR=skip`` lets the job go on past that.
 """
 
 from __future__ import annotations
@@ -55,8 +56,18 @@ def tiny_model() -> nn.Module:
     )
 
 
+def _refuse_blank_images(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    """``SP_TEST_BLANK_FAILS=1``: explaining a white image fails (an item a method cannot do)."""
+    (x,) = args
+    if x.requires_grad and (x > 0.99).flatten(1).all(1).any():
+        raise RuntimeError("cannot explain a blank image")
+
+
 def tiny() -> object:
-    return wrap(tiny_model(), domain=(-1, 1), input_size=32, class_names=[f"c{i}" for i in range(10)], name="tiny")
+    model = tiny_model()
+    if os.environ.get("SP_TEST_BLANK_FAILS") == "1":
+        model.register_forward_pre_hook(_refuse_blank_images)
+    return wrap(model, domain=(-1, 1), input_size=32, class_names=[f"c{i}" for i in range(10)], name="tiny")
 
 
 def run(images: str, out: str | None, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -91,4 +102,5 @@ if __name__ == "__main__":
     with World.join(threads=1, timeout=timeout) as world:  # one thread per rank, as the single-process reference
         if os.environ.get("SP_TEST_HANG_RANK") == str(world.rank):
             time.sleep(600)
-        run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error="raise", world=world)
+        on_error = os.environ.get("SP_TEST_ON_ERROR", "raise")
+        run(sys.argv[1], sys.argv[2], on_row=_fault_hook(), on_error=on_error, world=world)

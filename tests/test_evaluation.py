@@ -315,8 +315,34 @@ def test_ablation_specs_vary_one_setting_at_a_time():
     assert kw["temperatures"].relu is None and kw["temperatures"].maxpool == 0.3
 
 
+def test_ablation_takes_temperatures_in_every_form_the_temperatures_option_takes():
+    from semantic_pullbacks.engine import BySize, Relative
+
+    sweeps = parse_ablation(["relu=0.3,3*std,2std", "maxpool=1*std;56:1.5*std,none"])  # as in the README
+    assert sweeps == {"relu": [0.3, Relative(3.0), Relative(2.0)], "maxpool": [BySize.parse("1*std;56:1.5*std"), None]}
+    specs = ablation_specs(sweeps, ["SoftPullback"], temperatures=Temperatures(relu=0.6), ascent={})
+    assert [s.label for s in specs] == [
+        "SoftPullback",
+        "SoftPullback[relu=0.3]",
+        "SoftPullback[relu=3*std]",
+        "SoftPullback[relu=2*std]",
+        "SoftPullback[maxpool=1*std;56:1.5*std]",
+        "SoftPullback[maxpool=none]",
+    ]
+    kwargs = specs[2].resolved(temperatures=Temperatures(), ascent={}, seed=0, domain=(-1, 1))
+    assert kwargs["temperatures"].relu == Relative(3.0)
+
+
 @pytest.mark.parametrize(
-    ("item", "message"), [("tau=0.3", "unknown parameter 'tau'"), ("K=2.5", "whole number"), ("relu", "PARAM=")]
+    ("item", "message"),
+    [
+        ("tau=0.3", "unknown parameter 'tau'"),
+        ("K=2.5", "whole number"),
+        ("relu", "PARAM="),
+        ("relu=warm", "relu=warm: cannot read temperature 'warm'"),
+        ("relu=-1", "non-negative"),
+        ("attention=2*std", "attention"),
+    ],
 )
 def test_bad_ablation_specs(item, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -380,7 +406,8 @@ def test_a_failing_method_is_noted_and_the_others_still_scored(tiny, image_folde
     monkeypatch.setattr(Gradient, "_attribute", boom)
     result = _run(tiny, image_folder, None, metrics=["faithfulness_correlation"], on_error="skip")
     assert {r.method for r in result.rows} == {"SoftPullback"}
-    assert any(n.startswith("Gradient skipped") and "boom" in n for n in result.notes)
+    (note,) = [n for n in result.notes if n.startswith("Gradient skipped")]  # one note for every item it failed on
+    assert f"skipped on {len({r.item for r in result.rows})} items (first " in note and note.endswith("boom")
     with pytest.raises(RuntimeError, match="boom"):
         _run(tiny, image_folder, None, metrics=["faithfulness_correlation"])
 

@@ -306,3 +306,60 @@ def test_rows_in_memory_match_the_folder_run(image_folder, tmp_path):
     on_disk = _reference(image_folder, tmp_path / "disk", metrics=["random_logit", "focus"])
     assert [(r.key, r.score) for r in in_memory.rows] == [(r.key, r.score) for r in on_disk.rows]
     assert len(ResultsStore.attach(tmp_path / "disk", {}).rows()) == len(on_disk.rows) == 6 * 3 + 6 * 3
+
+
+def test_rank_and_world_size_without_a_rendezvous_address_is_a_typed_error(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    expected = r"MASTER_ADDR is not.*launch with torchrun.*set MASTER_ADDR and MASTER_PORT"
+    with pytest.raises(InvalidInputError, match=expected), World.join("cpu"):
+        pass
+
+
+def test_an_item_a_method_cannot_explain_is_skipped_alike_on_any_number_of_processes(
+    image_folder, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(image_folder / "0" / "blank.png")  # the first item
+    env = {"SP_TEST_BLANK_FAILS": "1", "SP_TEST_ON_ERROR": "skip"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    one = _reference(image_folder, tmp_path / "one", on_error="skip")
+    done, _ = _torchrun(2, WORKER, str(image_folder), str(tmp_path / "two"), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _csv_scores(tmp_path / "one" / "scores.csv") == _csv_scores(tmp_path / "two" / "scores.csv")
+    images = {r.item for r in one.rows if not r.item.startswith("mosaic")}
+    assert images == {f"{c}/img{j}" for c in "037" for j in (0, 1)}  # only the blank image's scores are skipped
+    assert {r.method for r in one.rows} == {"SoftPullback", "Gradient", "SmoothGrad"}
+    skipped = [n for n in one.notes if "skipped on" in n]
+    assert len(skipped) == 3 and all("blank" in n and "cannot explain a blank image" in n for n in skipped)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert sorted(summary["notes"]) == sorted(one.notes)
+
+
+def test_another_rank_failing_is_seen_at_the_next_check_never_as_an_interrupt(tmp_path):
+    """The watcher raises the alarm; the rank's own thread stops at its next check(), wherever it was meanwhile (an
+    interrupt of the main thread could land outside any handler and end in a traceback and exit code 130)."""
+    script = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError\n"
+        "folder = Path(sys.argv[1])\n"
+        "board = JobBoard(folder, 'job', rank=0, size=2, beat=0.05)\n"
+        "with board:\n"
+        "    (folder / '.job' / 'job' / 'rank-1.json').write_text(json.dumps(\n"
+        "        {'state': 'failed', 'host': 'node7', 'pid': 42, 'error': 'RuntimeError: out of memory'}))\n"
+        "    time.sleep(3)  # work outside any handler, while the watcher sees the failure\n"
+        "    try:\n"
+        "        board.check()\n"
+        "    except JobFailedError as err:\n"
+        "        print('stopped:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "stopped: rank 1 of 2 failed (node7, pid 42): RuntimeError: out of memory"

@@ -7,8 +7,11 @@ and sets ``func`` to a ``run(args) -> int`` callable. Heavy imports happen insid
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from ..errors import SemanticPullbacksError
@@ -22,7 +25,8 @@ SUBCOMMANDS = ("explain", "explain-text", "compare", "counterfactuals", "classes
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semantic-pullbacks",
-        description="Explain PyTorch image classifiers with Semantic Pullbacks (offline, embedded default model).",
+        description="Explain PyTorch models (image classifiers, text models) with Semantic Pullbacks (offline, "
+        "embedded default models).",
     )
     from .. import __version__
 
@@ -48,11 +52,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SemanticPullbacksError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if _first_to_say(str(e)):
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _first_to_say(message: str) -> bool:
+    """Whether this process should print ``message``: always in a plain run; under torchrun only the first rank
+    of a machine to hit it, so the same mistake on every rank reads as one ``error:`` line, while a rank's own
+    error (a file missing on one machine) is still shown."""
+    run = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run is None or "RANK" not in os.environ:
+        return True
+    digest = hashlib.sha256(f"{run}\x1f{message}".encode()).hexdigest()[:24]
+    try:
+        os.close(
+            os.open(os.path.join(tempfile.gettempdir(), f"semantic-pullbacks-said-{digest}"), os.O_CREAT | os.O_EXCL)
+        )
+    except FileExistsError:
+        return False
+    except OSError:  # no writable temporary folder: rather twice than never
+        return True
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

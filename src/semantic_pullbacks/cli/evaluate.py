@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         "exact settings.\n\nexamples:\n  semantic-pullbacks evaluate --out runs/default\n"
         "  semantic-pullbacks evaluate --images ~/imagenet/val --n-images 1000 --paper --device cuda --out runs/val\n"
         "  semantic-pullbacks evaluate --methods SoftPullback,Gradient --metrics infidelity,focus --out runs/q\n"
-        "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,1.0 --ablate K=3,5 --out runs/ablation\n"
+        "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,3*std --ablate K=3,5 --out runs/ablation\n"
         "  semantic-pullbacks evaluate --texts examples --out runs/text      # 80 bundled reviews, MiniLM\n"
         "  semantic-pullbacks evaluate --texts reviews.csv --classes negative,positive \\\n"
         "      --template 'This review is {}.' --out runs/reviews\n"
@@ -84,7 +84,8 @@ def register(subparsers: Any) -> None:
         "--n-images",
         type=positive_int,
         metavar="N",
-        help="use a fixed subset of N images, drawn with --seed (default: all)",
+        help="use a fixed subset of N images, drawn with --seed: the same subset for any number of processes, and "
+        "a larger N keeps the smaller one's images (default: all)",
     )
     data.add_argument(
         "--batch-size",
@@ -100,8 +101,8 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="PARAM=V1,V2",
         help="sweep one setting of SoftPullback/PullbackAscent, one at a time: a temperature family "
-        "(relu, gelu, silu, maxpool, attention, gate, norm; 'none' = ordinary gradient), K (ascent steps) or "
-        "alpha; repeat for several",
+        "(relu, gelu, silu, maxpool, attention, gate, norm; values as --temperatures takes them: 0.3, 3*std, "
+        "'none' = ordinary gradient), K (ascent steps) or alpha; repeat for several",
     )
     texts = parser.add_argument_group("texts (--texts switches to a text benchmark)")
     texts.add_argument(
@@ -206,6 +207,7 @@ def _load(args: argparse.Namespace, device: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import SemanticPullbacksError
     from ..evaluation import ABLATION_METHODS, MethodSpec, World, ablation_specs, evaluate, parse_ablation
     from ..evaluation.images import ImageModality
     from ..evaluation.job import JobFailedError
@@ -269,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
         except JobFailedError as err:
             print(f"error: {world.describe()} stopped: {err}", file=sys.stderr)
             return 1
+        except SemanticPullbacksError:
+            raise  # a user's mistake: one ``error:`` line and exit code 2 on every rank (see cli.main)
         except Exception as err:
             if world.size == 1:
                 raise

@@ -7,6 +7,7 @@ modality (:mod:`.modality`); the order of the work, the seeds, the failure handl
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -23,40 +24,62 @@ from semantic_pullbacks.evaluation.store import Row
 from semantic_pullbacks.methods import get_method
 from semantic_pullbacks.metrics import ZeroAttributionWarning
 
-__all__ = ["Scorer"]
+__all__ = ["Scorer", "collapse_skips"]
+
+
+_SKIP = "{what} skipped on {item}: {why}"
+_SKIPPED = re.compile(r"^(?P<what>.+?) skipped on (?P<item>.+?): (?P<why>.*)$", re.S)
+
+
+def collapse_skips(notes: list[str]) -> list[str]:
+    """One note per skipped method (or method / metric), however many items it was skipped on: the first
+    item's reason, and how many items (in the order given: plan order, whatever the number of ranks)."""
+    out: list[str] = []
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for note in notes:
+        m = _SKIPPED.match(note)
+        if m is None:
+            out.append(note)
+            continue
+        if m["what"] not in groups:
+            groups[m["what"]] = []
+            out.append(m["what"])  # placeholder, filled in below
+        groups[m["what"]].append((m["item"], m["why"]))
+    for i, note in enumerate(out):
+        if note in groups:
+            skipped = groups[note]
+            first, why = skipped[0]
+            where = first if len(skipped) == 1 else f"{len(skipped)} items (first {first})"
+            out[i] = _SKIP.format(what=note, item=where, why=why)
+    return out
 
 
 class Scorer:
     """Turns a unit of work into rows: one explanation, one score per metric.
 
-    ``on_error="skip"`` notes a failing method (and skips it from then on) or a failing metric and goes on;
-    ``"raise"`` stops. The notes are in :attr:`notes`.
+    ``on_error="skip"`` notes a method that fails on an item (that item's unit is skipped) or a metric that fails
+    on it (that score is skipped) and goes on; ``"raise"`` stops. The notes are in :attr:`notes`. What is skipped
+    is decided item by item, never from what failed earlier on this rank, so the rows of a run are the same
+    whatever the number of processes and however the work was shared out.
     """
 
     def __init__(self, modality: Modality, plan: Plan, *, seed: int, batch_size: int, on_error: str) -> None:
         self.modality, self.plan, self.seed, self.batch_size, self.on_error = modality, plan, seed, batch_size, on_error
         self.specs: dict[str, MethodSpec] = {s.label: s for s in plan.specs}
         self.notes: list[str] = []
-        self._failed: set[str] = set()
-        self._failed_metrics: set[tuple[str, str]] = set()
         self._built: dict[str, Any] = {}
 
     def score(self, item: Item, inputs: Inputs, unit: Unit) -> Iterator[Row]:
         """The unit's rows, each yielded as soon as its metric is done (so it can be stored at once)."""
         label = unit.method
-        if label in self._failed:
-            return
         try:
             explanation = self.modality.explain(self._method(label, item.id), item, inputs)
         except Exception as err:  # one broken method must not cost the others' results
             if self.on_error == "raise":
                 raise
-            self._failed.add(label)
-            self.notes.append(f"{label} skipped: it failed on {item.id}: {type(err).__name__}: {err}")
+            self.notes.append(_SKIP.format(what=label, item=item.id, why=f"{type(err).__name__}: {err}"))
             return
         for name in unit.metrics:
-            if (label, name) in self._failed_metrics:
-                continue
             metric = self.modality.build_metric(
                 name,
                 self.plan.metric_settings[name],
@@ -73,8 +96,9 @@ class Scorer:
             except Exception as err:  # e.g. a re-explanation the method cannot do
                 if self.on_error == "raise":
                     raise
-                self._failed_metrics.add((label, name))
-                self.notes.append(f"{label} / {name} skipped: {type(err).__name__}: {err}")
+                self.notes.append(
+                    _SKIP.format(what=f"{label} / {name}", item=item.id, why=f"{type(err).__name__}: {err}")
+                )
                 continue
             seconds = time.perf_counter() - start
             score = float(torch.as_tensor(scores).detach().reshape(-1)[0].cpu())

@@ -3,14 +3,15 @@
 The work itself has no collective (ranks finish their shares at different times, hours apart on a large run), so
 instead each rank keeps a small status file in ``out/.job/<job id>/``: ``running`` with a heartbeat, then ``done``
 (with its notes) or ``failed`` (with its error). A watcher thread in every rank reads the others' files; when one
-failed, or stopped beating (killed, out of memory, its machine gone), it stops this rank's work within seconds, and
-the job ends non-zero with a message naming that rank. torchrun tears a failed job down on its own too; the board
+failed, or stopped beating (killed, out of memory, its machine gone), it raises the alarm, and this rank's work
+stops at its next :meth:`JobBoard.check` (called between scores, so within one metric call): the job ends non-zero
+with a message naming that rank. The check is cooperative, never an interrupt of the main thread, so it cannot
+land outside the code that handles it. torchrun tears a failed job down on its own too; the board
 makes the same guarantee under any launcher, and carries the notes and counts that rank 0 reports.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import json
 import os
@@ -53,7 +54,7 @@ class JobBoard:
 
     Use as a context manager around the rank's work; call :meth:`done` or :meth:`fail` at the end of it, then
     :meth:`wait` for the others. ``stale_after``: seconds without a heartbeat after which a running rank counts
-    as gone. ``on_alarm`` is called (from the watcher thread) once, when another rank fails.
+    as gone.
     """
 
     def __init__(
@@ -74,7 +75,6 @@ class JobBoard:
         self.alarm: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._main = threading.main_thread() is threading.current_thread()
         self._state: dict[str, Any] = {
             "rank": rank,
             "state": "running",
@@ -132,7 +132,7 @@ class JobBoard:
             self._write()
 
     def check(self) -> None:
-        """Raise :class:`JobFailedError` if another rank failed (called between units of work)."""
+        """Raise :class:`JobFailedError` if another rank failed (called between scores)."""
         if self.alarm is not None:
             raise JobFailedError(self.alarm)
 
@@ -213,8 +213,6 @@ class JobBoard:
                 if self.alarm is None and self._state["state"] == "running":
                     problem = self.trouble(self.statuses())
                     if problem is not None:
-                        self.alarm = problem
-                        if self._main:  # cut the unit in flight short: KeyboardInterrupt at the next bytecode
-                            _thread.interrupt_main()
+                        self.alarm = problem  # the rank's own thread stops at its next check()
             except OSError:
                 continue

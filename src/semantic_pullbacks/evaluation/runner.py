@@ -25,7 +25,7 @@ import torch
 from semantic_pullbacks.calibration import recommended_settings
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.evaluation.compute import Scorer
+from semantic_pullbacks.evaluation.compute import Scorer, collapse_skips
 from semantic_pullbacks.evaluation.images import ImageModality, compose_mosaics
 from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
@@ -141,8 +141,9 @@ def evaluate(
     With ``out``, every score is appended to a file of ``out/parts/`` as it finishes, and a rerun with
     ``resume=True`` skips the scores found there, whatever number of processes computed them (other settings
     are refused unless ``force``); ``scores.csv``, ``summary.md``, ``summary.json`` and ``chart.png`` are written
-    at the end. ``on_row`` is called after each stored row; ``on_error="skip"`` notes a failing method and goes
-    on, ``"raise"`` stops. ``workers``: processes decoding images ahead of use (0: none).
+    at the end. ``on_row`` is called after each stored row; ``on_error="skip"`` notes a method (or metric) failing
+    on an item, skips that item's scores and goes on, ``"raise"`` stops. ``workers``: processes decoding images
+    ahead of use (0: none).
 
     Distributed: under torchrun (or with ``torch.distributed`` already initialised, or a ``world`` handed in)
     each rank computes a share of the missing scores and rank 0 writes the reports; ``out`` must then be a folder
@@ -343,6 +344,7 @@ def _compute(
                         computed += 1
                         if on_row is not None:
                             on_row(row)
+                        board.check()  # between metrics too: another rank's failure stops this one within a score
                     bar.update(len(unit.metrics))
             writer.close()
             board.done(scorer.notes, computed, time.perf_counter() - started)
@@ -351,9 +353,6 @@ def _compute(
             board.stopped()
             raise
         except KeyboardInterrupt:
-            if board.alarm is not None:  # the watcher stopped this rank: another one failed
-                board.stopped()
-                raise JobFailedError(board.alarm) from None
             board.fail(KeyboardInterrupt("interrupted"))
             raise
         except BaseException as err:
@@ -384,6 +383,7 @@ def _report(
     notes = list(plan.notes)
     for s in statuses:
         notes += [n for n in s.notes if n not in notes]
+    notes = collapse_skips(notes)
     result = EvaluationResult(
         rows=rows,
         methods=[s.label for s in plan.specs],

@@ -71,7 +71,14 @@ def temperatures_record(temperatures: Temperatures) -> dict[str, Any]:
     return {k: (v if v is None or isinstance(v, (int, float)) else repr(v)) for k, v in temperatures.items()}
 
 
-def _value(param: str, text: str) -> float | int | None:
+def _value(param: str, text: str) -> Any:
+    """A swept value: a temperature in any form ``--temperatures`` takes (``0.3``, ``3*std``, ``none``, staged),
+    validated like one; a positive whole K; a positive alpha or ``none``."""
+    if param in FAMILIES:
+        try:
+            return Temperatures.coerce({param: text.strip()}).get(param)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"--ablate {param}={text.strip()}: {error}") from None
     t = text.strip().lower()
     if t in ("none", "off", "null"):
         if param == "steps":
@@ -90,14 +97,14 @@ def _value(param: str, text: str) -> float | int | None:
     return v
 
 
-def parse_ablation(items: Sequence[str]) -> dict[str, list[float | int | None]]:
-    """``["relu=0.3,0.6,1.0", "K=3,5"]`` -> ``{"relu": [0.3, 0.6, 1.0], "steps": [3, 5]}``.
+def parse_ablation(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["relu=0.3,0.6,3*std", "K=3,5"]`` -> ``{"relu": [0.3, 0.6, Relative(3.0)], "steps": [3, 5]}``.
 
     Parameters: a temperature family (``relu``, ``gelu``, ``silu``, ``maxpool``, ``attention``, ``gate``,
-    ``norm``; value ``none`` keeps that family's ordinary gradient), ``K`` (ascent steps) or ``alpha`` (step
-    length; ``none`` for raw steps).
+    ``norm``; values in any form ``--temperatures`` takes, ``none`` keeping that family's ordinary gradient),
+    ``K`` (ascent steps) or ``alpha`` (step length; ``none`` for raw steps).
     """
-    out: dict[str, list[float | int | None]] = {}
+    out: dict[str, list[Any]] = {}
     for item in items:
         name, sep, values = item.partition("=")
         key = name.strip().lower()
@@ -115,12 +122,17 @@ def parse_ablation(items: Sequence[str]) -> dict[str, list[float | int | None]]:
     return out
 
 
-def _fmt(v: float | int | None) -> str:
-    return "none" if v is None else f"{v:g}"
+def _fmt(v: Any) -> str:
+    """A swept value in a row label, written as the user would type it (``0.3``, ``3*std``, ``none``)."""
+    if v is None:
+        return "none"
+    if isinstance(v, (int, float)):
+        return f"{v:g}"
+    return str(Temperatures.coerce({"relu": v}).to_dict()["relu"])
 
 
 def ablation_specs(
-    sweeps: Mapping[str, Sequence[float | int | None]],
+    sweeps: Mapping[str, Sequence[Any]],
     methods: Sequence[str] = ABLATION_METHODS,
     *,
     temperatures: Temperatures,

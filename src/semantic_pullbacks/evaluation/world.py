@@ -78,6 +78,7 @@ class World:
                 raise InvalidInputError("this torch build has no torch.distributed; run without torchrun")
             span = datetime.timedelta(seconds=float(timeout))
             if not handed:
+                _check_rendezvous()
                 dist.init_process_group("gloo", timeout=span)
                 created = True
             world.rank, world.size = dist.get_rank(), dist.get_world_size()
@@ -160,3 +161,15 @@ class World:
                 f"{self.describe()}: not every rank reached {what} within {self.timeout:g} s ({err}); a rank that "
                 "crashed or hangs before this step shows its own error in its output"
             ) from None
+
+
+def _check_rendezvous() -> None:
+    """RANK and WORLD_SIZE alone do not say where the ranks meet: torch would fail with a bare ValueError."""
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise InvalidInputError(
+            f"RANK and WORLD_SIZE are set but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not, so "
+            "the processes cannot find each other: launch with torchrun (torchrun --nproc-per-node N -m "
+            "semantic_pullbacks ...), or set MASTER_ADDR and MASTER_PORT to rank 0's address and a free port, or "
+            "unset RANK and WORLD_SIZE for a single process"
+        )

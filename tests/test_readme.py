@@ -1,0 +1,54 @@
+"""The README's Python snippets: every import works, and a snippet uses no name it does not define itself (or
+that an earlier snippet assigned, such as ``x``): a reader copies one snippet at a time."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: stand-ins for the reader's own objects, named as such in the snippets' comments
+PLACEHOLDERS = {"baselines", "classifier", "tokenizer"}
+
+
+def _snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.S)
+
+
+def _bound(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """Names the snippet imports, and names it assigns (targets, loop variables, with ... as, functions)."""
+    imported, assigned = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            assigned.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            assigned.add(node.name)
+        elif isinstance(node, ast.arg):
+            assigned.add(node.arg)
+    return imported, assigned
+
+
+def test_the_readme_has_python_snippets():
+    assert len(_snippets()) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(_snippets())))
+def test_a_readme_snippet_imports_what_it_uses(index):
+    snippets = _snippets()
+    tree = ast.parse(snippets[index])
+    earlier = set()  # variables an earlier snippet made (``x``, ``model``); imports must be repeated
+    for text in snippets[:index]:
+        earlier |= _bound(ast.parse(text))[1]
+    imported, assigned = _bound(tree)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    missing = used - imported - assigned - earlier - PLACEHOLDERS - set(dir(builtins))
+    assert not missing, f"README snippet {index + 1} uses {sorted(missing)} without importing or defining them"
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            exec(compile(ast.Module([node], []), f"README snippet {index + 1}", "exec"), {})
