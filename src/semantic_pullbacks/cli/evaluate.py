@@ -79,7 +79,13 @@ def register(subparsers: Any) -> None:
         metavar="A,B",
         help="methods to score (default: all; with --ablate: SoftPullback,PullbackAscent)",
     )
-    data.add_argument("--metrics", action="append", metavar="A,B", help="metrics to score (default: the paper's seven)")
+    data.add_argument(
+        "--metrics",
+        action="append",
+        metavar="A,B",
+        help="metrics to score (default: the paper's seven, then aliasing and top-layer randomisation; "
+        "texts: all four)",
+    )
     data.add_argument(
         "--n-images",
         type=positive_int,
