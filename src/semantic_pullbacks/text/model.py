@@ -9,6 +9,7 @@ attention mask in, one tensor out (class logits, next-token logits, or a pooled 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -49,21 +50,39 @@ class EmbeddingsForward(nn.Module):
 
     Classifiers return logits ``(B, C)``, causal LMs next-token logits ``(B, T, V)``, embedding models the
     mean-pooled sentence embedding ``(B, H)`` (the pooling all-MiniLM-L6-v2 was trained with).
+
+    A causal LM gets its position ids from the mask (as ``generate`` does), so a text padded on the left sits at
+    the positions it has alone; encoders are always padded on the right (:meth:`TextModel.encode`).
     """
 
     def __init__(self, model: nn.Module, kind: Kind) -> None:
         super().__init__()
         self.model = model
         self.kind = kind
+        self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         self.train(model.training)  # the wrapper reports the model's own mode
 
     def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask)
+        extra = {}
+        if self.kind == "causal-lm":
+            extra = self._positions(attention_mask)
+        out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **extra)
         if self.kind != "embedding":
             return out.logits
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         m = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def _positions(self, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.takes_positions:
+            return {"position_ids": (attention_mask.long().cumsum(-1) - 1).clamp_min(0)}
+        if bool((attention_mask[:, :1] == 0).any()):
+            raise InvalidInputError(
+                f"the batch is padded on the left, but {type(self.model).__name__}.forward takes no position_ids, "
+                "so padded texts would sit at other positions than alone: set tokenizer.padding_side = 'right' "
+                "or explain the texts one by one"
+            )
+        return {}
 
 
 @dataclass
@@ -116,7 +135,8 @@ class TextModel:
         return next(self.model.parameters()).device
 
     def encode(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> Encoded:
-        """Tokenise with padding; a text over the model's maximum is truncated with a warning."""
+        """Tokenise with padding (encoders on the right, where their absolute positions need it; causal LMs on
+        the tokenizer's side); a text over the model's maximum is truncated with a warning."""
         texts = _check_texts(texts)
         tok = self.tokenizer
         full = tok(texts, add_special_tokens=add_special_tokens)["input_ids"]
@@ -127,7 +147,8 @@ class TextModel:
                 f"{self.max_length}: it was truncated to the first {self.max_length} tokens",
                 stacklevel=3,
             )
-        enc = tokenize(tok, texts, self.max_length, add_special_tokens=add_special_tokens)
+        side = None if self.kind == "causal-lm" else "right"
+        enc = tokenize(tok, texts, self.max_length, add_special_tokens=add_special_tokens, padding_side=side)
         ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
         return Encoded(ids, mask, enc.tokens, enc.word_ids, enc.offsets, enc.special.to(self.device), list(texts))
 
@@ -141,15 +162,22 @@ class TextModel:
             return self.forward_module(self.embed(input_ids), attention_mask)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, *, add_special_tokens: bool = True) -> Encoded:
+def tokenize(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    add_special_tokens: bool = True,
+    padding_side: Literal["left", "right"] | None = None,
+) -> Encoded:
     """Padded, truncated token ids with their tokens, word ids, character offsets and the mask of tokens no metric
     perturbs (special tokens and padding), on the CPU. Needs only the tokenizer, so it runs in DataLoader workers
-    as well as next to the model."""
+    as well as next to the model. ``padding_side=None``: the tokenizer's own."""
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                     return_offsets_mapping=True, add_special_tokens=add_special_tokens,
-                    return_special_tokens_mask=True)  # fmt: skip
+                    return_special_tokens_mask=True, padding_side=padding_side)  # fmt: skip
     ids, mask = enc["input_ids"], enc["attention_mask"]
     tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
     word_ids = [enc.word_ids(i) for i in range(len(texts))]
