@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -85,6 +86,18 @@ def test_classifier_label_by_name_index_and_batches_with_padding(tokenizer):
     assert batch[0].target == "pos"
     with pytest.raises(UnknownClassError, match="neg, neu, pos"):
         explainer.attribute("text", target="happy")
+
+
+def test_an_encoder_with_a_left_padding_tokenizer_explains_a_batch_as_each_text_alone(tokenizer):
+    # BERT's absolute positions: a text padded on the left would sit at other positions than alone
+    model = tiny("AutoModelForSequenceClassification", "bert", num_labels=2)
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    explainer = TextExplainer(model, left)
+    texts = ["a short one", "a much longer text than the first one here"]
+    for b, s in zip(explainer.attribute(texts, target=1), [explainer.attribute(t, target=1) for t in texts]):
+        assert b.tokens == s.tokens and b.score == pytest.approx(s.score, rel=1e-5)
+        torch.testing.assert_close(torch.tensor(b.relevance), torch.tensor(s.relevance), rtol=1e-4, atol=1e-6)
 
 
 def test_causal_lm_continuation_per_token_from_one_forward_pass(tokenizer):
