@@ -100,6 +100,17 @@ def test_an_encoder_with_a_left_padding_tokenizer_explains_a_batch_as_each_text_
         torch.testing.assert_close(torch.tensor(b.relevance), torch.tensor(s.relevance), rtol=1e-4, atol=1e-6)
 
 
+def test_a_model_in_training_mode_keeps_its_modes_and_the_user_is_warned(tokenizer):
+    model = tiny("AutoModelForSequenceClassification", "bert", num_labels=2, attention_probs_dropout_prob=0.0).train()
+    model.bert.embeddings.dropout.eval()  # mixed modes, as the caller left them
+    modes = {name: m.training for name, m in model.named_modules()}
+    with pytest.warns(UserWarning, match="training mode"):
+        text_model = TextModel.wrap(model, tokenizer)
+    with pytest.warns(UserWarning, match="training mode"):
+        TextExplainer(text_model).attribute("a short text", target=1)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
 def test_causal_lm_continuation_per_token_from_one_forward_pass(tokenizer):
     model = tiny("AutoModelForCausalLM", "llama", num_key_value_heads=2)
     explainer = TextExplainer(model, tokenizer)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
+from ..methods.checks import warn_if_training
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
@@ -60,7 +61,7 @@ class EmbeddingsForward(nn.Module):
         self.model = model
         self.kind = kind
         self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
-        self.train(model.training)  # the wrapper reports the model's own mode
+        self.training = model.training  # the wrapper reports the model's mode, and leaves its modules' own
 
     def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         extra = {}
@@ -115,7 +116,8 @@ class TextModel:
         kind = kind or _kind_of(model)
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
         tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
-        return cls(model.eval(), tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
+        warn_if_training(model, stacklevel=2)  # the caller's model keeps its mode: never call eval() on it
+        return cls(model, tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
 
     def _replace_name(self, name: str) -> TextModel:
         self.name = name
@@ -256,7 +258,7 @@ def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextMode
             "saved with save_pretrained(), run once online to download it, or omit --model for the embedded "
             f"{DEFAULT_TEXT_MODEL}."
         ) from None
-    return TextModel.wrap(model, tokenizer, kind, str(name))
+    return TextModel.wrap(model.eval(), tokenizer, kind, str(name))  # loaded here, so ours to put in eval mode
 
 
 def _kind_from_architectures(architectures: Sequence[str]) -> Kind:
