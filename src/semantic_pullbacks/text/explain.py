@@ -26,12 +26,9 @@ from .model import Encoded, TextModel, _check_texts
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
 
-__all__ = ["TextExplainer", "explains_by_input", "label_embeddings", "token_maps", "token_relevance"]
+__all__ = ["TextExplainer", "label_embeddings", "token_maps", "token_relevance"]
 
 Target = Callable[[torch.Tensor], torch.Tensor]
-#: Methods whose maps already carry a factor (input - baseline): their token relevance is the plain sum.
-_TIMES_INPUT = {"IntegratedGradients", "IntegratedPullbacks", "GradientShap", "PullbackShap", "DeepLift",
-                "PullbackDeepLift"}  # fmt: skip
 
 
 def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multiplies_by_inputs: bool = False):  # type: ignore[no-untyped-def]
@@ -39,11 +36,6 @@ def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multipl
     ``||a||_2`` over the hidden dimension."""
     signed = attribution.sum(-1) if multiplies_by_inputs else (embeddings * attribution).sum(-1)
     return signed, attribution.norm(dim=-1)
-
-
-def explains_by_input(method: Any) -> bool:
-    """Whether ``method``'s maps already carry the factor (input - baseline), so a token's relevance is their sum."""
-    return type(method).__name__ in _TIMES_INPUT
 
 
 def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -57,7 +49,7 @@ def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, atte
         maps = method.attribute(emb, target=targets[0], additional_forward_args=args)[None]
     else:
         maps = method.attribute_targets(emb, list(targets), additional_forward_args=args)
-    signed, l2 = token_relevance(emb, maps, explains_by_input(method))
+    signed, l2 = token_relevance(emb, maps, getattr(method, "multiplies_by_inputs", False))
     valid = attention_mask != 0
     return signed * valid, l2 * valid
 
