@@ -154,6 +154,18 @@ def test_offline_missing_model_is_a_clear_error(tmp_path, monkeypatch):
         load_text_model(tmp_path)
 
 
+@pytest.mark.parametrize("switch", ["SEMANTIC_PULLBACKS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_every_offline_switch_of_the_library_applies_to_text_models(monkeypatch, switch):
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE  # conftest's guard: the hub never touches the network here
+    for name in ("SEMANTIC_PULLBACKS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(switch, "1")
+    with pytest.raises(WeightsUnavailableError, match=f"downloads are off \\({switch}=1 is set\\)"):
+        load_text_model("nobody/no-such-model-xyz")
+
+
 def test_json_round_trip_words_and_views(minilm, tmp_path):
     r = TextExplainer(minilm).attribute("Unbelievably tasty dumplings.", pair="Good food.")
     assert TokenAttribution.load(r.save(tmp_path / "r.json")) == r

