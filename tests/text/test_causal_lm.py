@@ -113,3 +113,35 @@ def test_a_continuation_that_tokenises_differently_after_the_prompt_is_refused(t
     # alone, "m mat" is the tokens 'm', 'mat'; after "... the war" it joins into 'warm', 'mat'
     with pytest.raises(InvalidInputError, match="tokenises differently"):
         explainer.attribute("the cat sat on the war", continuation="m mat")
+
+
+class PositionlessForCausalLM(torch.nn.Module):
+    """A causal LM whose forward takes no position ids: a text padded on the left cannot sit where it sits alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(30522, 8)
+        self.position = torch.nn.Embedding(64, 8)
+        self.head = torch.nn.Linear(8, 30522)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def forward(self, inputs_embeds, attention_mask):
+        from types import SimpleNamespace
+
+        hidden = (inputs_embeds + self.position.weight[: inputs_embeds.shape[1]]).cumsum(1)
+        return SimpleNamespace(logits=self.head(torch.tanh(hidden)))
+
+
+def test_left_padding_for_a_model_without_position_ids_is_refused(tokenizers):
+    left = copy.deepcopy(tokenizers["adds-bos"])
+    left.padding_side = "left"
+    with pytest.raises(InvalidInputError, match=r"padded on the left.*padding_side = 'right'"):
+        TextExplainer(PositionlessForCausalLM().eval(), left).attribute(PROMPTS, target="the")
+    right = copy.deepcopy(left)
+    right.padding_side = "right"
+    explainer = TextExplainer(PositionlessForCausalLM().eval(), right)
+    for prompt, b in zip(PROMPTS, explainer.attribute(PROMPTS, target="the")):
+        assert b.score == pytest.approx(explainer.attribute(prompt, target="the").score, rel=1e-5)
