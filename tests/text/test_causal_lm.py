@@ -113,6 +113,8 @@ def test_a_continuation_that_tokenises_differently_after_the_prompt_is_refused(t
     # alone, "m mat" is the tokens 'm', 'mat'; after "... the war" it joins into 'warm', 'mat'
     with pytest.raises(InvalidInputError, match="tokenises differently"):
         explainer.attribute("the cat sat on the war", continuation="m mat")
+    with pytest.raises(InvalidInputError, match="no token for this tokenizer"):
+        explainer.attribute("the cat sat on", continuation="   ")
 
 
 class PositionlessForCausalLM(torch.nn.Module):

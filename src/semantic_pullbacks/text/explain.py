@@ -72,9 +72,13 @@ def continuation_positions(enc: Encoded, i: int, continuation_ids: Sequence[int]
     while real and bool(enc.special[i, real[-1]]):
         real.pop()  # appended special tokens ([SEP], </s>)
     n = len(continuation_ids)
-    at = real[-n:] if n else []
-    found = [int(enc.input_ids[i, j]) for j in at]
-    if n == 0 or len(at) < n or len(real) <= n or found != list(continuation_ids):
+    if len(real) <= n:
+        raise InvalidInputError(
+            f"text {i} ({enc.texts[i]!r}) leaves no token before the continuation to predict its first token "
+            "(was the joined text truncated?): give a prompt that tokenises to at least one token"
+        )
+    at = real[-n:]
+    if [int(enc.input_ids[i, j]) for j in at] != list(continuation_ids):
         alone = tokenizer.convert_ids_to_tokens(list(continuation_ids))
         raise InvalidInputError(
             f"the continuation tokenises differently after the prompt than alone: alone it is the tokens {alone}, "
@@ -243,6 +247,8 @@ class TextExplainer:
         if not continuation:
             raise InvalidInputError("continuation is empty: give the text whose tokens are explained")
         cont = tm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not cont:
+            raise InvalidInputError(f"continuation {continuation!r} is no token for this tokenizer: give some text")
         enc = tm.encode([p + continuation for p in prompts])
         at = [continuation_positions(enc, i, cont, tm.tokenizer) for i in range(len(prompts))]
         parts = []
@@ -267,15 +273,16 @@ class TextExplainer:
         results = []
         for i in range(enc.input_ids.shape[0]):
             keep = mask[i].nonzero().flatten().tolist()  # the text's own tokens, padded on either side
+            special = enc.special[i, keep].tolist()
             row = []
             for k, t in enumerate(targets):
                 row.append(
                     TokenAttribution(
                         text=enc.texts[i],
                         tokens=tuple(enc.tokens[i][j] for j in keep),
-                        relevance=tuple(float(signed[k, i, j]) for j in keep),
-                        l2=tuple(float(l2[k, i, j]) for j in keep),
-                        special=tuple(bool(enc.special[i, j]) for j in keep),
+                        relevance=tuple(signed[k, i, keep].tolist()),
+                        l2=tuple(l2[k, i, keep].tolist()),
+                        special=tuple(special),
                         offsets=tuple(enc.offsets[i][j] for j in keep),
                         word_ids=tuple(enc.word_ids[i][j] for j in keep),
                         target=_label(t, i),
