@@ -409,11 +409,12 @@ def run_cli(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-@pytest.mark.parametrize("command", ["explain", "compare", "counterfactuals", "calibrate", "evaluate"])
+@pytest.mark.parametrize("command", ["explain", "compare", "counterfactuals", "calibrate", "evaluate", "explain-text"])
 def test_unwritable_output_folder_is_exit_2_with_an_error_line(command, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    argv = {"evaluate": ["evaluate", "--images", "examples"], "calibrate": ["calibrate", "example:chelsea"]}
+    argv = {"evaluate": ["evaluate", "--images", "examples"], "calibrate": ["calibrate", "example:chelsea"],
+            "explain-text": ["explain-text", "A film.", "--pair", "A movie."]}  # fmt: skip
     base = argv.get(command, [command, "example:chelsea"])
     code, err = run_cli(*base, "--out", str(blocker / "sub"))
     assert code == 2, err

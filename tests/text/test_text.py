@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -87,6 +88,29 @@ def test_classifier_label_by_name_index_and_batches_with_padding(tokenizer):
         explainer.attribute("text", target="happy")
 
 
+def test_an_encoder_with_a_left_padding_tokenizer_explains_a_batch_as_each_text_alone(tokenizer):
+    # BERT's absolute positions: a text padded on the left would sit at other positions than alone
+    model = tiny("AutoModelForSequenceClassification", "bert", num_labels=2)
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    explainer = TextExplainer(model, left)
+    texts = ["a short one", "a much longer text than the first one here"]
+    for b, s in zip(explainer.attribute(texts, target=1), [explainer.attribute(t, target=1) for t in texts]):
+        assert b.tokens == s.tokens and b.score == pytest.approx(s.score, rel=1e-5)
+        torch.testing.assert_close(torch.tensor(b.relevance), torch.tensor(s.relevance), rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_in_training_mode_keeps_its_modes_and_the_user_is_warned(tokenizer):
+    model = tiny("AutoModelForSequenceClassification", "bert", num_labels=2, attention_probs_dropout_prob=0.0).train()
+    model.bert.embeddings.dropout.eval()  # mixed modes, as the caller left them
+    modes = {name: m.training for name, m in model.named_modules()}
+    with pytest.warns(UserWarning, match="training mode"):
+        text_model = TextModel.wrap(model, tokenizer)
+    with pytest.warns(UserWarning, match="training mode"):
+        TextExplainer(text_model).attribute("a short text", target=1)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
 def test_causal_lm_continuation_per_token_from_one_forward_pass(tokenizer):
     model = tiny("AutoModelForCausalLM", "llama", num_key_value_heads=2)
     explainer = TextExplainer(model, tokenizer)
@@ -128,6 +152,18 @@ def test_offline_missing_model_is_a_clear_error(tmp_path, monkeypatch):
         load_text_model("nobody/no-such-model-xyz")
     with pytest.raises((WeightsUnavailableError, InvalidInputError), match="model"):
         load_text_model(tmp_path)
+
+
+@pytest.mark.parametrize("switch", ["SEMANTIC_PULLBACKS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_every_offline_switch_of_the_library_applies_to_text_models(monkeypatch, switch):
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE  # conftest's guard: the hub never touches the network here
+    for name in ("SEMANTIC_PULLBACKS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(switch, "1")
+    with pytest.raises(WeightsUnavailableError, match=f"downloads are off \\({switch}=1 is set\\)"):
+        load_text_model("nobody/no-such-model-xyz")
 
 
 def test_json_round_trip_words_and_views(minilm, tmp_path):

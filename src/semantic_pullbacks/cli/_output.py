@@ -106,6 +106,10 @@ class Output:
 
         return self._atomic(name + ".pt", lambda tmp: torch.save(value.detach().cpu().clone(), tmp))
 
+    def file(self, filename: str, write: Callable[[Path], object]) -> Path:
+        """Write ``filename`` with ``write(path)`` under a temporary name, rename it into place, print its path."""
+        return self._atomic(filename, write)
+
     def _atomic(self, filename: str, write: Callable[[Path], object]) -> Path:
         final = self.folder / filename
         stem, suffix = os.path.splitext(filename)

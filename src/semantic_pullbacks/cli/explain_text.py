@@ -1,16 +1,19 @@
 """``semantic-pullbacks explain-text``: which words a text model's output rests on.
 
 Prints the text with words coloured by signed relevance (red: towards the target, blue: against) and writes a
-self-contained HTML page (and, on request, a PNG figure and the JSON result).
+self-contained HTML page (and, on request, a PNG figure and the JSON result), named after the text and what was
+explained, so explaining another text never overwrites them.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import hashlib
+import json
 from typing import Any
 
 from ..errors import InvalidInputError
+from ._output import Output, slug
 
 __all__ = ["register", "run"]
 
@@ -26,7 +29,10 @@ def register(subparsers: Any) -> None:
         "  semantic-pullbacks explain-text 'A moving, beautiful film.' "
         "--labels 'This review is positive.,This review is negative.'\n"
         "  semantic-pullbacks explain-text 'The capital of France is' --model gpt2 --continuation ' Paris'\n"
-        "  semantic-pullbacks explain-text 'Great movie!' --model ./my-sentiment-model --target positive",
+        "  semantic-pullbacks explain-text 'Great movie!' --model ./my-sentiment-model --target positive\n\n"
+        "files: OUT/text-<first words>-<hash>.html (.png, .json), the hash taken over the text and every option\n"
+        "that changes the explanation: another text or target never overwrites them, the same command rewrites\n"
+        "its own files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", help="the text to explain")
@@ -58,31 +64,37 @@ def run(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise InvalidInputError("TEXT is empty: give some text to explain")
     labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InvalidInputError(f"--out {str(out)!r} cannot be created: {e.strerror}") from None
     tm = load_text_model(args.model, offline=args.offline)
     target: Any = args.target
     if target is not None and target.isdigit() and tm.kind == "classifier":
         target = int(target)
     explainer = TextExplainer(tm, method=args.method)
-    result = explainer.attribute(args.text, target, pair=args.pair, labels=labels, continuation=args.continuation,
-                                 foil=args.foil, per_token=args.per_token)  # fmt: skip
-    results = result if isinstance(result, list) else [result]
-    level = "tokens" if args.tokens else "words"
-    console = Console(highlight=False)
-    for r in results:
-        console.print(to_rich(r, level))
-    written = [save_html(results, out / "text_explanation.html", level)]
-    if args.png:
-        written.append(save_png(results, out / "text_explanation.png", level))
-    if args.json:
-        written.append(save_all(results, out / "text_explanation.json"))
-    coverage = getattr(explainer, "coverage", None)
-    if coverage is not None and coverage.unhandled:
-        console.print(f"note: ops kept their ordinary gradient: {coverage.unhandled}")
-    for path in written:
-        print(f"wrote {path}")
+    with Output(args.out, 1, "explain-text") as out:  # after the arguments and the model proved good
+        result = explainer.attribute(
+            args.text, target, pair=args.pair, labels=labels, continuation=args.continuation, foil=args.foil,
+            per_token=args.per_token,
+        )  # fmt: skip
+        results = result if isinstance(result, list) else [result]
+        level = "tokens" if args.tokens else "words"
+        console = Console(highlight=False)
+        for r in results:
+            console.print(to_rich(r, level))
+        coverage = getattr(explainer, "coverage", None)
+        if coverage is not None and coverage.unhandled:
+            console.print(f"note: ops kept their ordinary gradient: {coverage.unhandled}")
+        stem = file_stem(args, tm.name)
+        out.file(stem + ".html", lambda path: save_html(results, path, level))
+        if args.png:
+            out.file(stem + ".png", lambda path: save_png(results, path, level))
+        if args.json:
+            out.file(stem + ".json", lambda path: save_all(results, path))
     return 0
+
+
+def file_stem(args: argparse.Namespace, model: str) -> str:
+    """``text-<first words>-<hash>``: readable, and unique to the text and everything that changes its
+    explanation (target, pair, labels, continuation, foil, method, model, level)."""
+    what = [args.text, args.pair, args.labels, args.continuation, args.target, args.foil, args.per_token,
+            args.method, model, args.tokens]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:10]
+    return f"text-{slug(' '.join(args.text.split()[:5]))[:40].strip('-') or 'x'}-{digest}"

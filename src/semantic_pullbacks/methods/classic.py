@@ -306,6 +306,7 @@ class IntegratedGradients(_ConvergenceDelta, _CaptumMethod):
     """
 
     captum_name = "IntegratedGradients"
+    multiplies_by_inputs = True  # Captum's default multiply_by_inputs=True: the maps carry (input - baseline)
     defaults = {"n_steps": 50, "method": "gausslegendre", "baselines": None, "internal_batch_size": 25}
 
     @_captum_visible
@@ -338,6 +339,7 @@ class GradientShap(_ConvergenceDelta, _CaptumMethod):
     """
 
     captum_name = "GradientShap"
+    multiplies_by_inputs = True  # Captum's default multiply_by_inputs=True: the maps carry (input - baseline)
     stochastic = True
     defaults = {"n_samples": 20, "stdevs": 0.0, "baselines": None, "domain": (-1.0, 1.0)}
 
@@ -379,6 +381,7 @@ class DeepLift(_ConvergenceDelta, _CaptumMethod):
     """
 
     captum_name = "DeepLift"
+    multiplies_by_inputs = True  # Captum's default multiply_by_inputs=True: the maps carry (input - baseline)
     defaults = {"baselines": None, "custom_attribution_func": None}
     hooks_model = True
 

@@ -22,16 +22,13 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
 from ..methods import get_method
-from .model import Encoded, TextModel
+from .model import Encoded, TextModel, _check_texts
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
 
-__all__ = ["TextExplainer", "explains_by_input", "label_embeddings", "token_maps", "token_relevance"]
+__all__ = ["TextExplainer", "label_embeddings", "token_maps", "token_relevance"]
 
 Target = Callable[[torch.Tensor], torch.Tensor]
-#: Methods whose maps already carry a factor (input - baseline): their token relevance is the plain sum.
-_TIMES_INPUT = {"IntegratedGradients", "IntegratedPullbacks", "GradientShap", "PullbackShap", "DeepLift",
-                "PullbackDeepLift"}  # fmt: skip
 
 
 def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multiplies_by_inputs: bool = False):  # type: ignore[no-untyped-def]
@@ -39,11 +36,6 @@ def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multipl
     ``||a||_2`` over the hidden dimension."""
     signed = attribution.sum(-1) if multiplies_by_inputs else (embeddings * attribution).sum(-1)
     return signed, attribution.norm(dim=-1)
-
-
-def explains_by_input(method: Any) -> bool:
-    """Whether ``method``'s maps already carry the factor (input - baseline), so a token's relevance is their sum."""
-    return type(method).__name__ in _TIMES_INPUT
 
 
 def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -57,9 +49,44 @@ def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, atte
         maps = method.attribute(emb, target=targets[0], additional_forward_args=args)[None]
     else:
         maps = method.attribute_targets(emb, list(targets), additional_forward_args=args)
-    signed, l2 = token_relevance(emb, maps, explains_by_input(method))
+    signed, l2 = token_relevance(emb, maps, getattr(method, "multiplies_by_inputs", False))
     valid = attention_mask != 0
     return signed * valid, l2 * valid
+
+
+def last_positions(attention_mask: torch.Tensor) -> tuple[int, ...]:
+    """Each text's last real token (the index of the last 1 in its mask), whichever side it is padded on."""
+    t = attention_mask.shape[1]
+    return tuple(t - 1 - int(i) for i in (attention_mask != 0).int().flip(1).argmax(1).tolist())
+
+
+def continuation_positions(enc: Encoded, i: int, continuation_ids: Sequence[int], tokenizer: Any) -> list[int]:
+    """Where text ``i`` of ``enc`` (a prompt joined with ``continuation``) holds the continuation's tokens: its last
+    tokens before any special tokens the tokenizer appends (an end-of-sequence token), after at least one token
+    (the prompt's, or a beginning-of-sequence token) whose logits predict the first of them.
+
+    The ids found there must be the continuation's own: a continuation that merges with the prompt's last word
+    tokenises differently when joined, and explaining other tokens than asked would be a silent wrong answer.
+    """
+    real = [j for j in range(enc.input_ids.shape[1]) if enc.attention_mask[i, j] != 0]
+    while real and bool(enc.special[i, real[-1]]):
+        real.pop()  # appended special tokens ([SEP], </s>)
+    n = len(continuation_ids)
+    if len(real) <= n:
+        raise InvalidInputError(
+            f"text {i} ({enc.texts[i]!r}) leaves no token before the continuation to predict its first token "
+            "(was the joined text truncated?): give a prompt that tokenises to at least one token"
+        )
+    at = real[-n:]
+    if [int(enc.input_ids[i, j]) for j in at] != list(continuation_ids):
+        alone = tokenizer.convert_ids_to_tokens(list(continuation_ids))
+        raise InvalidInputError(
+            f"the continuation tokenises differently after the prompt than alone: alone it is the tokens {alone}, "
+            f"but the joined text {enc.texts[i]!r} ends in {[enc.tokens[i][j] for j in real[-n - 1 :]]}. Start "
+            "the continuation at a word boundary (e.g. prompt 'The capital of France is', continuation ' Paris'), "
+            "or explain the joined text's next token with target="
+        )
+    return at
 
 
 def label_embeddings(text_model: TextModel, descriptions: Sequence[str]) -> torch.Tensor:
@@ -138,7 +165,7 @@ class TextExplainer:
             raise InvalidInputError(
                 "pair=/labels= are for embedding models; a causal LM takes continuation= or target="
             )
-        last = tuple(int(n) - 1 for n in enc.attention_mask.sum(1).tolist())
+        last = last_positions(enc.attention_mask)
         if target is None:
             logits = tm.output(enc.input_ids, enc.attention_mask)
             ids = logits[torch.arange(b), torch.tensor(last)].argmax(-1)
@@ -216,15 +243,17 @@ class TextExplainer:
     # --- continuation ------------------------------------------------------------------------------------------
     def _continuation(self, texts: Any, continuation: str, per_token: bool) -> list[Any]:
         tm = self.text_model
-        prompts = [texts] if isinstance(texts, str) else list(texts)
+        prompts = _check_texts(texts)
         if not continuation:
             raise InvalidInputError("continuation is empty: give the text whose tokens are explained")
         cont = tm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not cont:
+            raise InvalidInputError(f"continuation {continuation!r} is no token for this tokenizer: give some text")
         enc = tm.encode([p + continuation for p in prompts])
-        n_prompt = [len(tm.tokenizer(p)["input_ids"]) for p in prompts]
+        at = [continuation_positions(enc, i, cont, tm.tokenizer) for i in range(len(prompts))]
         parts = []
         for j, token in enumerate(cont):
-            positions = tuple(n - 1 + j for n in n_prompt)  # logits at position t predict token t + 1
+            positions = tuple(p[j] - 1 for p in at)  # logits at position t predict token t + 1
             parts.append(TokenLogProb(token, positions, label=f"token {j}: {tm.tokenizer.decode([token])!r}"))
         if per_token:
             results = self.explain_encoded(enc, parts)  # one forward pass, one backward per token
@@ -243,19 +272,19 @@ class TextExplainer:
             scores = torch.stack([t(out) for t in targets])  # (T, B)
         results = []
         for i in range(enc.input_ids.shape[0]):
-            n = int(mask[i].sum()) if tm.tokenizer.padding_side == "right" else enc.input_ids.shape[1]
-            keep = slice(0, n) if tm.tokenizer.padding_side == "right" else slice(None)
+            keep = mask[i].nonzero().flatten().tolist()  # the text's own tokens, padded on either side
+            special = enc.special[i, keep].tolist()
             row = []
             for k, t in enumerate(targets):
                 row.append(
                     TokenAttribution(
                         text=enc.texts[i],
-                        tokens=tuple(enc.tokens[i][keep]),
-                        relevance=tuple(float(v) for v in signed[k, i][keep]),
-                        l2=tuple(float(v) for v in l2[k, i][keep]),
-                        special=tuple(bool(v) for v in enc.special[i][keep]),
-                        offsets=tuple(enc.offsets[i][keep]),
-                        word_ids=tuple(enc.word_ids[i][keep]),
+                        tokens=tuple(enc.tokens[i][j] for j in keep),
+                        relevance=tuple(signed[k, i, keep].tolist()),
+                        l2=tuple(l2[k, i, keep].tolist()),
+                        special=tuple(special),
+                        offsets=tuple(enc.offsets[i][j] for j in keep),
+                        word_ids=tuple(enc.word_ids[i][j] for j in keep),
                         target=_label(t, i),
                         score=float(scores[k, i]),
                         method=self.method_name,

