@@ -3,7 +3,7 @@
     uv run python benchmarks/scale.py [--rounds 2] [--processes 1 2] [--threads 1] [--device cpu|cuda]
 
 Each job is the real command a user runs, ``torchrun --nproc-per-node N -m semantic_pullbacks evaluate ...`` on
-the embedded EfficientNet-Lite0 and the five bundled photos (``fast`` preset; 4 methods × 4 metrics = 80 scores),
+the embedded EfficientNet-Lite0 and the eleven bundled photos (``fast`` preset; 4 methods × 4 metrics = 176 scores),
 into a fresh folder, every process with ``--threads`` torch threads. Jobs of the different sizes run interleaved
 (1, 2, 2, 1, ...), so load from other processes on a shared machine hits all sizes alike.
 
