@@ -120,6 +120,21 @@ def test_calibration_respects_its_budget_and_refuses_bad_arguments(data):
         calibrate(small_net(), x, folds=1)
     with pytest.raises(InvalidInputError, match="no candidate temperatures"):
         calibrate(small_net(), x, families=["gate"])
+    for targets in (y[:-1], y.float(), [10**6] * len(y)):  # short, not indices, out of range: named up front
+        with pytest.raises(InvalidInputError, match="targets"):
+            calibrate(small_net(), x, targets, candidates=CANDS, metric_settings=FAST, report_metric_settings=FAST)
+
+
+def test_a_criterion_takes_the_true_median_and_ignores_ratios_to_zero():
+    """An even count takes the mean of the two middle values (torch.median's lower one leans towards passing)."""
+    ratio = Criterion("infidelity", "ratio", 0.3)
+    grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    sp = torch.tensor([0.1, 0.25, 0.45, 0.6, 0.0])
+    assert ratio.value(sp, grad, higher_is_better=False) == pytest.approx(0.35)
+    shortfall = Criterion("monotonicity_correlation", "shortfall", 0.0)
+    assert shortfall.value(torch.tensor([0.0, 0.0]), torch.tensor([0.1, 0.3]), higher_is_better=True) == pytest.approx(
+        0.2
+    )
 
 
 def test_objective_judges_each_metric_against_the_gradient():

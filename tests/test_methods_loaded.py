@@ -11,7 +11,7 @@ import torch
 
 from semantic_pullbacks import DoublePullback, GradientShap, PullbackAscent, SoftPullback, load, recommended_settings
 from semantic_pullbacks.cli import main
-from semantic_pullbacks.engine import Relative, Temperatures
+from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.examples import example_path
 
 CAT = 285

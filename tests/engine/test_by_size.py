@@ -67,6 +67,10 @@ def test_stage_lookup_parsing_and_round_trip():
     assert str(staged) == "1*std;56:1.5*std;14:2" and BySize.parse(str(staged)) == staged
     temps = Temperatures.coerce({"relu": "1*std; 14:2; 56:1.5*std"})
     assert temps.relu == staged and Temperatures.coerce(temps.to_dict()) == temps
+    # written and read again, a temperature keeps every digit (six significant digits used to be kept)
+    fine = Temperatures(relu=BySize(Relative(1.2345678), {56: 0.123456789}), silu=Relative(2.0000001))
+    assert Temperatures.coerce(fine.to_dict()) == fine
+    assert fine.to_dict()["relu"] == "1.2345678*std;56:0.123456789"
 
 
 @pytest.mark.parametrize(
@@ -79,6 +83,8 @@ def test_stage_lookup_parsing_and_round_trip():
         (lambda: BySize.parse("56:1"), "default value first"),
         (lambda: BySize.parse("1;2"), "more than one default"),
         (lambda: BySize.parse("1;x:2"), "not a side"),
+        (lambda: BySize.parse("1;²:2"), "not a side"),
+        (lambda: BySize.parse("1;56:1;56:2"), "twice"),
         (lambda: Temperatures(attention=BySize(1.0)), "cannot be staged"),
         (lambda: Temperatures.coerce({"relu": "1;56:warm"}), "cannot read temperature"),
     ],

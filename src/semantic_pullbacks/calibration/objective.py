@@ -58,8 +58,14 @@ class Criterion:
                 raise InvalidInputError(f"criterion {self.metric!r} compares with the gradient: pass its scores")
             both = torch.isfinite(sp) & torch.isfinite(gradient)
             s, g = sp[both], gradient[both]
-            kept = s / g if self.compare == "ratio" else (g - s if higher_is_better else s - g)
-        return float(kept.median()) if kept.numel() else math.nan
+            if self.compare == "ratio":
+                s, g = s[g != 0], g[g != 0]  # a ratio to a zero score says nothing
+                kept = s / g
+            else:
+                kept = g - s if higher_is_better else s - g
+        # the mean of the two middle values for an even count: torch.median takes the lower one, which would lean
+        # every lower-is-better comparison towards passing its bound
+        return float(torch.quantile(kept.double(), 0.5)) if kept.numel() else math.nan
 
     def loss(self, value: float) -> float:
         if self.compare == "ratio":

@@ -259,7 +259,7 @@ def calibrate(
         raise InvalidInputError("criteria must not be empty")
     fold_sets = _folds(inputs.shape[0], folds, seed)
     with torch.no_grad():
-        y = model(inputs).argmax(1) if targets is None else torch.as_tensor(targets, device=inputs.device).long()
+        y = model(inputs).argmax(1) if targets is None else _checked_targets(targets, inputs, model)
     configs = _candidates(model, inputs, candidates, families)
     metrics = _metrics(
         [c.metric for c in criteria],
@@ -361,3 +361,20 @@ def _candidates(
         raise InvalidInputError("no candidate configurations to try")
     unique = {repr(sorted(c.to_dict().items())): c for c in reversed(configs)}  # first occurrence wins
     return [c for c in configs if unique.get(repr(sorted(c.to_dict().items()))) is c]
+
+
+def _checked_targets(targets: Any, inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """One class index per input, each within the model's outputs: checked here, where the mistake can be named."""
+    try:
+        y = torch.as_tensor(targets, device=inputs.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InvalidInputError(f"targets must be class indices, one per input, got {type(targets).__name__}") from err
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.shape != (inputs.shape[0],):
+        raise InvalidInputError(
+            f"targets must be {inputs.shape[0]} integer class indices, one per input; got {y.dtype} of shape "
+            f"{tuple(y.shape)}"
+        )
+    classes = model(inputs[:1]).shape[-1]
+    if bool(((y < 0) | (y >= classes)).any()):
+        raise InvalidInputError(f"targets must lie in [0, {classes}) for this model, got {y.tolist()}")
+    return y.long()

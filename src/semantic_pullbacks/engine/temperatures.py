@@ -108,7 +108,12 @@ class BySize:
         return self.default
 
     def for_input(self, x: torch.Tensor) -> float | Relative:
-        """The temperature of a gate with input ``x``: its stage is read from ``x``'s smaller spatial side."""
+        """The temperature of a gate with input ``x``: its stage is read from ``x``'s smaller spatial side.
+
+        ``x`` is read as channels-first (``N, C, *spatial``), as torch's convolutions lay it out. Sides are minimums,
+        so a network run at a *smaller* input than the one the settings were made for moves each feature map into
+        the next stage down (Lite0's stem at 192 px is 96 px: the 56-px entry applies, not the 112-px one).
+        """
         return self.for_side(min(x.shape[2:]) if x.dim() >= 4 else None)
 
     def __str__(self) -> str:
@@ -126,10 +131,11 @@ class BySize:
                     raise InvalidInputError(f"cannot read staged temperature {text!r}: more than one default value")
                 default = _parse(part)
                 continue
-            if not side.strip().isdigit():
-                raise InvalidInputError(
-                    f"cannot read staged temperature {text!r}: {side.strip()!r} is not a side in pixels"
-                )
+            side = side.strip()
+            if not (side.isascii() and side.isdigit()):
+                raise InvalidInputError(f"cannot read staged temperature {text!r}: {side!r} is not a side in pixels")
+            if int(side) in sizes:
+                raise InvalidInputError(f"cannot read staged temperature {text!r}: side {int(side)} is given twice")
             sizes[int(side)] = _parse(value)
         if default is None:
             raise InvalidInputError(
@@ -139,7 +145,14 @@ class BySize:
 
 
 def _text(tau: float | Relative) -> str:
-    return f"{tau.scale:g}*std" if isinstance(tau, Relative) else f"{tau:g}"
+    return f"{_number(tau.scale)}*std" if isinstance(tau, Relative) else _number(tau)
+
+
+def _number(x: float) -> str:
+    """``x`` as short as it reads back exactly: ``3`` rather than ``3.0``, and never rounded (``:g`` alone keeps
+    six digits, so a settings file written and read again would change the temperature)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def _check_stage_temperature(where: str, tau: Any) -> None:
@@ -251,7 +264,7 @@ class Temperatures:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (``Relative(2)`` becomes ``"2*std"``), for settings files and reports."""
         return {
-            k: (f"{v.scale:g}*std" if isinstance(v, Relative) else str(v) if isinstance(v, BySize) else v)
+            k: (_text(v) if isinstance(v, Relative) else str(v) if isinstance(v, BySize) else v)
             for k, v in self.items()
         }
 

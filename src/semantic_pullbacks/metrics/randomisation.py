@@ -157,7 +157,7 @@ class ModelParameterRandomisation(Metric):
         for name, module in layers:
             if self.order == "independent":
                 randomised.load_state_dict(original_state)
-            with torch.random.fork_rng(devices=_cuda_devices(x)):
+            with torch.random.fork_rng(devices=_cuda_devices()):
                 torch.manual_seed(self.seed)
                 module.reset_parameters()
             a_r = self._compared(self._explain(explain, randomised, x, t), x)
@@ -217,8 +217,7 @@ class TopLayerRandomisation(Metric):
         found = [m for m in copied.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
         if not found:
             raise InvalidInputError("model has no convolution or linear layers to re-initialise")
-        device = next(copied.parameters()).device
-        with torch.random.fork_rng(devices=_cuda_devices(torch.empty(0, device=device))):
+        with torch.random.fork_rng(devices=_cuda_devices()):
             torch.manual_seed(derived_seed(self.seed))
             for module in reversed(found[-self.layers :]):
                 module.reset_parameters()
@@ -237,6 +236,6 @@ def derived_seed(seed: int) -> int:
     return int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed)))
 
 
-def _cuda_devices(x: Tensor) -> list[int]:
+def _cuda_devices() -> list[int]:
     """Devices whose RNG ``torch.manual_seed`` touches and ``fork_rng`` must restore."""
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
