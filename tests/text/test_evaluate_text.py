@@ -207,3 +207,42 @@ def test_files_and_dataset_folders_are_read(tmp_path):
     with pytest.raises(InvalidInputError, match="no text column"):
         (tmp_path / "c.csv").write_text("body,label\nhello,pos\n")
         read_texts(tmp_path / "c.csv")
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]  # the data's order (dair-ai/emotion)
+MODEL_EMOTIONS = {0: "anger", 1: "fear", 2: "Joy", 3: "love", 4: "sadness", 5: "surprise"}  # a model's own order
+
+
+def _card(names: list[str]) -> str:
+    listed = "".join(f"          '{i}': {n}\n" for i, n in enumerate(names))
+    return (
+        "---\ndataset_info:\n  features:\n  - name: text\n    dtype: string\n  - name: label\n    dtype:\n"
+        f"      class_label:\n        names:\n{listed}---\n"
+    )
+
+
+def _emotion_classifier(id2label=MODEL_EMOTIONS):  # type: ignore[no-untyped-def]
+    model = _tiny("AutoModelForSequenceClassification", "bert", num_labels=len(id2label), id2label=id2label)
+    return TextModel.wrap(model, load_text_model().tokenizer, name="tiny-emotion")
+
+
+def test_a_classifier_reads_index_labels_through_the_datas_class_names(tmp_path):
+    data = tmp_path / "emotion"
+    data.mkdir()
+    (data / "README.md").write_text(_card(EMOTIONS))
+    (data / "train.jsonl").write_text('{"id": "s", "text": "I miss her.", "label": 0}\n'
+                                      '{"id": "j", "text": "What a day!", "label": 1}\n')  # fmt: skip
+    result = evaluate(_emotion_classifier(), texts=data, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    # label 0 is the data's 'sadness', the model's index 4 (not its index 0, 'anger'); 'joy' matches 'Joy'
+    assert [(r.item, r.label, r.target) for r in result.rows] == [("s", 4, 4), ("j", 2, 2)]
+    assert not any("model's indices" in n for n in result.notes)
+    without_love = {k: v for k, v in MODEL_EMOTIONS.items() if v != "love"}
+    (data / "train.jsonl").write_text('{"text": "Be mine.", "label": 2}\n')
+    with pytest.raises(UnknownClassError, match=r"'love'.*tiny-emotion.*anger, fear, Joy, sadness, surprise"):
+        evaluate(_emotion_classifier(dict(enumerate(without_love.values()))), texts=data, progress=False)
+    # data that names no classes: the indices are the model's, and the run says so
+    (data / "README.md").unlink()
+    result = evaluate(_emotion_classifier(), texts=data, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    assert [r.label for r in result.rows] == [2]
+    assert any("taken as indices into the labels of tiny-emotion" in n for n in result.notes)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from semantic_pullbacks.errors import InvalidInputError, UnsupportedModelError
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
 from semantic_pullbacks.evaluation.modality import MethodFactory
 from semantic_pullbacks.evaluation.presets import Preset
@@ -260,14 +260,14 @@ class TextModality:
 
     # ------------------------------------------------------------------------------------------ items
     def items(self, world: World, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]:
-        every = self.texts.class_indices(self.class_names)  # an unknown label anywhere fails, not only in the subset
+        every, label_notes = self._labels()  # an unknown label anywhere fails, not only in the subset
         kept = self._subset(seed)
         texts = [self.texts.texts[i] for i in kept]
         labels = [every[i] for i in kept]
         predicted = self._predictions([t.text for t in texts], world)
         targets = [lab if lab is not None else p for lab, p in zip(labels, predicted)]
         items = [Item(t.id, lab, tgt, TEXT, _Text(t.text)) for t, lab, tgt in zip(texts, labels, targets)]
-        notes = self._notes(texts, labels, predicted)
+        notes = label_notes + self._notes(texts, labels, predicted)
         if "pointing_game" not in metrics:
             return items, notes
         if len(set(targets)) < 2:
@@ -280,6 +280,30 @@ class TextModality:
             pair = _Pair((texts[order[0]].id, texts[order[1]].id), (texts[order[0]].text, texts[order[1]].text), first)
             items.append(Item(f"pair-{i:04d}", targets[a], targets[a], POINTING, pair))
         return items, notes
+
+    def _labels(self) -> tuple[list[int | None], list[str]]:
+        """Every text's label as an index into :attr:`class_names`, and what the run should say about them. A
+        classifier's labels have the model's order, not necessarily the data's: an index label goes through the
+        data's name for it, matched by name with the model's labels."""
+        data, tm = self.texts, self.text_model
+        if tm.kind != "classifier" or not data.has_index_labels():
+            return data.class_indices(self.class_names), []
+        if not data.classes:
+            return data.class_indices(self.class_names), [
+                f"the texts' index labels were taken as indices into the labels of {tm.name} ({data.source} names "
+                "no classes: give them in its dataset_info.json or dataset card, or label the texts by name)"
+            ]
+        named = data.named()
+        known = {c.lower() for c in self.class_names}
+        missing = [
+            c for c in dict.fromkeys(t.label for t in named.texts if t.label is not None) if c.lower() not in known
+        ]
+        if missing:
+            raise UnknownClassError(
+                f"the class {missing[0]!r} of {data.source} is not among the labels of {tm.name}: "
+                f"{', '.join(self.class_names)}; explain these texts with a classifier trained on their classes"
+            )
+        return named.class_indices(self.class_names), []
 
     def _subset(self, seed: int) -> list[int]:
         """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);

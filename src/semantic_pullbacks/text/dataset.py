@@ -80,6 +80,18 @@ class TextSet:
             out.append(None if index < 0 else index)
         return out
 
+    def named(self) -> TextSet:
+        """The same texts with each label as the name of its class in :attr:`classes`, so that index labels can be
+        matched by name with a model whose labels come in another order."""
+        indices = self.class_indices(self.classes)
+        texts = tuple(
+            LabelledText(t.id, t.text, None if i is None else self.classes[i]) for t, i in zip(self.texts, indices)
+        )
+        return TextSet(texts, self.classes, self.template, self.source)
+
+    def has_index_labels(self) -> bool:
+        return any(t.label is not None and _as_index(t.label) is not None for t in self.texts)
+
     def label_names(self) -> list[str]:
         """The distinct class names of the labels, in order of first appearance (index labels excluded)."""
         names = (t.label for t in self.texts if isinstance(t.label, str) and _as_index(t.label) is None)
