@@ -246,3 +246,21 @@ def test_a_classifier_reads_index_labels_through_the_datas_class_names(tmp_path)
     result = evaluate(_emotion_classifier(), texts=data, methods=["Gradient"], metrics=["sufficiency"], progress=False)
     assert [r.label for r in result.rows] == [2]
     assert any("taken as indices into the labels of tiny-emotion" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("target_first", [True, False])
+def test_a_long_pair_keeps_both_segments_within_the_models_length(target_first):
+    from semantic_pullbacks.evaluation.items import Item
+    from semantic_pullbacks.evaluation.texts import POINTING, TextDecoder, _Pair
+
+    tokenizer = load_text_model().tokenizer
+    texts = ("good " * 30, "awful " * 30)
+    inputs = TextDecoder(tokenizer, 16)(Item("pair", None, 0, POINTING, _Pair(("a", "b"), texts, target_first)))
+    # 16 tokens: [CLS], 7 of each text (its share of the 14 left), [SEP]
+    tokens = tokenizer.convert_ids_to_tokens(inputs.x[0].tolist())
+    assert tokens == ["[CLS]", *["good"] * 7, *["awful"] * 7, "[SEP]"]
+    inside = [False, *[target_first] * 7, *[not target_first] * 7, False]
+    assert inputs.extra["segment"][0].tolist() == inside
+    # a short text leaves its unused share to the other
+    short = TextDecoder(tokenizer, 16)(Item("pair", None, 0, POINTING, _Pair(("a", "b"), ("fine", texts[1]), True)))
+    assert tokenizer.convert_ids_to_tokens(short.x[0].tolist()) == ["[CLS]", "fine", *["awful"] * 13, "[SEP]"]

@@ -64,9 +64,10 @@ class _Pair:
     texts: tuple[str, str]
     target_first: bool  # whether the first text is of the target's class
 
-    def joined(self) -> tuple[str, tuple[int, int]]:
-        """The joined text and the character span of the target's segment."""
-        first, second = self.texts
+    def joined(self, texts: tuple[str, str] | None = None) -> tuple[str, tuple[int, int]]:
+        """The joined text and the character span of the target's segment (of ``texts``, the pair's texts
+        shortened, when given)."""
+        first, second = texts or self.texts
         span = (0, len(first)) if self.target_first else (len(first) + 1, len(first) + 1 + len(second))
         return f"{first} {second}", span
 
@@ -88,7 +89,7 @@ class TextDecoder:
         from semantic_pullbacks.text.model import tokenize
 
         if item.kind == POINTING:
-            text, span = item.source.joined()
+            text, span = item.source.joined(_shares(self.tokenizer, item.source.texts, self.max_length))
         else:
             text, span = item.source.text, None
         enc = tokenize(self.tokenizer, [text], self.max_length)
@@ -99,6 +100,19 @@ class TextDecoder:
             inside = (start >= span[0]) & (end <= span[1]) & (end > start)
             extra["segment"] = (inside[None] & ~enc.special).to(torch.bool)
         return Inputs(enc.input_ids, extra)
+
+
+def _shares(tokenizer: Any, texts: tuple[str, str], max_length: int) -> tuple[str, str]:
+    """The two texts of a pair cut to fit the model's length together, each to its share (half the tokens, more
+    when the other needs less): the joined text truncated as one would lose the second segment, in part or whole."""
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    if sum(lengths) <= budget:
+        return texts
+    keep = [min(n, max(budget // 2, budget - other)) for n, other in zip(lengths, lengths[::-1])]
+    cut = [t[: offsets[k - 1][1]] if k > 0 else "" for t, offsets, k in zip(texts, enc["offset_mapping"], keep)]
+    return cut[0], cut[1]
 
 
 def pointing_pairs(targets: Sequence[int], n: int, seed: int) -> list[tuple[int, int, bool]]:
