@@ -264,3 +264,28 @@ def test_a_long_pair_keeps_both_segments_within_the_models_length(target_first):
     # a short text leaves its unused share to the other
     short = TextDecoder(tokenizer, 16)(Item("pair", None, 0, POINTING, _Pair(("a", "b"), ("fine", texts[1]), True)))
     assert tokenizer.convert_ids_to_tokens(short.x[0].tolist()) == ["[CLS]", "fine", *["awful"] * 13, "[SEP]"]
+
+
+def test_a_saved_datasets_metadata_files_are_not_read_as_texts(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "x", "label": 1}\n')
+    for meta in ("dataset_info.json", "state.json", "dataset_dict.json"):
+        (tmp_path / meta).write_text(json.dumps({"features": {"label": {"names": ["neg", "pos"]}}}))
+    found = read_texts(tmp_path)
+    assert [(t.text, t.label) for t in found.texts] == [("x", 1)] and found.classes == ("neg", "pos")
+
+
+def test_repeated_ids_get_unused_suffixes(tmp_path):
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": i, "text": i}) + "\n" for i in ["r", "r", "r~1"]))
+    assert [t.id for t in read_texts(tmp_path / "t.jsonl").texts] == ["r", "r~2", "r~1"]
+
+
+def test_columns_are_the_union_over_all_records(tmp_path):
+    rows = [{"text": "a"}, {"text": "b", "label": "pos", "id": "k"}]
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    assert [(t.id, t.label) for t in read_texts(tmp_path / "t.json").texts] == [("t-00001", None), ("k", "pos")]
+
+
+def test_a_text_whose_id_is_a_pairs_is_refused(reviews):
+    reviews.write_text(reviews.read_text().replace('"r1"', '"pair-0000"'))
+    with pytest.raises(InvalidInputError, match="two items have the id 'pair-0000'"):
+        _run(reviews, None, methods=["Gradient"], metrics=["pointing_game"])
