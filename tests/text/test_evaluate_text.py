@@ -289,3 +289,20 @@ def test_a_text_whose_id_is_a_pairs_is_refused(reviews):
     reviews.write_text(reviews.read_text().replace('"r1"', '"pair-0000"'))
     with pytest.raises(InvalidInputError, match="two items have the id 'pair-0000'"):
         _run(reviews, None, methods=["Gradient"], metrics=["pointing_game"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": 5}, "classes must be"),
+        ({"classes": ["positive", 2]}, "classes must be"),
+        ({"template": "{} vs {}"}, "exactly one '{}'"),
+        ({"template": "{{}}"}, "exactly one '{}'"),
+        ({"template": "This is {name}."}, "exactly one '{}'"),
+        ({"template": "This is {."}, "exactly one '{}'"),
+    ],
+    ids=["int", "not-names", "two-fields", "escaped", "named", "malformed"],
+)
+def test_bad_classes_and_templates_are_refused_before_the_model_runs(reviews, kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        _run(reviews, None, **kwargs)

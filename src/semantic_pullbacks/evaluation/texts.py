@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import string
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,34 @@ def _shares(tokenizer: Any, texts: tuple[str, str], max_length: int) -> tuple[st
     return cut[0], cut[1]
 
 
+def _check_classes(classes: Any) -> None:
+    if classes is None or isinstance(classes, str):
+        return
+    if isinstance(classes, Mapping):
+        good = all(isinstance(k, str) and isinstance(v, str) for k, v in classes.items())
+    else:
+        good = isinstance(classes, Sequence) and all(isinstance(c, str) for c in classes)
+    if not good:
+        raise InvalidInputError(
+            "classes must be class names (a list of strings, or one string 'NEG,POS') or a mapping name -> "
+            f"description, got {classes!r}"
+        )
+
+
+def _check_template(template: Any) -> None:
+    """Exactly one ``{}`` (a second field, a named one or an escaped ``{{}}`` would fail later, or give every
+    class the same description)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except (TypeError, AttributeError, ValueError):
+        fields = None
+    if fields is None or fields not in ([""], ["0"]):
+        raise InvalidInputError(
+            f"template must be a string with exactly one '{{}}' where the class name goes (as in "
+            f"{DEFAULT_TEMPLATE!r}), got {template!r}"
+        )
+
+
 def pointing_pairs(targets: Sequence[int], n: int, seed: int) -> list[tuple[int, int, bool]]:
     """``n`` draws of (a text, a text of another class, whether the first is joined first), seeded and depending
     on the targets alone. Every process plans the same pairs."""
@@ -178,11 +207,9 @@ class TextModality:
             value = options.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
-        template = options.get("template")
-        if template is not None and (not isinstance(template, str) or "{}" not in template):
-            raise InvalidInputError(
-                f"template must be a string with '{{}}' where the class name goes, got {template!r}"
-            )
+        _check_classes(options.get("classes"))
+        if options.get("template") is not None:
+            _check_template(options["template"])
         texts = options.get("texts", "examples")
         if not isinstance(texts, TextSet):
             texts = read_texts(texts, split=options.get("split"))
