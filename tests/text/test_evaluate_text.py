@@ -306,3 +306,17 @@ def test_a_text_whose_id_is_a_pairs_is_refused(reviews):
 def test_bad_classes_and_templates_are_refused_before_the_model_runs(reviews, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         _run(reviews, None, **kwargs)
+
+
+def test_a_pairs_label_is_its_texts_label_never_a_prediction(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"id": i, "text": t, **({"label": lab} if i in ("r1", "r2") else {})} for i, t, lab in REVIEWS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _run(path, None, methods=["Gradient"], metrics=["pointing_game"], n_pairs=8)
+    labelled = {"r1": 0, "r2": 1}
+    pairs = result.config["items"]["pointing"]
+    chosen = [ids[0] if first else ids[1] for _, _, _, (ids, first) in pairs]
+    assert {"r3", "r4"} & set(chosen) and {"r1", "r2"} & set(chosen)  # both kinds drawn
+    assert [r[2] for r in pairs] == [c in labelled for c in chosen]
+    by_item = {r.item: r.label for r in result.rows}
+    assert [by_item[r[0]] for r in pairs] == [labelled.get(c, -1) for c in chosen]  # -1: unlabelled

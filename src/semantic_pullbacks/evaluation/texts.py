@@ -319,7 +319,7 @@ class TextModality:
         for i, (a, b, first) in enumerate(pointing_pairs(targets, self.n_pairs or len(texts), seed)):
             order = (a, b) if first else (b, a)
             pair = _Pair((texts[order[0]].id, texts[order[1]].id), (texts[order[0]].text, texts[order[1]].text), first)
-            items.append(Item(f"pair-{i:04d}", targets[a], targets[a], POINTING, pair))
+            items.append(Item(f"pair-{i:04d}", labels[a], targets[a], POINTING, pair))  # the label: the data's
         return items, notes
 
     def _labels(self) -> tuple[list[int | None], list[str]]:
