@@ -320,3 +320,11 @@ def test_a_pairs_label_is_its_texts_label_never_a_prediction(tmp_path):
     assert [r[2] for r in pairs] == [c in labelled for c in chosen]
     by_item = {r.item: r.label for r in result.rows}
     assert [by_item[r[0]] for r in pairs] == [labelled.get(c, -1) for c in chosen]  # -1: unlabelled
+
+
+def test_a_device_without_an_index_is_the_current_one():
+    from semantic_pullbacks.evaluation.texts import _same_device
+
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    assert _same_device(torch.device("cuda", current), "cuda") and _same_device("cpu", torch.device("cpu:0"))
+    assert not _same_device(torch.device("cuda", current + 1), "cuda") and not _same_device("cpu", "cuda")

@@ -116,6 +116,20 @@ def _shares(tokenizer: Any, texts: tuple[str, str], max_length: int) -> tuple[st
     return cut[0], cut[1]
 
 
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether two devices are one: ``cuda`` without an index is the current GPU (a model on ``cuda:0`` is not
+    copied for ``cuda``)."""
+
+    def resolved(d: torch.device | str) -> tuple[str, int]:
+        d = torch.device(d)
+        if d.index is not None:
+            return d.type, d.index
+        current = torch.cuda.current_device() if d.type == "cuda" and torch.cuda.is_available() else 0
+        return d.type, current
+
+    return resolved(a) == resolved(b)
+
+
 def _check_classes(classes: Any) -> None:
     if classes is None or isinstance(classes, str):
         return
@@ -227,7 +241,7 @@ class TextModality:
                 f"embedded {DEFAULT_TEXT_MODEL}); got {type(model).__name__}"
             )
         tm = model if isinstance(model, TextModel) else load_text_model(model)
-        if tm.device != device:
+        if not _same_device(tm.device, device):
             tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
         return cls(tm, **options)
 
