@@ -207,3 +207,124 @@ def test_files_and_dataset_folders_are_read(tmp_path):
     with pytest.raises(InvalidInputError, match="no text column"):
         (tmp_path / "c.csv").write_text("body,label\nhello,pos\n")
         read_texts(tmp_path / "c.csv")
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]  # the data's order (dair-ai/emotion)
+MODEL_EMOTIONS = {0: "anger", 1: "fear", 2: "Joy", 3: "love", 4: "sadness", 5: "surprise"}  # a model's own order
+
+
+def _card(names: list[str]) -> str:
+    listed = "".join(f"          '{i}': {n}\n" for i, n in enumerate(names))
+    return (
+        "---\ndataset_info:\n  features:\n  - name: text\n    dtype: string\n  - name: label\n    dtype:\n"
+        f"      class_label:\n        names:\n{listed}---\n"
+    )
+
+
+def _emotion_classifier(id2label=MODEL_EMOTIONS):  # type: ignore[no-untyped-def]
+    model = _tiny("AutoModelForSequenceClassification", "bert", num_labels=len(id2label), id2label=id2label)
+    return TextModel.wrap(model, load_text_model().tokenizer, name="tiny-emotion")
+
+
+def test_a_classifier_reads_index_labels_through_the_datas_class_names(tmp_path):
+    data = tmp_path / "emotion"
+    data.mkdir()
+    (data / "README.md").write_text(_card(EMOTIONS))
+    (data / "train.jsonl").write_text('{"id": "s", "text": "I miss her.", "label": 0}\n'
+                                      '{"id": "j", "text": "What a day!", "label": 1}\n')  # fmt: skip
+    result = evaluate(_emotion_classifier(), texts=data, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    # label 0 is the data's 'sadness', the model's index 4 (not its index 0, 'anger'); 'joy' matches 'Joy'
+    assert [(r.item, r.label, r.target) for r in result.rows] == [("s", 4, 4), ("j", 2, 2)]
+    assert not any("model's indices" in n for n in result.notes)
+    without_love = {k: v for k, v in MODEL_EMOTIONS.items() if v != "love"}
+    (data / "train.jsonl").write_text('{"text": "Be mine.", "label": 2}\n')
+    with pytest.raises(UnknownClassError, match=r"'love'.*tiny-emotion.*anger, fear, Joy, sadness, surprise"):
+        evaluate(_emotion_classifier(dict(enumerate(without_love.values()))), texts=data, progress=False)
+    # data that names no classes: the indices are the model's, and the run says so
+    (data / "README.md").unlink()
+    result = evaluate(_emotion_classifier(), texts=data, methods=["Gradient"], metrics=["sufficiency"], progress=False)
+    assert [r.label for r in result.rows] == [2]
+    assert any("taken as indices into the labels of tiny-emotion" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("target_first", [True, False])
+def test_a_long_pair_keeps_both_segments_within_the_models_length(target_first):
+    from semantic_pullbacks.evaluation.items import Item
+    from semantic_pullbacks.evaluation.texts import POINTING, TextDecoder, _Pair
+
+    tokenizer = load_text_model().tokenizer
+    texts = ("good " * 30, "awful " * 30)
+    inputs = TextDecoder(tokenizer, 16)(Item("pair", None, 0, POINTING, _Pair(("a", "b"), texts, target_first)))
+    # 16 tokens: [CLS], 7 of each text (its share of the 14 left), [SEP]
+    tokens = tokenizer.convert_ids_to_tokens(inputs.x[0].tolist())
+    assert tokens == ["[CLS]", *["good"] * 7, *["awful"] * 7, "[SEP]"]
+    inside = [False, *[target_first] * 7, *[not target_first] * 7, False]
+    assert inputs.extra["segment"][0].tolist() == inside
+    # a short text leaves its unused share to the other
+    short = TextDecoder(tokenizer, 16)(Item("pair", None, 0, POINTING, _Pair(("a", "b"), ("fine", texts[1]), True)))
+    assert tokenizer.convert_ids_to_tokens(short.x[0].tolist()) == ["[CLS]", "fine", *["awful"] * 13, "[SEP]"]
+
+
+def test_a_saved_datasets_metadata_files_are_not_read_as_texts(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "x", "label": 1}\n')
+    for meta in ("dataset_info.json", "state.json", "dataset_dict.json"):
+        (tmp_path / meta).write_text(json.dumps({"features": {"label": {"names": ["neg", "pos"]}}}))
+    found = read_texts(tmp_path)
+    assert [(t.text, t.label) for t in found.texts] == [("x", 1)] and found.classes == ("neg", "pos")
+
+
+def test_repeated_ids_get_unused_suffixes(tmp_path):
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": i, "text": i}) + "\n" for i in ["r", "r", "r~1"]))
+    assert [t.id for t in read_texts(tmp_path / "t.jsonl").texts] == ["r", "r~2", "r~1"]
+
+
+def test_columns_are_the_union_over_all_records(tmp_path):
+    rows = [{"text": "a"}, {"text": "b", "label": "pos", "id": "k"}]
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    assert [(t.id, t.label) for t in read_texts(tmp_path / "t.json").texts] == [("t-00001", None), ("k", "pos")]
+
+
+def test_a_text_whose_id_is_a_pairs_is_refused(reviews):
+    reviews.write_text(reviews.read_text().replace('"r1"', '"pair-0000"'))
+    with pytest.raises(InvalidInputError, match="two items have the id 'pair-0000'"):
+        _run(reviews, None, methods=["Gradient"], metrics=["pointing_game"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": 5}, "classes must be"),
+        ({"classes": ["positive", 2]}, "classes must be"),
+        ({"template": "{} vs {}"}, "exactly one '{}'"),
+        ({"template": "{{}}"}, "exactly one '{}'"),
+        ({"template": "This is {name}."}, "exactly one '{}'"),
+        ({"template": "This is {."}, "exactly one '{}'"),
+    ],
+    ids=["int", "not-names", "two-fields", "escaped", "named", "malformed"],
+)
+def test_bad_classes_and_templates_are_refused_before_the_model_runs(reviews, kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        _run(reviews, None, **kwargs)
+
+
+def test_a_pairs_label_is_its_texts_label_never_a_prediction(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"id": i, "text": t, **({"label": lab} if i in ("r1", "r2") else {})} for i, t, lab in REVIEWS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _run(path, None, methods=["Gradient"], metrics=["pointing_game"], n_pairs=8)
+    labelled = {"r1": 0, "r2": 1}
+    pairs = result.config["items"]["pointing"]
+    chosen = [ids[0] if first else ids[1] for _, _, _, (ids, first) in pairs]
+    assert {"r3", "r4"} & set(chosen) and {"r1", "r2"} & set(chosen)  # both kinds drawn
+    assert [r[2] for r in pairs] == [c in labelled for c in chosen]
+    by_item = {r.item: r.label for r in result.rows}
+    assert [by_item[r[0]] for r in pairs] == [labelled.get(c, -1) for c in chosen]  # -1: unlabelled
+
+
+def test_a_device_without_an_index_is_the_current_one():
+    from semantic_pullbacks.evaluation.texts import _same_device
+
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    assert _same_device(torch.device("cuda", current), "cuda") and _same_device("cpu", torch.device("cpu:0"))
+    assert not _same_device(torch.device("cuda", current + 1), "cuda") and not _same_device("cpu", "cuda")

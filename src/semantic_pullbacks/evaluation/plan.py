@@ -116,6 +116,7 @@ class Plan:
         batch_size: int,
         notes: Iterable[str] = (),
     ) -> Plan:
+        _check_unique(items)
         kinds = {item.kind for item in items}
         metric_kinds = {m: modality.metric_kind(m) for m in metrics}
         running = [m for m in metrics if metric_kinds[m] in kinds]
@@ -167,6 +168,18 @@ class Plan:
 
     def keys(self) -> set[tuple[str, str, str]]:
         return {(self.items[u.item].id, u.method, m) for u in self.units() for m in u.metrics}
+
+
+def _check_unique(items: Sequence[Item]) -> None:
+    """Ids key the result rows: two items of one id would share rows (and a resumed run would skip one)."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise InvalidInputError(
+                f"two items have the id {item.id!r} (its rows would mix): rename one in the data "
+                "(ids such as 'pair-0000' and 'mosaic-0000' name the pointing game's items)"
+            )
+        seen.add(item.id)
 
 
 def _item_records(items: Sequence[Item]) -> dict[str, list[Any]]:

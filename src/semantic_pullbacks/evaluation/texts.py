@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import string
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from semantic_pullbacks.errors import InvalidInputError, UnsupportedModelError
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
 from semantic_pullbacks.evaluation.modality import MethodFactory
 from semantic_pullbacks.evaluation.presets import Preset
@@ -64,9 +65,10 @@ class _Pair:
     texts: tuple[str, str]
     target_first: bool  # whether the first text is of the target's class
 
-    def joined(self) -> tuple[str, tuple[int, int]]:
-        """The joined text and the character span of the target's segment."""
-        first, second = self.texts
+    def joined(self, texts: tuple[str, str] | None = None) -> tuple[str, tuple[int, int]]:
+        """The joined text and the character span of the target's segment (of ``texts``, the pair's texts
+        shortened, when given)."""
+        first, second = texts or self.texts
         span = (0, len(first)) if self.target_first else (len(first) + 1, len(first) + 1 + len(second))
         return f"{first} {second}", span
 
@@ -88,7 +90,7 @@ class TextDecoder:
         from semantic_pullbacks.text.model import tokenize
 
         if item.kind == POINTING:
-            text, span = item.source.joined()
+            text, span = item.source.joined(_shares(self.tokenizer, item.source.texts, self.max_length))
         else:
             text, span = item.source.text, None
         enc = tokenize(self.tokenizer, [text], self.max_length)
@@ -99,6 +101,61 @@ class TextDecoder:
             inside = (start >= span[0]) & (end <= span[1]) & (end > start)
             extra["segment"] = (inside[None] & ~enc.special).to(torch.bool)
         return Inputs(enc.input_ids, extra)
+
+
+def _shares(tokenizer: Any, texts: tuple[str, str], max_length: int) -> tuple[str, str]:
+    """The two texts of a pair cut to fit the model's length together, each to its share (half the tokens, more
+    when the other needs less): the joined text truncated as one would lose the second segment, in part or whole."""
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    if sum(lengths) <= budget:
+        return texts
+    keep = [min(n, max(budget // 2, budget - other)) for n, other in zip(lengths, lengths[::-1])]
+    cut = [t[: offsets[k - 1][1]] if k > 0 else "" for t, offsets, k in zip(texts, enc["offset_mapping"], keep)]
+    return cut[0], cut[1]
+
+
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether two devices are one: ``cuda`` without an index is the current GPU (a model on ``cuda:0`` is not
+    copied for ``cuda``)."""
+
+    def resolved(d: torch.device | str) -> tuple[str, int]:
+        d = torch.device(d)
+        if d.index is not None:
+            return d.type, d.index
+        current = torch.cuda.current_device() if d.type == "cuda" and torch.cuda.is_available() else 0
+        return d.type, current
+
+    return resolved(a) == resolved(b)
+
+
+def _check_classes(classes: Any) -> None:
+    if classes is None or isinstance(classes, str):
+        return
+    if isinstance(classes, Mapping):
+        good = all(isinstance(k, str) and isinstance(v, str) for k, v in classes.items())
+    else:
+        good = isinstance(classes, Sequence) and all(isinstance(c, str) for c in classes)
+    if not good:
+        raise InvalidInputError(
+            "classes must be class names (a list of strings, or one string 'NEG,POS') or a mapping name -> "
+            f"description, got {classes!r}"
+        )
+
+
+def _check_template(template: Any) -> None:
+    """Exactly one ``{}`` (a second field, a named one or an escaped ``{{}}`` would fail later, or give every
+    class the same description)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except (TypeError, AttributeError, ValueError):
+        fields = None
+    if fields is None or fields not in ([""], ["0"]):
+        raise InvalidInputError(
+            f"template must be a string with exactly one '{{}}' where the class name goes (as in "
+            f"{DEFAULT_TEMPLATE!r}), got {template!r}"
+        )
 
 
 def pointing_pairs(targets: Sequence[int], n: int, seed: int) -> list[tuple[int, int, bool]]:
@@ -164,11 +221,9 @@ class TextModality:
             value = options.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
-        template = options.get("template")
-        if template is not None and (not isinstance(template, str) or "{}" not in template):
-            raise InvalidInputError(
-                f"template must be a string with '{{}}' where the class name goes, got {template!r}"
-            )
+        _check_classes(options.get("classes"))
+        if options.get("template") is not None:
+            _check_template(options["template"])
         texts = options.get("texts", "examples")
         if not isinstance(texts, TextSet):
             texts = read_texts(texts, split=options.get("split"))
@@ -186,7 +241,7 @@ class TextModality:
                 f"embedded {DEFAULT_TEXT_MODEL}); got {type(model).__name__}"
             )
         tm = model if isinstance(model, TextModel) else load_text_model(model)
-        if tm.device != device:
+        if not _same_device(tm.device, device):
             tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
         return cls(tm, **options)
 
@@ -260,14 +315,14 @@ class TextModality:
 
     # ------------------------------------------------------------------------------------------ items
     def items(self, world: World, *, metrics: Sequence[str], seed: int, workers: int) -> tuple[list[Item], list[str]]:
-        every = self.texts.class_indices(self.class_names)  # an unknown label anywhere fails, not only in the subset
+        every, label_notes = self._labels()  # an unknown label anywhere fails, not only in the subset
         kept = self._subset(seed)
         texts = [self.texts.texts[i] for i in kept]
         labels = [every[i] for i in kept]
         predicted = self._predictions([t.text for t in texts], world)
         targets = [lab if lab is not None else p for lab, p in zip(labels, predicted)]
         items = [Item(t.id, lab, tgt, TEXT, _Text(t.text)) for t, lab, tgt in zip(texts, labels, targets)]
-        notes = self._notes(texts, labels, predicted)
+        notes = label_notes + self._notes(texts, labels, predicted)
         if "pointing_game" not in metrics:
             return items, notes
         if len(set(targets)) < 2:
@@ -278,8 +333,32 @@ class TextModality:
         for i, (a, b, first) in enumerate(pointing_pairs(targets, self.n_pairs or len(texts), seed)):
             order = (a, b) if first else (b, a)
             pair = _Pair((texts[order[0]].id, texts[order[1]].id), (texts[order[0]].text, texts[order[1]].text), first)
-            items.append(Item(f"pair-{i:04d}", targets[a], targets[a], POINTING, pair))
+            items.append(Item(f"pair-{i:04d}", labels[a], targets[a], POINTING, pair))  # the label: the data's
         return items, notes
+
+    def _labels(self) -> tuple[list[int | None], list[str]]:
+        """Every text's label as an index into :attr:`class_names`, and what the run should say about them. A
+        classifier's labels have the model's order, not necessarily the data's: an index label goes through the
+        data's name for it, matched by name with the model's labels."""
+        data, tm = self.texts, self.text_model
+        if tm.kind != "classifier" or not data.has_index_labels():
+            return data.class_indices(self.class_names), []
+        if not data.classes:
+            return data.class_indices(self.class_names), [
+                f"the texts' index labels were taken as indices into the labels of {tm.name} ({data.source} names "
+                "no classes: give them in its dataset_info.json or dataset card, or label the texts by name)"
+            ]
+        named = data.named()
+        known = {c.lower() for c in self.class_names}
+        missing = [
+            c for c in dict.fromkeys(t.label for t in named.texts if t.label is not None) if c.lower() not in known
+        ]
+        if missing:
+            raise UnknownClassError(
+                f"the class {missing[0]!r} of {data.source} is not among the labels of {tm.name}: "
+                f"{', '.join(self.class_names)}; explain these texts with a classifier trained on their classes"
+            )
+        return named.class_indices(self.class_names), []
 
     def _subset(self, seed: int) -> list[int]:
         """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);

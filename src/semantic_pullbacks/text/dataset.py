@@ -33,6 +33,8 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review")
 LABEL_COLUMNS = ("label", "class", "sentiment")
 ID_COLUMNS = ("id", "idx", "guid")
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
+#: what ``datasets``' ``save_to_disk`` writes beside the data: never texts
+METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")
 SPLITS = ("train", "validation", "valid", "dev", "test")
 
 
@@ -79,6 +81,18 @@ class TextSet:
                 )
             out.append(None if index < 0 else index)
         return out
+
+    def named(self) -> TextSet:
+        """The same texts with each label as the name of its class in :attr:`classes`, so that index labels can be
+        matched by name with a model whose labels come in another order."""
+        indices = self.class_indices(self.classes)
+        texts = tuple(
+            LabelledText(t.id, t.text, None if i is None else self.classes[i]) for t, i in zip(self.texts, indices)
+        )
+        return TextSet(texts, self.classes, self.template, self.source)
+
+    def has_index_labels(self) -> bool:
+        return any(t.label is not None and _as_index(t.label) is not None for t in self.texts)
 
     def label_names(self) -> list[str]:
         """The distinct class names of the labels, in order of first appearance (index labels excluded)."""
@@ -182,7 +196,7 @@ def _column(columns: Iterable[str], names: Sequence[str]) -> str | None:
 def _texts(records: list[dict[str, Any]], path: Path, prefix: str) -> list[LabelledText]:
     if not records:
         return []
-    columns = list(records[0])
+    columns = list(dict.fromkeys(k for r in records for k in r))  # a first row may lack the label or id
     text_col = _column(columns, TEXT_COLUMNS)
     if text_col is None:
         raise InvalidInputError(
@@ -209,13 +223,21 @@ def _texts(records: list[dict[str, Any]], path: Path, prefix: str) -> list[Label
 
 
 def _unique(texts: list[LabelledText]) -> list[LabelledText]:
-    """Ids key the result rows: a repeated id gets a suffix."""
-    seen: dict[str, int] = {}
+    """Ids key the result rows: a repeated id gets the first suffix ``~n`` that no text has or was given (the
+    first text of each id keeps it, so ``r, r, r~1`` become ``r, r~2, r~1``)."""
+    taken = {t.id for t in texts}
+    kept: set[str] = set()
     out = []
     for t in texts:
-        n = seen.get(t.id, 0)
-        seen[t.id] = n + 1
-        out.append(t if n == 0 else LabelledText(f"{t.id}~{n}", t.text, t.label))
+        if t.id not in kept:
+            kept.add(t.id)
+            out.append(t)
+            continue
+        n = 1
+        while f"{t.id}~{n}" in taken:
+            n += 1
+        taken.add(f"{t.id}~{n}")
+        out.append(LabelledText(f"{t.id}~{n}", t.text, t.label))
     return out
 
 
@@ -234,7 +256,10 @@ def _read_folder(folder: Path, split: str | None) -> TextSet:
     files = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in SUFFIXES and not _hidden(p.relative_to(folder))
+        if p.is_file()
+        and p.suffix.lower() in SUFFIXES
+        and p.name.lower() not in METADATA
+        and not _hidden(p.relative_to(folder))
     )
     if not files:
         raise InvalidInputError(f"texts folder {str(folder)!r} holds no data files ({', '.join(SUFFIXES)})")
