@@ -18,6 +18,7 @@ from ._common import (
     add_model_options,
     add_settings_options,
     load_model,
+    non_negative_int,
     positive_int,
     settings_from_args,
     split_list,
@@ -153,7 +154,7 @@ def register(subparsers: Any) -> None:
     procs = parser.add_argument_group("processes")
     procs.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1,
         help="processes per rank decoding images ahead of use; 0 decodes in the rank itself (default: %(default)s)",
     )
@@ -172,16 +173,6 @@ def register(subparsers: Any) -> None:
         help="under torchrun: how long the ranks wait for each other at start-up (default: %(default)s)",
     )
     parser.set_defaults(func=run)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 _IMAGE_ONLY = (("--images", "images", "examples"), ("--labels", "labels", None), ("--n-images", "n_images", None),
