@@ -1,5 +1,5 @@
-"""Every method with few samples and steps, for tests that check where a method fails and what it agrees with
-rather than the quality of its maps."""
+"""Every method with few samples and steps, and a small CNN to run them on, for tests that check where a method
+fails and what it agrees with rather than the quality of its maps."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
+from torch import nn
 
 from semantic_pullbacks.methods import METHODS, Explainer
 
@@ -35,3 +37,16 @@ def small_explainer(method: str, model: Any, **settings: Any) -> Explainer:
     if cls.stochastic:
         settings.setdefault("seed", 0)
     return cls(model, **settings)
+
+
+def small_net(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Conv-BN-ReLU, max pooling, GELU: the rule families a CNN meets. Eval mode, real BN statistics."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 5),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.3, 0.3)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model.to(dtype).eval()

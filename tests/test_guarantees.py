@@ -16,18 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from semantic_pullbacks import Relative, UnknownClassError
 from semantic_pullbacks.methods import METHODS, DeepLift, GuidedGradCam, PullbackAscent, SoftPullback
 from small_methods import CAPTUM_NOTES, ignoring_captum_notes, small_explainer
-
-
-def net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 5),
-    )  # fmt: skip
-    with torch.no_grad():
-        model[1].running_mean.uniform_(-0.3, 0.3)
-        model[1].running_var.uniform_(0.5, 2.0)
-    return model.eval()
+from small_methods import small_net as net
 
 
 def rss_bytes() -> int:

@@ -48,21 +48,9 @@ from semantic_pullbacks.methods import (
     SoftPullback,
 )
 from small_methods import ignoring_captum_notes, small_explainer
+from small_methods import small_net as net
 
 torch.set_num_threads(1)  # the cases are tiny; threads only add noise on a shared machine
-
-
-def net(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Conv-BN-ReLU, max pooling, GELU: the rule families a CNN meets. Eval mode, real BN statistics."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 5),
-    )  # fmt: skip
-    with torch.no_grad():
-        model[1].running_mean.uniform_(-0.3, 0.3)
-        model[1].running_var.uniform_(0.5, 2.0)
-    return model.to(dtype).eval()
 
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
