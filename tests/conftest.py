@@ -16,6 +16,19 @@ os.environ.setdefault("SEMANTIC_PULLBACKS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def image_folder(tmp_path):  # type: ignore[no-untyped-def]
+    """An ImageFolder tree for the evaluation tests: classes 0, 3 and 7 (by index), two noise images each."""
+    from distributed_worker import write_png
+
+    root = tmp_path / "data"
+    for k, cls in enumerate(("0", "3", "7")):
+        (root / cls).mkdir(parents=True)
+        for j in range(2):
+            write_png(root / cls / f"img{j}.png", seed=10 * k + j)
+    return root
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 

@@ -56,6 +56,15 @@ def tiny_model() -> nn.Module:
     )
 
 
+def write_png(path: Path, seed: int) -> None:
+    """A 40x40 noise PNG, different for every seed."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+
+
 def _refuse_blank_images(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
     """``SP_TEST_BLANK_FAILS=1``: explaining a white image fails (an item a method cannot do)."""
     (x,) = args

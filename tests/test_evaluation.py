@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from distributed_worker import tiny as tiny_wrapped
+from distributed_worker import write_png
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
 from semantic_pullbacks.evaluation import (
@@ -33,48 +34,15 @@ from semantic_pullbacks.evaluation.runner import compose_mosaics
 from semantic_pullbacks.evaluation.store import ResultsStore, read_part
 from semantic_pullbacks.imagenet import imagenet_classes
 from semantic_pullbacks.metrics import FaithfulnessCorrelation, make_mosaics
-from semantic_pullbacks.models import wrap
 
 METHODS = ["SoftPullback", "Gradient"]
 METRICS = ["faithfulness_correlation", "random_logit", "focus"]
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-def _tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 10),
-    )
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    return wrap(_tiny_model(), domain=(-1, 1), input_size=32, class_names=[f"c{i}" for i in range(10)], name="tiny")
-
-
-def _write_png(path: Path, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """An ImageFolder tree: classes 0, 3 and 7 (by index), two images each."""
-    root = tmp_path / "data"
-    for k, cls in enumerate(("0", "3", "7")):
-        (root / cls).mkdir(parents=True)
-        for j in range(2):
-            _write_png(root / cls / f"img{j}.png", seed=10 * k + j)
-    return root
+    return tiny_wrapped()
 
 
 def _run(tiny, image_folder: Path, out: Path | None, **kwargs):
@@ -220,7 +188,7 @@ def test_in_memory_run_and_focus_needs_three_classes(tiny, image_folder, tmp_pat
     two_classes = tmp_path / "two"
     for cls in ("0", "3"):
         (two_classes / cls).mkdir(parents=True)
-        _write_png(two_classes / cls / "a.png", seed=int(cls))
+        write_png(two_classes / cls / "a.png", seed=int(cls))
     result = _run(tiny, two_classes, None, metrics=["random_logit", "focus"])
     assert result.out is None and result.files == {}
     assert result.metrics == ["random_logit"]
@@ -232,7 +200,7 @@ def test_unlabelled_folder_uses_top1(tiny, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
     for i in range(2):
-        _write_png(flat / f"{i}.png", seed=i)
+        write_png(flat / f"{i}.png", seed=i)
     result = _run(tiny, flat, None, metrics=["faithfulness_correlation"], methods=["Gradient"])
     x = tiny.preprocess.load_batch(sorted(flat.iterdir()))
     top1 = tiny.model(x).argmax(1).tolist()
@@ -265,7 +233,7 @@ def test_missing_empty_and_mislabelled_folders(tiny, tmp_path):
     with pytest.raises(InvalidInputError, match="holds no images"):
         _run(tiny, tmp_path / "empty", None)
     (tmp_path / "bad" / "zebra").mkdir(parents=True)
-    _write_png(tmp_path / "bad" / "zebra" / "a.png", seed=0)
+    write_png(tmp_path / "bad" / "zebra" / "a.png", seed=0)
     with pytest.raises(UnknownClassError, match="'zebra' is not a class"):
         _run(tiny, tmp_path / "bad", None)
 
@@ -273,7 +241,7 @@ def test_missing_empty_and_mislabelled_folders(tiny, tmp_path):
 def test_imagenet_folder_names_resolve(tmp_path):
     for name in ("n01440764", "n01443537", "goldfish", "7"):
         (tmp_path / name).mkdir()
-        _write_png(tmp_path / name / "a.png", seed=0)
+        write_png(tmp_path / name / "a.png", seed=0)
     found = find_images(tmp_path, imagenet_classes())
     assert {im.id.split("/")[0]: im.label for im in found} == {"n01440764": 0, "n01443537": 1, "goldfish": 1, "7": 7}
     assert len(find_images(tmp_path, imagenet_classes(), n_images=2)) == 2

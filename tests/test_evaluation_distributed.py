@@ -24,6 +24,7 @@ import pytest
 
 from distributed_worker import run as run_worker
 from distributed_worker import torchrun as _torchrun
+from distributed_worker import write_png
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation import World, find_images
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError
@@ -35,23 +36,6 @@ from semantic_pullbacks.imagenet import imagenet_classes
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(Path(__file__).with_name("distributed_worker.py"))
 pytestmark = pytest.mark.slow
-
-
-def _write_png(path: Path, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for k, cls in enumerate(("0", "3", "7")):
-        (root / cls).mkdir(parents=True)
-        for j in range(2):
-            _write_png(root / cls / f"img{j}.png", seed=10 * k + j)
-    return root
 
 
 def _reference(image_folder: Path, out: Path | None, **kwargs):
@@ -249,7 +233,7 @@ def test_flat_imagenet_val_folder_with_the_devkit_ground_truth(tmp_path):
     val = tmp_path / "val"
     val.mkdir()
     for n in range(1, 5):
-        _write_png(val / f"ILSVRC2012_val_{n:08d}.JPEG", seed=n)
+        write_png(val / f"ILSVRC2012_val_{n:08d}.JPEG", seed=n)
     classes = imagenet_classes()
     for labels in (data / "ILSVRC2012_validation_ground_truth.txt", tmp_path / "ILSVRC2012_devkit_t12"):
         found = find_images(val, classes, labels=labels)
@@ -262,7 +246,7 @@ def test_flat_imagenet_val_folder_with_the_devkit_ground_truth(tmp_path):
     tree = tmp_path / "tree"
     for n, w in enumerate(truth, start=1):
         (tree / w).mkdir(parents=True, exist_ok=True)
-        _write_png(tree / w / f"ILSVRC2012_val_{n:08d}.JPEG", seed=n)
+        write_png(tree / w / f"ILSVRC2012_val_{n:08d}.JPEG", seed=n)
     assert sorted(im.label for im in find_images(tree, classes)) == [0, 7, 7, 999]
     (data / "meta.mat").unlink()
     with pytest.raises(InvalidInputError, match=r"meta\.mat is missing"):
@@ -276,7 +260,7 @@ def test_the_image_subset_is_seeded_and_nested(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(20):
-        _write_png(folder / f"{i:02d}.png", seed=i)
+        write_png(folder / f"{i:02d}.png", seed=i)
     classes = [f"c{i}" for i in range(10)]
     five = find_images(folder, classes, 5, seed=3)
     assert [im.id for im in five] == [im.id for im in find_images(folder, classes, 5, seed=3)]
