@@ -19,6 +19,7 @@ import torch
 
 from semantic_pullbacks import Temperatures
 from semantic_pullbacks.calibration import DEFAULT_CRITERIA, judge
+from semantic_pullbacks.evaluation.statistics import bootstrap_ci
 from semantic_pullbacks.metrics import get_metric
 
 #: the issue's targets, as criteria values (ratio to the gradient, shortfall against it, or SP's own score)
@@ -104,16 +105,9 @@ def main() -> None:
             for f in folds
             for i in f["held_out_images"]
         ]
-        mean, low, high = paired_bootstrap(diffs)
+        low, high = bootstrap_ci(diffs, n_resamples=10_000)
+        mean = sum(diffs) / len(diffs)
         print(f"  {metric}: {mean:+.3f} [{low:+.3f}, {high:+.3f}] over {len(diffs)} photos")
-
-
-def paired_bootstrap(diffs: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of per-photo differences and its percentile bootstrap 95% interval (photos resampled)."""
-    d = torch.tensor(diffs, dtype=torch.float64)
-    idx = torch.randint(len(d), (draws, len(d)), generator=torch.Generator().manual_seed(seed))
-    means = d[idx].mean(1)
-    return float(d.mean()), float(means.quantile(0.025)), float(means.quantile(0.975))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
+
+from semantic_pullbacks.evaluation.statistics import bootstrap_ci
 
 PHOTOS = ("stereo_motorcycle", "coins", "moon", "retina", "hubble_deep_field", "immunohistochemistry", "brick",
           "grass", "gravel")  # fmt: skip
@@ -56,11 +57,10 @@ def scores(path: Path) -> dict[tuple[str, str, str], float]:
         return {(r["method"], r["metric"], r["item"]): float(r["score"] or "nan") for r in csv.DictReader(f)}
 
 
-def paired(diffs: list[float], draws: int = 10_000) -> str:
-    d = torch.tensor(diffs, dtype=torch.float64)
-    idx = torch.randint(len(d), (draws, len(d)), generator=torch.Generator().manual_seed(0))
-    low, high = d[idx].mean(1).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return f"{float(d.mean()):+.3f} [{low:+.3f}, {high:+.3f}]"
+def paired(diffs: list[float]) -> str:
+    """Mean of the per-photo differences with its bootstrap 95% interval (evaluate's own statistics)."""
+    low, high = bootstrap_ci(diffs, n_resamples=10_000)
+    return f"{sum(diffs) / len(diffs):+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def main() -> None:
