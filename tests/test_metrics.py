@@ -25,8 +25,8 @@ from semantic_pullbacks.metrics import (
     list_metrics,
     make_mosaics,
 )
-from semantic_pullbacks.metrics.base import rank, spearman
 from semantic_pullbacks.metrics.perturbations import patch_masks
+from semantic_pullbacks.metrics.statistics import rank, spearman
 
 torch.set_num_threads(1)
 
@@ -367,3 +367,23 @@ def test_registry_and_metadata():
     assert PAPER_SUITE["infidelity"].resolved_patch_sizes(224, 224) == (112, 56)
     assert Infidelity().resolved_patch_sizes(224, 224) == (112, 56)
     assert get_metric("infidelity", n_draws=2).n_draws == 2
+
+
+def test_names_imported_from_metrics_base_before_its_split_still_are_the_owners_objects():
+    import importlib
+
+    base = importlib.import_module("semantic_pullbacks.metrics.base")
+    owners = {
+        "template": ("Batch", "Category", "Metric", "ZeroAttributionPolicy", "ZeroAttributionWarning"),
+        "explainers": ("Explainer", "as_explainer"),
+        "quantus_call": ("QUANTUS_KEYWORDS",),
+        "perturbations": ("NoiseSampler", "uniform_sampler"),
+        "validation": ("check_attributions", "check_inputs", "check_targets"),
+        "batched": ("ScoreStream", "model_outputs", "target_scores"),
+        "statistics": ("normalise_by_max", "pearson", "rank", "spearman", "with_nan"),
+    }
+    for module, names in owners.items():
+        owner = importlib.import_module(f"semantic_pullbacks.metrics.{module}")
+        for name in names:
+            assert getattr(base, name) is getattr(owner, name), name
+    assert sorted(base.__all__) == sorted(n for names in owners.values() for n in names)

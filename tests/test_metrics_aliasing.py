@@ -18,8 +18,8 @@ from semantic_pullbacks.metrics import (
     get_metric,
     period2_share,
 )
-from semantic_pullbacks.metrics.base import spearman
 from semantic_pullbacks.metrics.randomisation import derived_seed
+from semantic_pullbacks.metrics.statistics import spearman
 
 torch.set_num_threads(1)
 

@@ -11,15 +11,7 @@ a_batch=, explain_func=, explain_func_kwargs=``, numpy arrays) and then returns 
 """
 
 from semantic_pullbacks.metrics.aliasing import Aliasing, period2_share
-from semantic_pullbacks.metrics.base import (
-    Batch,
-    Explainer,
-    Metric,
-    NoiseSampler,
-    ZeroAttributionWarning,
-    as_explainer,
-    uniform_sampler,
-)
+from semantic_pullbacks.metrics.explainers import Explainer, as_explainer
 from semantic_pullbacks.metrics.faithfulness import (
     FaithfulnessCorrelation,
     FaithfulnessEstimate,
@@ -27,9 +19,11 @@ from semantic_pullbacks.metrics.faithfulness import (
     MonotonicityCorrelation,
 )
 from semantic_pullbacks.metrics.localisation import Focus, Mosaics, make_mosaics
+from semantic_pullbacks.metrics.perturbations import NoiseSampler, uniform_sampler
 from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit, TopLayerRandomisation
 from semantic_pullbacks.metrics.registry import PAPER_SUITE, get_metric, list_metrics, paper_suite
 from semantic_pullbacks.metrics.robustness import MaxSensitivity
+from semantic_pullbacks.metrics.template import Batch, Metric, ZeroAttributionWarning
 
 __all__ = [
     "PAPER_SUITE",

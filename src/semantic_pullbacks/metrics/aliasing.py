@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import Batch, Metric, with_nan
+from semantic_pullbacks.metrics.statistics import with_nan
+from semantic_pullbacks.metrics.template import Batch, Metric
 
 __all__ = ["Aliasing", "period2_share"]
 

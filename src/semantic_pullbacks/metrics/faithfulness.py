@@ -14,18 +14,17 @@ import torch
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import (
-    Batch,
-    Metric,
+from semantic_pullbacks.metrics.batched import ScoreStream
+from semantic_pullbacks.metrics.perturbations import (
     NoiseSampler,
-    ScoreStream,
-    _check_positive_int,
-    pearson,
-    spearman,
+    default_patch_size,
+    patch_masks,
+    step_ids,
     uniform_sampler,
-    with_nan,
 )
-from semantic_pullbacks.metrics.perturbations import default_patch_size, patch_masks, step_ids
+from semantic_pullbacks.metrics.statistics import pearson, spearman, with_nan
+from semantic_pullbacks.metrics.template import Batch, Metric
+from semantic_pullbacks.metrics.validation import check_positive_int
 
 __all__ = ["FaithfulnessCorrelation", "FaithfulnessEstimate", "Infidelity", "MonotonicityCorrelation"]
 
@@ -99,14 +98,14 @@ class Infidelity(Metric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive_int("n_draws", self.n_draws)
+        check_positive_int("n_draws", self.n_draws)
         _check_fill(self.fill)
         if self.size_weighting not in ("pooled", "equal"):
             raise InvalidInputError(f"size_weighting must be 'pooled' or 'equal', got {self.size_weighting!r}")
         if self.patch_sizes is not None:
             self.patch_sizes = tuple(self.patch_sizes)
             for p in self.patch_sizes:
-                _check_positive_int("patch_sizes[i]", p)
+                check_positive_int("patch_sizes[i]", p)
             if not self.patch_sizes:
                 raise InvalidInputError("patch_sizes must not be empty")
         if not self.patch_fractions or any(not 0 < f <= 1 for f in self.patch_fractions):
@@ -219,7 +218,7 @@ class FaithfulnessCorrelation(Metric):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.patch_size is not None:
-            _check_positive_int("patch_size", self.patch_size)
+            check_positive_int("patch_size", self.patch_size)
         if not 0 < self.patch_fraction <= 1:
             raise InvalidInputError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
         self.baseline = float(self.baseline)
@@ -257,7 +256,7 @@ class _StepMetric(Metric):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.features_in_step is not None:
-            _check_positive_int("features_in_step", self.features_in_step)
+            check_positive_int("features_in_step", self.features_in_step)
 
     def _steps(self, x: Tensor, a: Tensor, *, descending: bool) -> tuple[Tensor, Tensor, int, Tensor]:
         """Features sorted by attribution and cut into steps: ``(x_flat, step_ids, n_steps, attribution per
@@ -344,7 +343,7 @@ class MonotonicityCorrelation(_StepMetric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive_int("nr_samples", self.nr_samples)
+        check_positive_int("nr_samples", self.nr_samples)
         _check_fill(self.fill)
         _check_range(self.low, self.high)
 

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import Batch, Metric, check_targets, with_nan
+from semantic_pullbacks.metrics.statistics import with_nan
+from semantic_pullbacks.metrics.template import Batch, Metric
+from semantic_pullbacks.metrics.validation import check_targets
 
 __all__ = ["Focus", "Mosaics", "make_mosaics"]
 

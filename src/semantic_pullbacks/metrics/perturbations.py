@@ -1,17 +1,35 @@
-"""Pure perturbation helpers: patch grids, feature orderings, replacement of features by a fill.
+"""Pure perturbation helpers: patch grids, feature orderings, replacement of features by a fill, noise samplers.
 
-They are plain tensor functions (no model, no RNG of their own), so the metrics stay short and tests can check
-each piece against a slow loop.
+They are plain tensor functions (no model, no RNG of their own: samplers draw from the generator they are
+given), so the metrics stay short and tests can check each piece against a slow loop.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
 
-__all__ = ["default_patch_size", "patch_masks", "replace_masked", "step_ids"]
+__all__ = ["NoiseSampler", "default_patch_size", "patch_masks", "replace_masked", "step_ids", "uniform_sampler"]
+
+NoiseSampler = Callable[[tuple[int, ...], torch.Generator, torch.device, torch.dtype], Tensor]
+"""``sampler(shape, generator, device, dtype)`` returns noise of ``shape``.
+
+Metrics that draw noise call it with a documented shape, so a run can be reproduced exactly from noise drawn
+elsewhere (for example the noise another library drew)."""
+
+
+def uniform_sampler(low: float, high: float) -> NoiseSampler:
+    """A sampler of i.i.d. uniform noise in ``[low, high)``, drawn from the given generator."""
+
+    def sample(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> Tensor:
+        u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+        return low + (high - low) * u
+
+    return sample
 
 
 def default_patch_size(height: int, width: int, fraction: float) -> int:

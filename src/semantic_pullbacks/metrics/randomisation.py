@@ -10,15 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import (
-    Batch,
-    Metric,
-    check_targets,
-    model_outputs,
-    pearson,
-    spearman,
-    with_nan,
-)
+from semantic_pullbacks.metrics.batched import model_outputs
+from semantic_pullbacks.metrics.statistics import pearson, spearman, with_nan
+from semantic_pullbacks.metrics.template import Batch, Metric
+from semantic_pullbacks.metrics.validation import check_targets
 
 __all__ = ["ModelParameterRandomisation", "RandomLogit", "TopLayerRandomisation"]
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.metrics.aliasing import Aliasing
-from semantic_pullbacks.metrics.base import Metric
 from semantic_pullbacks.metrics.faithfulness import (
     FaithfulnessCorrelation,
     FaithfulnessEstimate,
@@ -19,6 +18,7 @@ from semantic_pullbacks.metrics.faithfulness import (
 from semantic_pullbacks.metrics.localisation import Focus
 from semantic_pullbacks.metrics.randomisation import ModelParameterRandomisation, RandomLogit, TopLayerRandomisation
 from semantic_pullbacks.metrics.robustness import MaxSensitivity
+from semantic_pullbacks.metrics.template import Metric
 
 __all__ = ["PAPER_SUITE", "get_metric", "list_metrics", "paper_suite"]
 

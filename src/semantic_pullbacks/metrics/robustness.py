@@ -7,16 +7,11 @@ from dataclasses import KW_ONLY, dataclass
 from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.metrics.base import (
-    Batch,
-    Metric,
-    NoiseSampler,
-    _check_positive_int,
-    model_outputs,
-    normalise_by_max,
-    uniform_sampler,
-    with_nan,
-)
+from semantic_pullbacks.metrics.batched import model_outputs
+from semantic_pullbacks.metrics.perturbations import NoiseSampler, uniform_sampler
+from semantic_pullbacks.metrics.statistics import normalise_by_max, with_nan
+from semantic_pullbacks.metrics.template import Batch, Metric
+from semantic_pullbacks.metrics.validation import check_positive_int
 
 __all__ = ["MaxSensitivity"]
 
@@ -49,7 +44,7 @@ class MaxSensitivity(Metric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive_int("nr_samples", self.nr_samples)
+        check_positive_int("nr_samples", self.nr_samples)
         if not self.radius > 0:
             raise InvalidInputError(f"radius must be positive, got {self.radius!r}")
         self.radius = float(self.radius)
