@@ -170,6 +170,30 @@ def test_stochastic_methods_draw_fresh_noise_per_call_unless_seeded(data):
     assert not torch.allclose(first, GradientShap(model, n_samples=3, seed=8).attribute(x, baselines, target=y))
 
 
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (IntegratedGradients, ca.IntegratedGradients),
+        (IntegratedPullbacks, ca.IntegratedGradients),
+        (GradientShap, ca.GradientShap),
+        (PullbackShap, ca.GradientShap),
+        (DeepLift, ca.DeepLift),
+    ],
+)
+def test_attribute_has_captums_parameters_in_captums_order(ours, theirs):
+    import inspect
+
+    signature = inspect.signature(ours.attribute)
+    assert list(signature.parameters) == list(inspect.signature(theirs.attribute).parameters)
+    assert signature.parameters["return_convergence_delta"].default is False
+    # every setting defaults to None: the constructor's value, which the constructor's own defaults fill
+    assert all(
+        p.default is None
+        for n, p in signature.parameters.items()
+        if n not in ("self", "inputs", "return_convergence_delta")
+    )
+
+
 def test_unknown_arguments_are_refused(data):
     x, _, y = data
     model = tiny_cnn()
@@ -177,8 +201,10 @@ def test_unknown_arguments_are_refused(data):
         IntegratedGradients(model, n_stepz=3)
     with pytest.raises(UnexpectedArgumentError, match="return_convergence_delta"):
         SmoothGrad(model, nt_samples=2).attribute(x, target=y, return_convergence_delta=True)
-    with pytest.raises(TypeError):
+    with pytest.raises(UnexpectedArgumentError, match=r"n_stepz.*it takes \(inputs, baselines, target"):
         IntegratedGradients(model).attribute(x, target=y, n_stepz=3)
+    with pytest.raises(UnexpectedArgumentError, match="too many positional"):
+        DeepLift(model).attribute(x, None, y, None, False, None, "one too many")
     with pytest.raises(UnexpectedArgumentError, match="returns maps only"):
         IntegratedGradients(model).attribute_targets(x, [0, 1], return_convergence_delta=True)
 

@@ -8,20 +8,10 @@ from __future__ import annotations
 
 from .ascent import AscentResult, GradientAscent, PullbackAscent
 from .base import Explainer
-from .classic import (
-    DeepLift,
-    FusionGrad,
-    FusionPullback,
-    GradientShap,
-    GuidedGradCam,
-    GuidedPullbackCam,
-    IntegratedGradients,
-    IntegratedPullbacks,
-    PullbackDeepLift,
-    PullbackShap,
-    SmoothGrad,
-    SmoothPullback,
-)
+from .deeplift import DeepLift, PullbackDeepLift
+from .guided_gradcam import GuidedGradCam, GuidedPullbackCam
+from .noise import FusionGrad, FusionPullback, SmoothGrad, SmoothPullback
+from .paths import GradientShap, IntegratedGradients, IntegratedPullbacks, PullbackShap
 from .pullback import DoublePullback, Gradient, SoftPullback
 from .quantus_adapter import quantus_explain_func
 from .targets import TargetType

@@ -213,7 +213,7 @@ def input_pullback(
 ) -> torch.Tensor:
     """``d score / d x`` through whatever backward pass is active, or an error saying why there is none.
 
-    Every explainer's backward pass comes here, Captum's included (see ``classic.py``), so each meets the same
+    Every explainer's backward pass comes here, Captum's included (see ``captum_method.py``), so each meets the same
     refusals and the same way around reentrant checkpointing.
     """
     if check_pullback_exists(score, x, output) is not None:
