@@ -125,6 +125,34 @@ def test_bad_inputs_are_rejected(sample):
         viz.plot_counterfactual_grid(images, torch.stack([images] * 2, 1), ["a", "b"], notes=[["one"]] * 2)
 
 
+def test_every_figure_refuses_what_is_not_a_tensor_by_the_argument_s_name(sample):
+    images, attributions = sample
+    picture, attribution = images[0], attributions[0]
+    calls = {
+        "image": [
+            lambda: viz.plot_input_times_attribution(picture.numpy(), attribution),
+            lambda: viz.plot_explanation(picture.numpy(), attribution),
+            lambda: viz.plot_counterfactual(picture.numpy(), picture),
+        ],
+        "attribution": [
+            lambda: viz.plot_heatmap(attribution.numpy()),
+            lambda: viz.plot_input_times_attribution(picture, attribution.numpy()),
+            lambda: viz.overlay_rgb(picture, attribution.tolist()),
+        ],
+        "counterfactual": [lambda: viz.plot_counterfactual(picture, picture.numpy())],
+        "images": [lambda: viz.plot_method_grid(images.numpy(), {"SP": attributions})],
+        "tensor": [lambda: viz.overlay_rgb(picture.numpy(), attribution)],
+    }
+    for name, failing in calls.items():
+        for call in failing:
+            with pytest.raises(InvalidInputError, match=f"^{name} must be a torch.Tensor, got (ndarray|list)$"):
+                call()
+    with pytest.raises(
+        InvalidInputError, match=r"^images must have shape \(N, C, H, W\) or \(C, H, W\); got \(32, 32\)$"
+    ):
+        viz.plot_method_grid(images[0, 0], {"SP": attributions})
+
+
 def test_no_pyplot_state_is_created(sample):
     import sys
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,6 +177,28 @@ def load_images(
     )
 
 
+def as_cpu_float(
+    value: Any, name: str, shapes: str, ndims: Collection[int], *, squeeze_batch: bool = False
+) -> torch.Tensor:
+    """``value`` detached, as float32 on the CPU, for drawing: refused unless a tensor of ``ndims`` dimensions.
+
+    ``shapes`` names the accepted shapes in the error. With ``squeeze_batch``, a batch of one (one dimension more
+    than the most accepted, of size 1) stands for its single item. Every image and map drawn goes through here, so
+    each bad argument is refused with its own name instead of failing somewhere inside numpy or matplotlib.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    x = value.detach().to("cpu", torch.float32)
+    if squeeze_batch and x.ndim == max(ndims) + 1 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim not in ndims:
+        raise InvalidInputError(f"{name} must have shape {shapes}; got {tuple(value.shape)}")
+    return x
+
+
+_DISPLAY_SHAPES = "(3, H, W), (1, 3, H, W), (1, H, W) or (H, W)"
+
+
 def to_display(tensor: torch.Tensor, domain: Sequence[float] = (-1.0, 1.0), *, dtype: str = "float") -> np.ndarray:
     """Map an image tensor in ``domain`` to an ``H×W×3`` array for display.
 
@@ -186,17 +209,11 @@ def to_display(tensor: torch.Tensor, domain: Sequence[float] = (-1.0, 1.0), *, d
     lo, hi = _check_domain(domain)
     if dtype not in ("float", "uint8"):
         raise InvalidInputError(f"dtype must be 'float' or 'uint8', got {dtype!r}")
-    if not isinstance(tensor, torch.Tensor):
-        raise InvalidInputError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
-    x = tensor.detach().to("cpu", torch.float32)
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
+    x = as_cpu_float(tensor, "tensor", _DISPLAY_SHAPES, (2, 3), squeeze_batch=True)
     if x.ndim == 2:
         x = x.unsqueeze(0)
-    if x.ndim != 3 or x.shape[0] not in (1, 3):
-        raise InvalidInputError(
-            f"tensor must have shape (3, H, W), (1, 3, H, W), (1, H, W) or (H, W); got {tuple(tensor.shape)}"
-        )
+    if x.shape[0] not in (1, 3):
+        raise InvalidInputError(f"tensor must have shape {_DISPLAY_SHAPES}; got {tuple(tensor.shape)}")
     x = ((x - lo) / (hi - lo)).clamp(0.0, 1.0).expand(3, -1, -1)
     array = x.permute(1, 2, 0).contiguous().numpy()
     if dtype == "uint8":

@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.images import to_display
+from semantic_pullbacks.images import as_cpu_float, to_display
 
 __all__ = [
     "DEFAULT_CMAP",
@@ -45,6 +45,8 @@ __all__ = [
 DEFAULT_CMAP = "RdBu_r"
 _PANEL_INCHES = 2.6
 _DPI = 100
+#: what a single map (or image, for the maps drawn from it) may be
+_MAP_SHAPES = "(C, H, W), (1, C, H, W) or (H, W)"
 
 
 # ---------------------------------------------------------------------------------------------- numeric helpers
@@ -56,17 +58,9 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
     ``how``: ``"sum"`` (default; the first-order contribution of a pixel), ``"mean"``, or ``"abs"`` (sum of
     absolute values, unsigned). A ``(H, W)`` input is returned as is.
     """
-    if not isinstance(attribution, torch.Tensor):
-        raise InvalidInputError(f"attribution must be a torch.Tensor, got {type(attribution).__name__}")
-    a = attribution.detach().to("cpu", torch.float32)
-    if a.ndim == 4 and a.shape[0] == 1:
-        a = a[0]
+    a = as_cpu_float(attribution, "attribution", _MAP_SHAPES, (2, 3), squeeze_batch=True)
     if a.ndim == 2:
         return a
-    if a.ndim != 3:
-        raise InvalidInputError(
-            f"attribution must have shape (C, H, W), (1, C, H, W) or (H, W); got {tuple(attribution.shape)}"
-        )
     if how == "sum":
         return a.sum(0)
     if how == "mean":
@@ -183,13 +177,8 @@ def _colorbar(fig: Figure, axes, vmax: float, cmap: str, label: str = "attributi
 
 
 def _batch(tensors: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(tensors, torch.Tensor):
-        raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(tensors).__name__}")
-    if tensors.ndim == 3:
-        tensors = tensors.unsqueeze(0)
-    if tensors.ndim != 4:
-        raise InvalidInputError(f"{name} must have shape (N, C, H, W) or (C, H, W), got {tuple(tensors.shape)}")
-    return tensors.detach().to("cpu", torch.float32)
+    batch = as_cpu_float(tensors, name, "(N, C, H, W) or (C, H, W)", (3, 4))
+    return batch.unsqueeze(0) if batch.ndim == 3 else batch
 
 
 def _joined(*parts: str | None) -> str | None:
@@ -235,13 +224,14 @@ def plot_input_times_attribution(
 ) -> Figure:
     """Signed map of ``image ⊙ attribution`` summed over channels: each pixel's first-order contribution
     relative to a zero (mid-grey in [-1, 1]) baseline."""
-    if image.shape[-3:] != attribution.shape[-3:]:
+    picture = as_cpu_float(image, "image", _MAP_SHAPES, (2, 3, 4))
+    a = as_cpu_float(attribution, "attribution", _MAP_SHAPES, (2, 3, 4))
+    if picture.shape[-3:] != a.shape[-3:]:
         raise InvalidInputError(
             f"image {tuple(image.shape)} and attribution {tuple(attribution.shape)} must have the same shape"
         )
-    product = image.detach().to("cpu", torch.float32) * attribution.detach().to("cpu", torch.float32)
     return plot_heatmap(
-        product,
+        picture * a,
         title=title,
         vmax=vmax,
         percentile=percentile,
@@ -286,7 +276,8 @@ def plot_explanation(
     """One row: the image, the signed heat map, input ⊙ attribution and the overlay, with a shared title."""
     signed = _signed_map(attribution, "sum")
     limit = robust_vmax(torch.from_numpy(signed), percentile) if vmax is None else float(vmax)
-    product = reduce_channels(image.detach().cpu().float() * attribution.detach().cpu().float()).numpy()
+    picture = as_cpu_float(image, "image", _MAP_SHAPES, (2, 3, 4))
+    product = reduce_channels(picture * as_cpu_float(attribution, "attribution", _MAP_SHAPES, (2, 3, 4))).numpy()
     product_limit = robust_vmax(torch.from_numpy(product), percentile)
     fig = _figure(1, 4, extra_width=0.6)
     panels = fig.subplots(1, 4)
@@ -331,11 +322,13 @@ def plot_counterfactual(
     cmap: str = DEFAULT_CMAP,
 ) -> Figure:
     """Input, counterfactual (clipped to ``domain`` for display) and their signed difference."""
-    if image.shape[-3:] != counterfactual.shape[-3:]:
+    picture = as_cpu_float(image, "image", _MAP_SHAPES, (2, 3, 4))
+    changed = as_cpu_float(counterfactual, "counterfactual", _MAP_SHAPES, (2, 3, 4))
+    if picture.shape[-3:] != changed.shape[-3:]:
         raise InvalidInputError(
             f"image {tuple(image.shape)} and counterfactual {tuple(counterfactual.shape)} must match"
         )
-    difference = counterfactual.detach().cpu().float() - image.detach().cpu().float()
+    difference = changed - picture
     signed = _signed_map(difference, "sum")
     limit = robust_vmax(torch.from_numpy(signed), percentile)
     fig = _figure(1, 3, extra_width=0.6)
