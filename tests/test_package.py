@@ -50,3 +50,16 @@ def test_every_public_name_is_importable_from_the_top_level():
     assert semantic_pullbacks.metrics.Infidelity.name == "infidelity"  # subpackages on attribute access
     with pytest.raises(AttributeError, match="NoSuchThing"):
         semantic_pullbacks.NoSuchThing  # noqa: B018
+
+
+def test_the_names_lent_to_the_top_level_are_each_subpackage_s_own_public_names():
+    import importlib
+
+    for module, names in semantic_pullbacks._LAZY_EXPORTS.items():
+        public = set(importlib.import_module(module).__all__)
+        assert set(names) <= public, (module, set(names) - public)
+    from semantic_pullbacks import methods
+
+    # every method, and everything methods offers but its registry of them, reaches the top level
+    registry = {"METHODS", "PAIRS", "TargetType", "accepted_settings", "counterpart"}
+    assert set(methods.__all__) - registry == set(semantic_pullbacks._LAZY_EXPORTS["semantic_pullbacks.methods"])

@@ -13,7 +13,7 @@ more than ``import torch`` and never loads Captum, torchvision, timm or matplotl
 """
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .engine import (
     FAMILIES,
@@ -40,49 +40,20 @@ from .errors import (
     WeightsUnavailableError,
 )
 
-#: public names imported on first access: name -> module
-_LAZY = {
-    **dict.fromkeys(
-        (
-            "AscentResult", "DeepLift", "DoublePullback", "Explainer", "FusionGrad", "FusionPullback", "Gradient",
-            "GradientAscent", "GradientShap", "GuidedGradCam", "GuidedPullbackCam", "IntegratedGradients",
-            "IntegratedPullbacks", "PullbackAscent", "PullbackDeepLift", "PullbackShap", "SmoothGrad",
-            "SmoothPullback", "SoftPullback", "available_methods", "get_method", "quantus_explain_func",
-        ),
-        "semantic_pullbacks.methods",
+#: what each subpackage lends the top level, imported on first access: the one list of these names
+_LAZY_EXPORTS = {
+    "semantic_pullbacks.methods": (
+        "AscentResult", "DeepLift", "DoublePullback", "Explainer", "FusionGrad", "FusionPullback", "Gradient",
+        "GradientAscent", "GradientShap", "GuidedGradCam", "GuidedPullbackCam", "IntegratedGradients",
+        "IntegratedPullbacks", "PullbackAscent", "PullbackDeepLift", "PullbackShap", "SmoothGrad", "SmoothPullback",
+        "SoftPullback", "available_methods", "get_method", "quantus_explain_func",
     ),
-    **dict.fromkeys(("LoadedModel", "NormalizedModel", "load", "wrap"), "semantic_pullbacks.models"),
-    **dict.fromkeys(("Settings", "load_settings", "recommended_settings"), "semantic_pullbacks.calibration"),
+    "semantic_pullbacks.models": ("LoadedModel", "NormalizedModel", "load", "wrap"),
+    "semantic_pullbacks.calibration": ("Settings", "load_settings", "recommended_settings"),
 }  # fmt: skip
+#: public name -> the module it is imported from on first access
+_LAZY = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
 _SUBPACKAGES = ("calibration", "engine", "evaluation", "methods", "metrics", "models", "visualize")
-
-if TYPE_CHECKING:
-    from .calibration import Settings, load_settings, recommended_settings
-    from .methods import (
-        AscentResult,
-        DeepLift,
-        DoublePullback,
-        Explainer,
-        FusionGrad,
-        FusionPullback,
-        Gradient,
-        GradientAscent,
-        GradientShap,
-        GuidedGradCam,
-        GuidedPullbackCam,
-        IntegratedGradients,
-        IntegratedPullbacks,
-        PullbackAscent,
-        PullbackDeepLift,
-        PullbackShap,
-        SmoothGrad,
-        SmoothPullback,
-        SoftPullback,
-        available_methods,
-        get_method,
-        quantus_explain_func,
-    )
-    from .models import LoadedModel, NormalizedModel, load, wrap
 
 
 def __getattr__(name: str) -> Any:
@@ -104,36 +75,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
-    "AscentResult",
     "BySize",
     "CoverageReport",
-    "DeepLift",
-    "DoublePullback",
-    "Explainer",
-    "FusionGrad",
-    "FusionPullback",
-    "Gradient",
-    "GradientAscent",
-    "GradientShap",
-    "GuidedGradCam",
-    "GuidedPullbackCam",
     "ImageLoadError",
-    "IntegratedGradients",
-    "IntegratedPullbacks",
     "InvalidInputError",
-    "LoadedModel",
-    "NormalizedModel",
     "NotDifferentiableError",
-    "PullbackAscent",
-    "PullbackDeepLift",
     "PullbackSession",
-    "PullbackShap",
     "Relative",
     "SemanticPullbacksError",
-    "Settings",
-    "SmoothGrad",
-    "SmoothPullback",
-    "SoftPullback",
     "Temperatures",
     "UnexpectedArgumentError",
     "UnknownClassError",
@@ -141,16 +90,10 @@ __all__ = [
     "UnsupportedModelError",
     "WeightsUnavailableError",
     "__version__",
-    "available_methods",
     "check_model_supported",
-    "get_method",
-    "load",
-    "load_settings",
     "pullback_mode",
-    "quantus_explain_func",
-    "recommended_settings",
     "register_rule",
     "registered_rules",
     "unregister_rule",
-    "wrap",
 ]
+__all__ += sorted(_LAZY)
