@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.evaluation.store import FolderLock
+from semantic_pullbacks.evaluation.lock import FolderLock
 
 
 def _age(path: Path, seconds: float) -> None:
