@@ -52,7 +52,7 @@ class Gradient(_Backward):
 
 
 class SoftPullback(_Backward):
-    """The soft pullback of a target: gates frozen and softened, forward untouched (DESIGN.md section 3).
+    """The soft pullback of a target: gates frozen and softened, forward untouched.
 
     >>> sp = SoftPullback(model)                      # doctest: +SKIP
     >>> attr = sp.attribute(x, target=285)            # shape of x, signed

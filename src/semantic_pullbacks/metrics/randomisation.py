@@ -174,7 +174,7 @@ class ModelParameterRandomisation(Metric):
 
 @dataclass(eq=False)
 class TopLayerRandomisation(Metric):
-    """The model-randomisation sanity check in one explanation per image (Adebayo et al. 2018, DESIGN §8).
+    """The model-randomisation sanity check in one explanation per image (Adebayo et al. 2018).
 
     On a deep copy of the model, the ``layers`` convolution/linear layers nearest the output (the last ones in
     registration order, which is input-to-output order in sequential architectures) are re-initialised together;

@@ -56,7 +56,7 @@ def get_metric(name: str, **kwargs: Any) -> Metric:
 
 
 def paper_suite(input_size: int = 224, **common: Any) -> Mapping[str, Metric]:
-    """The paper's evaluation table (DESIGN section 4) for square inputs of ``input_size``.
+    """The paper's evaluation table for square inputs of ``input_size``.
 
     Sizes scale with the input: patches of 1/2 and 1/4 of the side for infidelity, 1/4 for faithfulness
     correlation, steps of ``(side/4)²`` features. ``common`` (e.g. ``batch_size``, ``seed``) goes to every
