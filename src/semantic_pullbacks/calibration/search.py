@@ -25,6 +25,7 @@ from ..engine import Relative, TemperatureLike, Temperatures
 from ..engine.registry import registered_rules
 from ..errors import InvalidInputError
 from ..methods import SoftPullback
+from ..metrics import get_metric, presets
 from .objective import DEFAULT_CRITERIA, Criterion, Verdict, judge
 from .settings import Settings
 from .table import ScoreTable
@@ -193,13 +194,10 @@ def _folds(n: int, k: int, seed: int) -> list[tuple[int, ...]]:
 def _metrics(names: Sequence[str], size: int, overrides: Mapping[str, Mapping[str, Any]], seed: int) -> dict:
     """The metrics at the paper's settings for ``size``-px inputs, with ``overrides`` per metric (``step_scale``
     multiplies the features per step of the step-wise metrics, as the evaluation presets do)."""
-    from ..evaluation.presets import get_preset, metric_settings
-    from ..metrics import get_metric
-
-    paper = get_preset("paper")
+    paper = presets.get_preset("paper")
     out = {}
     for name in names:
-        settings = metric_settings(name, size, paper)
+        settings = presets.metric_settings(name, size, paper)
         own = dict(overrides.get(name, {}))
         scale = own.pop("step_scale", 1)
         if "features_in_step" in settings:

@@ -22,10 +22,10 @@ from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, decoded
 from semantic_pullbacks.evaluation.modality import MethodFactory
-from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, Preset, metric_settings
 from semantic_pullbacks.evaluation.world import World
 from semantic_pullbacks.methods import available_methods
 from semantic_pullbacks.metrics import get_metric, list_metrics, make_mosaics
+from semantic_pullbacks.metrics.presets import DEFAULT_METRICS, Preset, metric_settings
 from semantic_pullbacks.models import LoadedModel, Preprocess
 
 __all__ = [

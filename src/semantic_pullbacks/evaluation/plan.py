@@ -18,9 +18,9 @@ from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.items import Item
 from semantic_pullbacks.evaluation.modality import Modality
-from semantic_pullbacks.evaluation.presets import Preset
 from semantic_pullbacks.evaluation.specs import MethodSpec, temperatures_record
 from semantic_pullbacks.methods import available_methods, get_method
+from semantic_pullbacks.metrics.presets import Preset
 
 __all__ = ["FORMAT_VERSION", "Plan", "Unit", "resolve_methods"]
 

@@ -31,7 +31,6 @@ from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
-from semantic_pullbacks.evaluation.presets import get_preset
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
 from semantic_pullbacks.evaluation.statistics import PairedDifference, Summary, paired_difference, summarise
@@ -39,6 +38,7 @@ from semantic_pullbacks.evaluation.store import ResultsStore, Row, fingerprint
 from semantic_pullbacks.evaluation.texts import TextModality
 from semantic_pullbacks.evaluation.world import DEFAULT_TIMEOUT, World
 from semantic_pullbacks.methods import counterpart
+from semantic_pullbacks.metrics.presets import get_preset
 
 __all__ = ["EvaluationResult", "compose_mosaics", "evaluate", "resolve_methods", "resolve_metrics"]
 

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
 from semantic_pullbacks.evaluation.modality import MethodFactory
-from semantic_pullbacks.evaluation.presets import Preset
 from semantic_pullbacks.evaluation.seeds import derive_seed
 from semantic_pullbacks.evaluation.world import World
+from semantic_pullbacks.metrics.presets import Preset
 
 __all__ = [
     "DEFAULT_TEMPLATE",
