@@ -16,8 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,9 +30,11 @@ from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
+from semantic_pullbacks.evaluation.report import write_reports
+from semantic_pullbacks.evaluation.result import EvaluationResult
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
-from semantic_pullbacks.evaluation.statistics import PairedDifference, Summary, paired_difference, summarise
+from semantic_pullbacks.evaluation.statistics import PairedDifference, paired_difference, summarise
 from semantic_pullbacks.evaluation.store import ResultsStore, Row, fingerprint
 from semantic_pullbacks.evaluation.texts import TextModality
 from semantic_pullbacks.evaluation.world import DEFAULT_TIMEOUT, World
@@ -41,44 +42,6 @@ from semantic_pullbacks.methods import counterpart
 from semantic_pullbacks.metrics.presets import get_preset
 
 __all__ = ["EvaluationResult", "compose_mosaics", "evaluate", "resolve_methods", "resolve_metrics"]
-
-
-@dataclass
-class EvaluationResult:
-    """What a benchmark produced: every row, and their statistics.
-
-    ``summaries[(method, metric)]`` holds mean ± std and the bootstrap CI; ``differences`` compares each
-    pullback method with its gradient counterpart item by item; ``notes`` lists what was skipped and why;
-    ``files`` the paths written (empty without ``out``, and on ranks other than 0).
-    """
-
-    rows: list[Row]
-    methods: list[str]
-    metrics: list[str]
-    summaries: dict[tuple[str, str], Summary]
-    differences: list[PairedDifference]
-    higher_is_better: dict[str, bool]
-    notes: list[str]
-    config: dict[str, Any]
-    out: Path | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
-    computed_rows: int = 0
-    #: per rank: host, scores computed and seconds spent on them (how evenly the work was shared)
-    ranks: list[dict[str, Any]] = field(default_factory=list)
-
-    def scores(self) -> dict[tuple[str, str], dict[str, float]]:
-        """``{(method, metric): {item: score}}``."""
-        out: dict[tuple[str, str], dict[str, float]] = {}
-        for r in self.rows:
-            out.setdefault((r.method, r.metric), {})[r.item] = r.score
-        return out
-
-    def markdown(self) -> str:
-        """The summary report as Markdown (what ``summary.md`` holds)."""
-        from semantic_pullbacks.evaluation.report import markdown_report
-
-        return markdown_report(self)
 
 
 def evaluate(
@@ -399,8 +362,6 @@ def _report(
         ranks=[{"rank": s.rank, "host": s.host, "computed": s.computed, "seconds": s.seconds} for s in statuses],
     )
     if store.out is not None and w.is_main:
-        from semantic_pullbacks.evaluation.report import write_reports
-
         result.files = write_reports(result, chart=chart)
     return result
 
