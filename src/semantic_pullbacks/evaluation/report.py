@@ -17,7 +17,6 @@ from typing import Any
 
 from semantic_pullbacks.evaluation.result import EvaluationResult, arrow, counted_items, markdown_report
 from semantic_pullbacks.evaluation.store import FIELDS, atomic_write
-from semantic_pullbacks.methods import get_method
 
 __all__ = ["write_chart", "write_reports"]
 
@@ -54,14 +53,7 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
     height = max(2.5, 0.28 * len(methods) + 1.2)
     fig = Figure(figsize=(4.2 * ncols, height * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    info = result.config.get("methods", {})
-    colours = []
-    for m in methods:
-        try:
-            pullback = get_method(info.get(m, {}).get("method", m)).uses_pullback
-        except Exception:  # a label from an older run: draw it neutral
-            pullback = False
-        colours.append("#d95f02" if pullback else "#7f7f7f")
+    colours = ["#d95f02" if result.uses_pullback.get(m, False) else "#7f7f7f" for m in methods]
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(metrics):

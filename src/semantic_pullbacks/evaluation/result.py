@@ -22,7 +22,8 @@ class EvaluationResult:
 
     ``summaries[(method, metric)]`` holds mean ± std and the bootstrap CI; ``differences`` compares each
     pullback method with its gradient counterpart item by item; ``notes`` lists what was skipped and why;
-    ``files`` the paths written (empty without ``out``, and on ranks other than 0).
+    ``files`` the paths written (empty without ``out``, and on ranks other than 0); ``uses_pullback`` says, per
+    method, whether its pass is a soft pullback (the chart colours those).
     """
 
     rows: list[Row]
@@ -39,6 +40,7 @@ class EvaluationResult:
     computed_rows: int = 0
     #: per rank: host, scores computed and seconds spent on them (how evenly the work was shared)
     ranks: list[dict[str, Any]] = field(default_factory=list)
+    uses_pullback: dict[str, bool] = field(default_factory=dict)
 
     def scores(self) -> dict[tuple[str, str], dict[str, float]]:
         """``{(method, metric): {item: score}}``."""

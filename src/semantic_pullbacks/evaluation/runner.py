@@ -354,6 +354,7 @@ def _report(
         summaries={key: summarise(list(v.values()), seed=seed) for key, v in sorted(by_key.items())},
         differences=_differences(plan.specs, plan.metrics, by_key, higher, seed),
         higher_is_better=higher,
+        uses_pullback={s.label: s.method_class.uses_pullback for s in plan.specs},
         notes=notes,
         config=store.config,
         out=store.out,
@@ -383,7 +384,7 @@ def _differences(
     labels = {s.label for s in specs}
     out = []
     for s in specs:
-        base = counterpart(s.method)
+        base = counterpart(s.method_class)
         if base is None or base not in labels:
             continue
         for metric in metrics:

@@ -52,7 +52,8 @@ def get_method(name: str) -> type[Explainer]:
     raise InvalidInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
 
 
-def counterpart(name: str) -> str | None:
-    """The gradient baseline a pullback method is compared against (``None`` for baselines themselves)."""
-    cls = PAIRS.get(get_method(name).__name__)
+def counterpart(method: str | type[Explainer]) -> str | None:
+    """The gradient baseline a pullback method (a name or the class) is compared against (``None`` for baselines
+    themselves)."""
+    cls = PAIRS.get((get_method(method) if isinstance(method, str) else method).__name__)
     return cls.__name__ if cls is not None else None
