@@ -26,6 +26,7 @@ from ..engine.registry import registered_rules
 from ..errors import InvalidInputError
 from ..methods import SoftPullback
 from ..metrics import get_metric, presets
+from ..visualize import save_figure
 from .objective import DEFAULT_CRITERIA, Criterion, Verdict, judge
 from .settings import Settings
 from .table import ScoreTable
@@ -140,8 +141,6 @@ class CalibrationResult:
     def plot(self, path: Any) -> Any:
         """Bar chart of every configuration's loss on all images (matplotlib Figure API, no global state)."""
         from matplotlib.figure import Figure
-
-        from ..visualize import save_figure
 
         done = [c for c in self.candidates if c.verdict is not None]
         fig = Figure(figsize=(8, 0.3 * len(done) + 1.4))

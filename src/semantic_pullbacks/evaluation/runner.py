@@ -40,6 +40,7 @@ from semantic_pullbacks.evaluation.texts import TextModality
 from semantic_pullbacks.evaluation.world import DEFAULT_TIMEOUT, World
 from semantic_pullbacks.methods import counterpart
 from semantic_pullbacks.metrics.presets import get_preset
+from semantic_pullbacks.text.model import TextModel
 
 __all__ = ["EvaluationResult", "compose_mosaics", "evaluate", "resolve_methods", "resolve_metrics"]
 
@@ -144,8 +145,6 @@ def _modality(
     model: Any, images: Any, texts: Any, *, images_options: dict[str, Any], text_options: dict[str, Any]
 ) -> tuple[type[Modality], dict[str, Any]]:
     """Which modality the arguments ask for, with its options; an option of the other one is refused by name."""
-    from semantic_pullbacks.text.model import TextModel
-
     text = texts is not None or isinstance(model, TextModel)
     chosen, other = (text_options, images_options) if text else (images_options, text_options)
     stray = [k for k, v in other.items() if v is not None]
