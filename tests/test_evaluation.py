@@ -107,6 +107,7 @@ def test_rows_summary_and_files_are_written(tiny, image_folder: Path, tmp_path: 
     for s in result.summaries.values():
         assert s.n == 6 and s.ci_low <= s.mean <= s.ci_high
     assert {d.metric for d in result.differences} == set(METRICS)
+    assert result.uses_pullback == {"SoftPullback": True, "Gradient": False}  # the chart's colours
 
 
 def _stored(out: Path):
@@ -260,6 +261,19 @@ def test_mosaics_match_make_mosaics():
 
 
 # ------------------------------------------------------------------------------------------------ ablation
+def test_a_method_spec_carries_its_class_and_refuses_an_unknown_name():
+    from semantic_pullbacks.methods import PullbackAscent, SoftPullback
+
+    assert MethodSpec("SP", "soft-pullback").method_class is SoftPullback
+    assert [s.method_class for s in ablation_specs({"steps": [3]}, temperatures=Temperatures(), ascent={})] == [
+        SoftPullback,
+        PullbackAscent,
+        PullbackAscent,
+    ]
+    with pytest.raises(InvalidInputError, match="unknown method 'NoSuchMethod'"):
+        MethodSpec("mine", "NoSuchMethod")
+
+
 def test_ablation_specs_vary_one_setting_at_a_time():
     sweeps = parse_ablation(["relu=0.3,0.6,none", "K=3,5", "alpha=10"])
     assert sweeps == {"relu": [0.3, 0.6, None], "steps": [3, 5], "alpha": [10.0]}

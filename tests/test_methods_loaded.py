@@ -106,3 +106,28 @@ def test_a_users_abstract_explainer_mixes_in_abc(lite0):
         Doubled(lite0).attribute(x, target=285), 2 * SoftPullback(lite0).attribute(x, target=285)
     )
     assert issubclass(Doubled, Explainer)
+
+
+def test_any_model_that_recommends_settings_is_taken_through_the_protocol():
+    """Methods know no LoadedModel: whatever holds a module and answers ``method_settings`` brings its settings."""
+    from semantic_pullbacks.methods.model_settings import ModelWithSettings
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    asked = []
+
+    class Recommends:
+        model = net
+
+        def method_settings(self, method):
+            asked.append(method)
+            return {"temperatures": Temperatures(relu=0.25), **({"steps": 3} if method is PullbackAscent else {})}
+
+    source = Recommends()
+    assert isinstance(source, ModelWithSettings) and not isinstance(net, ModelWithSettings)
+    sp = SoftPullback(source)
+    assert (sp.model, sp.temperatures.relu, asked) == (net, 0.25, [SoftPullback])
+    assert PullbackAscent(source).steps == 3
+    ascent = PullbackAscent(source, steps=2)
+    assert (ascent.steps, ascent.temperatures.relu) == (2, 0.25)  # the explicit setting wins
+    x = torch.randn(2, 3, 2, 2)
+    torch.testing.assert_close(sp.attribute(x, target=1), SoftPullback(net, {"relu": 0.25}).attribute(x, target=1))

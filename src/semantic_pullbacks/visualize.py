@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.images import as_cpu_float, to_display
+
+# matplotlib is imported where it draws, so importing this module stays cheap (calibration does, for save_figure)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DEFAULT_CMAP",
@@ -104,6 +104,8 @@ def heatmap_rgb(
     limit = robust_vmax(torch.from_numpy(signed), percentile) if vmax is None else float(vmax)
     if limit <= 0:
         raise InvalidInputError(f"vmax must be positive, got {vmax}")
+    from matplotlib import colormaps
+
     normalised = np.clip(signed / limit, -1.0, 1.0) * 0.5 + 0.5
     rgba = colormaps[cmap](normalised)
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
@@ -134,6 +136,8 @@ def overlay_rgb(
             f"attribution is {signed.shape[0]}×{signed.shape[1]} but the image is "
             f"{picture.shape[0]}×{picture.shape[1]}; they must match"
         )
+    from matplotlib import colormaps
+
     limit = robust_vmax(torch.from_numpy(signed), percentile) if vmax is None else float(vmax)
     grey = picture @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     base = np.repeat((0.35 + 0.5 * grey)[..., None], 3, axis=2)
@@ -148,6 +152,9 @@ def overlay_rgb(
 
 
 def _figure(rows: int, cols: int, panel: float = _PANEL_INCHES, extra_width: float = 0.0) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(cols * panel + extra_width, rows * panel + 0.35), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -170,6 +177,9 @@ def _show_signed(ax, signed: np.ndarray, vmax: float, cmap: str):
 
 
 def _colorbar(fig: Figure, axes, vmax: float, cmap: str, label: str = "attribution") -> None:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     mappable = ScalarMappable(norm=Normalize(-vmax, vmax), cmap=cmap)
     bar = fig.colorbar(mappable, ax=axes, shrink=0.8, fraction=0.05, pad=0.02)
     bar.set_label(label, fontsize=8)
@@ -530,6 +540,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render ``fig`` to an ``H×W×3`` uint8 RGB array (for web apps and tests)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -25,6 +25,8 @@ from ..engine import Relative, TemperatureLike, Temperatures
 from ..engine.registry import registered_rules
 from ..errors import InvalidInputError
 from ..methods import SoftPullback
+from ..metrics import get_metric, presets
+from ..visualize import save_figure
 from .objective import DEFAULT_CRITERIA, Criterion, Verdict, judge
 from .settings import Settings
 from .table import ScoreTable
@@ -140,8 +142,6 @@ class CalibrationResult:
         """Bar chart of every configuration's loss on all images (matplotlib Figure API, no global state)."""
         from matplotlib.figure import Figure
 
-        from ..visualize import save_figure
-
         done = [c for c in self.candidates if c.verdict is not None]
         fig = Figure(figsize=(8, 0.3 * len(done) + 1.4))
         ax = fig.add_subplot(1, 1, 1)
@@ -193,13 +193,10 @@ def _folds(n: int, k: int, seed: int) -> list[tuple[int, ...]]:
 def _metrics(names: Sequence[str], size: int, overrides: Mapping[str, Mapping[str, Any]], seed: int) -> dict:
     """The metrics at the paper's settings for ``size``-px inputs, with ``overrides`` per metric (``step_scale``
     multiplies the features per step of the step-wise metrics, as the evaluation presets do)."""
-    from ..evaluation.presets import get_preset, metric_settings
-    from ..metrics import get_metric
-
-    paper = get_preset("paper")
+    paper = presets.get_preset("paper")
     out = {}
     for name in names:
-        settings = metric_settings(name, size, paper)
+        settings = presets.metric_settings(name, size, paper)
         own = dict(overrides.get(name, {}))
         scale = own.pop("step_scale", 1)
         if "features_in_step" in settings:
@@ -251,27 +248,71 @@ def calibrate(
     """
     t0 = time.monotonic()
     say = progress or (lambda _msg: None)
+    _check_arguments(inputs, budget_s, criteria)
+    fold_sets = _folds(inputs.shape[0], folds, seed)
+    with torch.no_grad():
+        y = model(inputs).argmax(1) if targets is None else _checked_targets(targets, inputs, model)
+    configs = _candidates(model, inputs, candidates, families)
+    search_settings = CALIBRATION_METRIC_SETTINGS if metric_settings is None else metric_settings
+    table, report = _score_tables(model, inputs, y, criteria, search_settings, report_metric_settings or {}, seed, say)
+
+    scored, exhausted = _search(table, configs, criteria, t0, budget_s)
+    usable = [c.temperatures for c in scored if c.verdict is not None]
+    fold_results = _cross_validate(table, report, usable, fold_sets, criteria, say)
+    held_out = _pooled(report, [(f.chosen, f.test) for f in fold_results], criteria)
+    paper_held_out = _pooled(report, [(Temperatures(), f.test) for f in fold_results], criteria)
+    final, _ = _choose(table, usable, criteria, list(range(inputs.shape[0])))
+
+    current = start or Settings(model=None)
+    evidence = _evidence(
+        criteria, fold_results, held_out, paper_held_out, search_settings, report_metric_settings or {}, seed
+    )
+    return CalibrationResult(
+        Settings(final, current.ascent, current.model, evidence),
+        tuple(scored),
+        tuple(fold_results),
+        held_out,
+        paper_held_out,
+        tuple(criteria),
+        exhausted,
+        time.monotonic() - t0,
+        table,
+        report,
+    )
+
+
+def _check_arguments(inputs: Any, budget_s: Any, criteria: Sequence[Criterion]) -> None:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         raise InvalidInputError("inputs must be a batch of images (N, C, H, W)")
     if not (isinstance(budget_s, (int, float)) and budget_s > 0):
         raise InvalidInputError(f"budget_s must be positive, got {budget_s}")
     if not criteria:
         raise InvalidInputError("criteria must not be empty")
-    fold_sets = _folds(inputs.shape[0], folds, seed)
-    with torch.no_grad():
-        y = model(inputs).argmax(1) if targets is None else _checked_targets(targets, inputs, model)
-    configs = _candidates(model, inputs, candidates, families)
-    metrics = _metrics(
-        [c.metric for c in criteria],
-        inputs.shape[-1],
-        CALIBRATION_METRIC_SETTINGS if metric_settings is None else metric_settings,
-        seed,
-    )
-    table = ScoreTable(model, inputs, y, metrics, seed=seed, progress=say)
-    report_metrics = _metrics([c.metric for c in criteria], inputs.shape[-1], report_metric_settings or {}, seed)
-    report = ScoreTable(model, inputs, y, report_metrics, seed=seed, progress=lambda m: say(f"report: {m}"))
-    everything = list(range(inputs.shape[0]))
 
+
+def _score_tables(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    y: torch.Tensor,
+    criteria: Sequence[Criterion],
+    search_settings: Mapping[str, Mapping[str, Any]],
+    report_settings: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    say: Callable[[str], None],
+) -> tuple[ScoreTable, ScoreTable]:
+    """The per-image scores the search chooses by (search settings) and those the held-out report quotes."""
+    names, size = [c.metric for c in criteria], inputs.shape[-1]
+    table = ScoreTable(model, inputs, y, _metrics(names, size, search_settings, seed), seed=seed, progress=say)
+    report_metrics = _metrics(names, size, report_settings, seed)
+    report = ScoreTable(model, inputs, y, report_metrics, seed=seed, progress=lambda m: say(f"report: {m}"))
+    return table, report
+
+
+def _search(
+    table: ScoreTable, configs: Sequence[Temperatures], criteria: Sequence[Criterion], t0: float, budget_s: float
+) -> tuple[list[Candidate], bool]:
+    """Every configuration judged on all images, in order, until the time budget runs out (the first always is)."""
+    everything = list(range(table.inputs.shape[0]))
     scored: list[Candidate] = []
     exhausted = False
     for temps in configs:
@@ -283,27 +324,50 @@ def calibrate(
         sp, grad = table.scores(temps, everything), table.scores(None, everything)
         verdict = judge(criteria, sp, grad, table.higher_is_better)
         scored.append(Candidate(temps, verdict, time.monotonic() - t))
-    usable = [c.temperatures for c in scored if c.verdict is not None]
+    return scored, exhausted
 
-    def choose(images: Sequence[int]) -> tuple[Temperatures, Verdict]:
-        grad = table.scores(None, images)
-        verdicts = [(judge(criteria, table.scores(t, images), grad, table.higher_is_better), t) for t in usable]
-        best = min(range(len(verdicts)), key=lambda i: verdicts[i][0].rank())
-        return verdicts[best][1], verdicts[best][0]
 
+def _choose(
+    table: ScoreTable, usable: Sequence[Temperatures], criteria: Sequence[Criterion], images: Sequence[int]
+) -> tuple[Temperatures, Verdict]:
+    """The configuration that ranks best on ``images``, with its verdict there."""
+    grad = table.scores(None, images)
+    verdicts = [(judge(criteria, table.scores(t, images), grad, table.higher_is_better), t) for t in usable]
+    best = min(range(len(verdicts)), key=lambda i: verdicts[i][0].rank())
+    return verdicts[best][1], verdicts[best][0]
+
+
+def _cross_validate(
+    table: ScoreTable,
+    report: ScoreTable,
+    usable: Sequence[Temperatures],
+    fold_sets: Sequence[tuple[int, ...]],
+    criteria: Sequence[Criterion],
+    say: Callable[[str], None],
+) -> list[Fold]:
+    """Per fold: the choice on the other folds (search scores), judged on the fold itself (report scores)."""
+    everything = range(table.inputs.shape[0])
     fold_results = []
     for i, test in enumerate(fold_sets):
         train = tuple(j for j in everything if j not in test)
-        chosen, train_verdict = choose(train)
+        chosen, train_verdict = _choose(table, usable, criteria, train)
         test_verdict = judge(criteria, report.scores(chosen, test), report.scores(None, test), table.higher_is_better)
         fold_results.append(Fold(train, test, chosen, train_verdict, test_verdict))
         say(f"fold {i}: chose {_label(chosen)}; held out {list(test)}: feasible {test_verdict.feasible}")
-    held_out = _pooled(report, [(f.chosen, f.test) for f in fold_results], criteria)
-    paper_held_out = _pooled(report, [(Temperatures(), f.test) for f in fold_results], criteria)
-    final, _ = choose(everything)
+    return fold_results
 
-    current = start or Settings(model=None)
-    evidence = {
+
+def _evidence(
+    criteria: Sequence[Criterion],
+    fold_results: Sequence[Fold],
+    held_out: Verdict,
+    paper_held_out: Verdict,
+    search_settings: Mapping[str, Mapping[str, Any]],
+    report_settings: Mapping[str, Mapping[str, Any]],
+    seed: int,
+) -> dict[str, Any]:
+    """What the settings file records of how its temperatures were chosen and how well that held out."""
+    return {
         "objective": "every criterion feasible, then the lowest sum of losses (see calibration.objective)",
         "criteria": [c.describe() for c in criteria],
         "folds": [
@@ -317,25 +381,10 @@ def calibrate(
         ],
         "held_out_pooled": {k: _round(v) for k, v in held_out.values.items()},
         "paper_defaults_held_out_pooled": {k: _round(v) for k, v in paper_held_out.values.items()},
-        "search_metric_settings": {
-            k: dict(v) for k, v in (CALIBRATION_METRIC_SETTINGS if metric_settings is None else metric_settings).items()
-        },
-        "report_metric_settings": {k: dict(v) for k, v in (report_metric_settings or {}).items()} or "the paper's",
+        "search_metric_settings": {k: dict(v) for k, v in search_settings.items()},
+        "report_metric_settings": {k: dict(v) for k, v in report_settings.items()} or "the paper's",
         "seed": seed,
     }
-    settings = Settings(final, current.ascent, current.model, evidence)
-    return CalibrationResult(
-        settings,
-        tuple(scored),
-        tuple(fold_results),
-        held_out,
-        paper_held_out,
-        tuple(criteria),
-        exhausted,
-        time.monotonic() - t0,
-        table,
-        report,
-    )
 
 
 def _round(v: float) -> float | None:

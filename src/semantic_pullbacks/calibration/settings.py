@@ -22,11 +22,9 @@ from typing import Any
 
 from ..engine import Temperatures
 from ..errors import InvalidInputError
+from ..methods.configure import STEPPING_METHODS, temperatures_for
 
 __all__ = ["STEPPING_METHODS", "AscentSettings", "Settings", "load_settings", "save_settings", "temperatures_for"]
-
-#: Methods that step along the pullback before reading it: they use ``ascent.temperatures`` when a file gives them.
-STEPPING_METHODS = frozenset({"PullbackAscent", "DoublePullback"})
 
 _TOP_KEYS = {"temperatures", "ascent", "model", "evidence", "format"}
 FORMAT = "semantic-pullbacks-settings/1"
@@ -115,13 +113,6 @@ class Settings:
         if not isinstance(evidence, dict):
             raise InvalidInputError(f"{source}: 'evidence' must be an object")
         return cls(temperatures, ascent_settings, model, evidence)
-
-
-def temperatures_for(method: str, temperatures: Temperatures, ascent_temperatures: Temperatures | None) -> Temperatures:
-    """The temperatures ``method`` runs with: the ascent's own for stepping methods, when given."""
-    if ascent_temperatures is not None and method in STEPPING_METHODS:
-        return ascent_temperatures
-    return temperatures
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:

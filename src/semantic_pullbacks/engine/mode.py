@@ -17,10 +17,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import NotDifferentiableError
+from .context import PassContext
 from .coverage import NO_RULE, CoverageReport
 from .registry import NOT_HANDLED, nonlinear_name, rule_for
 from .support import check_model_supported
-from .temperatures import TemperatureLike, Temperatures
+from .temperatures import Temperatures
 
 __all__ = ["PassContext", "PullbackSession", "check_model_supported", "pullback_mode", "rules_suspended"]
 
@@ -57,25 +58,6 @@ def rules_suspended() -> Iterator[None]:
         yield
     finally:
         _local.suspended -= 1
-
-
-class PassContext:
-    """What a rule handler may ask of the session it runs in."""
-
-    __slots__ = ("coverage", "store_gates", "temperatures")
-
-    def __init__(self, temperatures: Temperatures, coverage: CoverageReport, store_gates: bool = False) -> None:
-        self.temperatures = temperatures
-        self.coverage = coverage
-        #: Several backward passes will share this graph: evaluate gates once in the forward and store them,
-        #: rather than rebuilding them from saved inputs in every backward pass.
-        self.store_gates = store_gates
-
-    def temperature(self, family: str) -> TemperatureLike:
-        return self.temperatures.get(family)
-
-    def record(self, op: str, status: str) -> None:
-        self.coverage.record(op, status)
 
 
 class _InterceptMode(TorchFunctionMode):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .mode import PassContext
+from .context import PassContext
+from .families import rules_read
 
 __all__ = [
     "NOT_HANDLED",
@@ -37,7 +37,7 @@ NOT_HANDLED: Any = _NotHandled()
 
 #: ``handler(func, args, kwargs, ctx) -> output or NOT_HANDLED``; ``ctx.temperature(family)`` gives the
 #: temperature and ``ctx.record(op, status)`` feeds the coverage report.
-RuleHandler = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], "PassContext"], Any]
+RuleHandler = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], PassContext], Any]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ def register_rule(
                 raise ValueError(f"a rule for {_name(func)} exists already; pass replace=True to override it")
             _RULES[func] = Rule(op=op, family=family, handler=handler, description=description)
             _NONLINEAR.pop(func, None)
+        _families_changed()
         return handler
 
     return decorate
@@ -83,6 +84,11 @@ def register_rule(
 def unregister_rule(func: Any) -> None:
     """Remove the rule for ``func`` (its ordinary gradient is used again)."""
     _RULES.pop(func, None)
+    _families_changed()
+
+
+def _families_changed() -> None:
+    rules_read(rule.family for rule in _RULES.values())
 
 
 def register_nonlinear(funcs: Iterable[Any], op: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError
-from .registry import registered_rules
+from .families import FAMILIES, known_families
 
 __all__ = [
     "FAMILIES",
@@ -167,18 +167,6 @@ def _check_stage_temperature(where: str, tau: Any) -> None:
 
 TemperatureLike = float | Relative | BySize | None
 
-#: Families the engine knows, with the paper's defaults (DESIGN.md section 2).
-FAMILIES: dict[str, str] = {
-    "relu": "ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh gates: grad * Phi(x/tau)",
-    "gelu": "GELU (exact and tanh): grad * Phi(x/tau)",
-    "silu": "SiLU/Swish, Hardswish, Mish and x*sigmoid(x): grad * g(x/tau)",
-    "maxpool": "max pooling (1d/2d/3d, adaptive): gradient spread by softmax(window/tau)",
-    "attention": "softmax attention: weights frozen, values reached through softmax(scores/tau)",
-    "gate": "sigmoid/hardsigmoid gates multiplied onto a tensor (squeeze-excitation): gate frozen",
-    "norm": "LayerNorm, GroupNorm, RMSNorm, InstanceNorm, batch-statistics BatchNorm: statistics frozen",
-    "bounded": "tanh as a bounded activation (BERT pooler): grad * g(x/tau), the secant gate g(u) = tanh(u)/u",
-}
-
 
 @dataclass(frozen=True)
 class Temperatures:
@@ -312,11 +300,6 @@ def _validate(name: str, value: Any) -> TemperatureLike:
             f"temperature for {name!r} must be a non-negative finite number, Relative(...) or None; got {value!r}"
         )
     return float(value)
-
-
-def known_families() -> list[str]:
-    """The built-in families, then those of rules users registered (:func:`semantic_pullbacks.register_rule`)."""
-    return [*FAMILIES, *sorted({rule.family for _, rule in registered_rules()} - set(FAMILIES))]
 
 
 def _unknown_family_message(name: str) -> str:

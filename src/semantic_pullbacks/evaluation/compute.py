@@ -21,7 +21,6 @@ from semantic_pullbacks.evaluation.plan import Plan, Unit
 from semantic_pullbacks.evaluation.seeds import derive_seed
 from semantic_pullbacks.evaluation.specs import MethodSpec
 from semantic_pullbacks.evaluation.store import Row
-from semantic_pullbacks.methods import get_method
 from semantic_pullbacks.metrics import ZeroAttributionWarning
 
 __all__ = ["Scorer", "collapse_skips"]
@@ -108,8 +107,7 @@ class Scorer:
     def _method(self, label: str, item: str, metric: str | None = None) -> Any:
         """The method for ``label``: built once if deterministic; for a stochastic one, built with a seed of
         its own for this item (and metric, for re-explanations inside a metric)."""
-        spec = self.specs[label]
-        cls = get_method(spec.method)
+        cls = self.specs[label].method_class
         kwargs = self.plan.method_kwargs[label]
         if getattr(cls, "stochastic", False) and "seed" in kwargs:
             names = (item, label) if metric is None else (item, label, metric)
@@ -121,7 +119,7 @@ class Scorer:
     def _factory(self, label: str, item: str, metric: str) -> MethodFactory:
         """Builds the method again inside a metric: for our model, the one of this (item, method, metric); for
         another model (a randomised copy), a fresh one with the same settings."""
-        cls = get_method(self.specs[label].method)
+        cls = self.specs[label].method_class
         kwargs = self.plan.method_kwargs[label]
 
         def build(model: Any = None) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
 from semantic_pullbacks.evaluation.devkit import devkit_labels, val_index
 from semantic_pullbacks.evaluation.seeds import derive_seed
+from semantic_pullbacks.examples import list_examples
 
 __all__ = ["IMAGE_SUFFIXES", "EvalImage", "find_images", "imagenet_wnids"]
 
@@ -165,8 +166,6 @@ def _find(
         raise InvalidInputError(f"images must be 'examples', a folder or a list of files, got {type(images)!r}")
     path = Path(images).expanduser()
     if not path.exists() and str(images).strip().lower() == "examples":
-        from semantic_pullbacks.examples import list_examples
-
         return [EvalImage(e.name, e.path, e.label) for e in list_examples()]  # no label: the top-1
     if not path.exists():
         raise InvalidInputError(f"images folder {str(path)!r} does not exist (or pass 'examples' for the bundled set)")

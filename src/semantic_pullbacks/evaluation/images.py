@@ -22,11 +22,12 @@ from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, decoded
 from semantic_pullbacks.evaluation.modality import MethodFactory
-from semantic_pullbacks.evaluation.presets import DEFAULT_METRICS, Preset, metric_settings
 from semantic_pullbacks.evaluation.world import World
 from semantic_pullbacks.methods import available_methods
 from semantic_pullbacks.metrics import get_metric, list_metrics, make_mosaics
+from semantic_pullbacks.metrics.presets import DEFAULT_METRICS, Preset, metric_settings
 from semantic_pullbacks.models import LoadedModel, Preprocess
+from semantic_pullbacks.models import load as load_model
 
 __all__ = [
     "IMAGE",
@@ -126,9 +127,7 @@ class ImageModality:
         if model is None:
             model = "efficientnet_lite0"
         if not isinstance(model, LoadedModel):
-            from semantic_pullbacks.models import load
-
-            model = load(model, weights=weights, device=device)
+            model = load_model(model, weights=weights, device=device)
         return cls(model, **options)
 
     # ------------------------------------------------------------------------------------------ the model

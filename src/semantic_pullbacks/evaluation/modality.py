@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.items import Inputs, Item, ItemSource
-from semantic_pullbacks.evaluation.presets import Preset
+from semantic_pullbacks.metrics.presets import Preset
 
 __all__ = ["MethodFactory", "Modality", "resolve_metrics"]
 

@@ -13,14 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from semantic_pullbacks.calibration.settings import temperatures_for
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.items import Item
 from semantic_pullbacks.evaluation.modality import Modality
-from semantic_pullbacks.evaluation.presets import Preset
 from semantic_pullbacks.evaluation.specs import MethodSpec, temperatures_record
-from semantic_pullbacks.methods import available_methods, get_method
+from semantic_pullbacks.methods import Explainer, available_methods
+from semantic_pullbacks.methods.configure import temperatures_for
+from semantic_pullbacks.metrics.presets import Preset
 
 __all__ = ["FORMAT_VERSION", "Plan", "Unit", "resolve_methods"]
 
@@ -36,8 +36,6 @@ def resolve_methods(methods: Sequence[str | MethodSpec] | None) -> list[MethodSp
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m.strip()]
     specs = [m if isinstance(m, MethodSpec) else MethodSpec.of(m.strip()) for m in methods]
-    for s in specs:
-        get_method(s.method)  # unknown names fail here, before the model loads
     if not specs:
         raise InvalidInputError("no method given")
     labels = [s.label for s in specs]
@@ -75,8 +73,8 @@ class Unit:
 _PASS_SETTINGS = ("nt_samples", "n_steps", "n_samples", "model_samples", "steps")
 
 
-def _passes(method: str, settings: Mapping[str, Any]) -> int:
-    merged = {**getattr(get_method(method), "defaults", {}), **settings}
+def _passes(method: type[Explainer], settings: Mapping[str, Any]) -> int:
+    merged = {**getattr(method, "defaults", {}), **settings}
     passes = 1
     for key in _PASS_SETTINGS:
         value = merged.get(key)
@@ -153,7 +151,9 @@ class Plan:
         for i, item in enumerate(self.items):
             metrics = tuple(m for m in self.metrics if self.kinds.get(m) == item.kind)
             if metrics:
-                out += [Unit(i, s.label, metrics, _passes(s.method, self.method_kwargs[s.label])) for s in self.specs]
+                out += [
+                    Unit(i, s.label, metrics, _passes(s.method_class, self.method_kwargs[s.label])) for s in self.specs
+                ]
         return out
 
     def todo(self, finished: set[tuple[str, str, str]]) -> list[Unit]:

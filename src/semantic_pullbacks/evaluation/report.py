@@ -1,4 +1,4 @@
-"""Reports of a benchmark: Markdown tables, a JSON summary, a bar chart, and optionally Parquet scores.
+"""Reports of a benchmark on disk: the Markdown summary, a JSON summary, a bar chart, and optionally Parquet scores.
 
 Written atomically by rank 0 at the end of a run (and again after a resume), from the merged rows alone, so a
 report always matches ``scores.csv``. Charts use matplotlib's Figure API on the Agg canvas: no pyplot global
@@ -13,116 +13,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from semantic_pullbacks.evaluation.result import EvaluationResult, arrow, counted_items, markdown_report
 from semantic_pullbacks.evaluation.store import FIELDS, atomic_write
 
-if TYPE_CHECKING:
-    from semantic_pullbacks.evaluation.runner import EvaluationResult
-
-__all__ = ["format_number", "markdown_report", "write_chart", "write_reports"]
-
-
-def format_number(value: float) -> str:
-    """Three significant digits, as the paper's tables print them; ``–`` for NaN."""
-    if not math.isfinite(value):
-        return "–"
-    text = f"{value:.3g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def _arrow(higher: bool) -> str:
-    return "↑" if higher else "↓"
-
-
-def _best(result: EvaluationResult, metric: str) -> str | None:
-    means = {
-        m: s.mean
-        for m in result.methods
-        if (s := result.summaries.get((m, metric))) is not None and math.isfinite(s.mean)
-    }
-    if len(means) < 2:
-        return None
-    pick = max if result.higher_is_better[metric] else min
-    return pick(means, key=lambda k: means[k])
-
-
-def _table(result: EvaluationResult, cell: Any) -> list[str]:
-    header = "| method | " + " | ".join(f"{m} {_arrow(result.higher_is_better[m])}" for m in result.metrics) + " |"
-    lines = [header, "|---|" + "---:|" * len(result.metrics)]
-    best = {m: _best(result, m) for m in result.metrics}
-    for method in result.methods:
-        cells = []
-        for metric in result.metrics:
-            s = result.summaries.get((method, metric))
-            text = "–" if s is None else cell(s)
-            if s is not None and best[metric] == method:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _mean_std(s: Any) -> str:
-    if s.n == 0:
-        return "–"
-    text = f"{format_number(s.mean)} ± {format_number(s.std)}"
-    return text + (f" (n={s.n})" if s.n_nan else "")
-
-
-def _ci(s: Any) -> str:
-    return "–" if s.n == 0 else f"[{format_number(s.ci_low)}, {format_number(s.ci_high)}]"
-
-
-def _counted(config: dict[str, Any]) -> tuple[int, str]:
-    """How many items of the run's modality (images, texts; not mosaics or joined pairs), and their noun."""
-    kind = str(config.get("modality", "image"))
-    n = len(config.get("items", {}).get(kind, []))
-    return n, f"{kind}{'' if n == 1 else 's'}"
-
-
-def markdown_report(result: EvaluationResult) -> str:
-    """Summary (mean ± std), 95% bootstrap CIs, paired differences against gradient counterparts, notes."""
-    cfg = result.config
-    n, noun = _counted(cfg)
-    items = f"{noun.rstrip('s')}s"
-    model = cfg.get("model", {}).get("name", "?")
-    lines = [
-        f"# Evaluation: {model}, {n} {noun}, preset `{cfg.get('preset')}`, seed {cfg.get('seed')}",
-        "",
-        f"Mean ± std over {items} (↑ higher is better, ↓ lower is better; best per column in bold; "
-        "n shown where some scores were undefined).",
-        "",
-        *_table(result, _mean_std),
-        "",
-        "## 95% bootstrap confidence intervals of the mean",
-        "",
-        *_table(result, _ci),
-    ]
-    if result.differences:
-        lines += [
-            "",
-            f"## Pullback methods against their gradient counterparts (paired, same {items})",
-            "",
-            "Δ = mean(method − baseline) with its 95% bootstrap CI; ratio = mean(method) / mean(baseline); "
-            f"median ratio = median over {items} of method / baseline; verdict from the CI and the metric's "
-            "direction (n.s.: the CI contains 0).",
-            "",
-            "| method | baseline | metric | n | method mean | baseline mean | Δ [95% CI] | ratio | median ratio "
-            "| verdict |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for d in result.differences:
-            verdict = {True: "better", False: "worse", None: "n.s."}[d.method_better]
-            lines.append(
-                f"| {d.method} | {d.baseline} | {d.metric} {_arrow(d.higher_is_better)} | {d.n} | "
-                f"{format_number(d.mean_method)} | {format_number(d.mean_baseline)} | "
-                f"{format_number(d.mean_diff)} [{format_number(d.ci_low)}, {format_number(d.ci_high)}] | "
-                f"{format_number(d.ratio)} | {format_number(d.median_ratio)} | {verdict} |"
-            )
-    if result.notes:
-        lines += ["", "## Notes", "", *[f"- {n}" for n in result.notes]]
-    return "\n".join(lines) + "\n"
+__all__ = ["write_chart", "write_reports"]
 
 
 def _summary_json(result: EvaluationResult) -> dict[str, Any]:
@@ -150,8 +46,6 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from semantic_pullbacks.methods import get_method
-
     metrics: Sequence[str] = result.metrics
     methods = result.methods
     ncols = min(4, max(1, len(metrics)))
@@ -159,14 +53,7 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
     height = max(2.5, 0.28 * len(methods) + 1.2)
     fig = Figure(figsize=(4.2 * ncols, height * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    info = result.config.get("methods", {})
-    colours = []
-    for m in methods:
-        try:
-            pullback = get_method(info.get(m, {}).get("method", m)).uses_pullback
-        except Exception:  # a label from an older run: draw it neutral
-            pullback = False
-        colours.append("#d95f02" if pullback else "#7f7f7f")
+    colours = ["#d95f02" if result.uses_pullback.get(m, False) else "#7f7f7f" for m in methods]
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(metrics):
@@ -186,9 +73,9 @@ def write_chart(result: EvaluationResult, path: Path) -> None:
         ax.set_yticks(ys, methods if i % ncols == 0 else [""] * len(methods), fontsize=8)
         ax.invert_yaxis()
         ax.axvline(0, color="black", linewidth=0.6)
-        ax.set_title(f"{metric} {_arrow(result.higher_is_better[metric])}", fontsize=9)
+        ax.set_title(f"{metric} {arrow(result.higher_is_better[metric])}", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    n, noun = _counted(result.config)
+    n, noun = counted_items(result.config)
     fig.suptitle(
         f"{result.config.get('model', {}).get('name', '')}: mean and 95% CI over {n} {noun} (orange: pullback methods)",
         fontsize=10,

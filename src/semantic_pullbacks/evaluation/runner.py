@@ -16,8 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,54 +30,19 @@ from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
-from semantic_pullbacks.evaluation.presets import get_preset
+from semantic_pullbacks.evaluation.report import write_reports
+from semantic_pullbacks.evaluation.result import EvaluationResult
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
-from semantic_pullbacks.evaluation.statistics import PairedDifference, Summary, paired_difference, summarise
+from semantic_pullbacks.evaluation.statistics import PairedDifference, paired_difference, summarise
 from semantic_pullbacks.evaluation.store import ResultsStore, Row, fingerprint
 from semantic_pullbacks.evaluation.texts import TextModality
 from semantic_pullbacks.evaluation.world import DEFAULT_TIMEOUT, World
 from semantic_pullbacks.methods import counterpart
+from semantic_pullbacks.metrics.presets import get_preset
+from semantic_pullbacks.text.model import TextModel
 
 __all__ = ["EvaluationResult", "compose_mosaics", "evaluate", "resolve_methods", "resolve_metrics"]
-
-
-@dataclass
-class EvaluationResult:
-    """What a benchmark produced: every row, and their statistics.
-
-    ``summaries[(method, metric)]`` holds mean ± std and the bootstrap CI; ``differences`` compares each
-    pullback method with its gradient counterpart item by item; ``notes`` lists what was skipped and why;
-    ``files`` the paths written (empty without ``out``, and on ranks other than 0).
-    """
-
-    rows: list[Row]
-    methods: list[str]
-    metrics: list[str]
-    summaries: dict[tuple[str, str], Summary]
-    differences: list[PairedDifference]
-    higher_is_better: dict[str, bool]
-    notes: list[str]
-    config: dict[str, Any]
-    out: Path | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
-    computed_rows: int = 0
-    #: per rank: host, scores computed and seconds spent on them (how evenly the work was shared)
-    ranks: list[dict[str, Any]] = field(default_factory=list)
-
-    def scores(self) -> dict[tuple[str, str], dict[str, float]]:
-        """``{(method, metric): {item: score}}``."""
-        out: dict[tuple[str, str], dict[str, float]] = {}
-        for r in self.rows:
-            out.setdefault((r.method, r.metric), {})[r.item] = r.score
-        return out
-
-    def markdown(self) -> str:
-        """The summary report as Markdown (what ``summary.md`` holds)."""
-        from semantic_pullbacks.evaluation.report import markdown_report
-
-        return markdown_report(self)
 
 
 def evaluate(
@@ -181,8 +145,6 @@ def _modality(
     model: Any, images: Any, texts: Any, *, images_options: dict[str, Any], text_options: dict[str, Any]
 ) -> tuple[type[Modality], dict[str, Any]]:
     """Which modality the arguments ask for, with its options; an option of the other one is refused by name."""
-    from semantic_pullbacks.text.model import TextModel
-
     text = texts is not None or isinstance(model, TextModel)
     chosen, other = (text_options, images_options) if text else (images_options, text_options)
     stray = [k for k, v in other.items() if v is not None]
@@ -391,6 +353,7 @@ def _report(
         summaries={key: summarise(list(v.values()), seed=seed) for key, v in sorted(by_key.items())},
         differences=_differences(plan.specs, plan.metrics, by_key, higher, seed),
         higher_is_better=higher,
+        uses_pullback={s.label: s.method_class.uses_pullback for s in plan.specs},
         notes=notes,
         config=store.config,
         out=store.out,
@@ -399,8 +362,6 @@ def _report(
         ranks=[{"rank": s.rank, "host": s.host, "computed": s.computed, "seconds": s.seconds} for s in statuses],
     )
     if store.out is not None and w.is_main:
-        from semantic_pullbacks.evaluation.report import write_reports
-
         result.files = write_reports(result, chart=chart)
     return result
 
@@ -422,7 +383,7 @@ def _differences(
     labels = {s.label for s in specs}
     out = []
     for s in specs:
-        base = counterpart(s.method)
+        base = counterpart(s.method_class)
         if base is None or base not in labels:
             continue
         for metric in metrics:

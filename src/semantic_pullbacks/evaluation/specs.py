@@ -28,11 +28,19 @@ _ASCENT_PARAMS = {"k": "steps", "steps": "steps", "alpha": "alpha", "α": "alpha
 @dataclass(frozen=True)
 class MethodSpec:
     """``method`` (a class name of :mod:`semantic_pullbacks.methods`) under ``label`` with constructor
-    ``settings``; ``settings["temperatures"]`` (family -> value) changes only those families."""
+    ``settings``; ``settings["temperatures"]`` (family -> value) changes only those families.
+
+    The name is looked up once, here (an unknown one fails before any model loads): ``method_class`` is what the
+    plan, the scorer and the report use.
+    """
 
     label: str
     method: str
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    method_class: type[Explainer] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method_class", get_method(self.method))
 
     @classmethod
     def of(cls, name: str, settings: Mapping[str, Any] | None = None) -> MethodSpec:
@@ -50,20 +58,19 @@ class MethodSpec:
     ) -> dict[str, Any]:
         """The keyword arguments the method's constructor gets: shared settings it accepts, then its own
         (``domain``: the input's value range, where it has one: images do, token embeddings do not)."""
-        cls = get_method(self.method)
         own = dict(self.settings)
         temps = temperatures.replace(**own.pop("temperatures", {})) if "temperatures" in own else temperatures
         offered: dict[str, Any] = {"temperatures": temps, **ascent, "seed": seed}
         if domain is not None:
             offered["domain"] = domain
-        accepted = accepted_settings(cls)
+        accepted = accepted_settings(self.method_class)
         kwargs = {k: v for k, v in offered.items() if k in accepted}
         kwargs.update(own)
         return kwargs
 
     def build(self, model: nn.Module, **shared: Any) -> Explainer:
         """An instance bound to ``model`` (``shared``: see :meth:`resolved`)."""
-        return get_method(self.method)(model, **self.resolved(**shared))
+        return self.method_class(model, **self.resolved(**shared))
 
 
 def temperatures_record(temperatures: Temperatures) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def ablation_specs(
     specs: list[MethodSpec] = []
     for name in methods:
         base = MethodSpec.of(name)
-        accepted = accepted_settings(get_method(base.method))
+        accepted = accepted_settings(base.method_class)
         specs.append(base)
         for param, values in sweeps.items():
             for v in values:

@@ -27,9 +27,14 @@ from torch import Tensor, nn
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
 from semantic_pullbacks.evaluation.modality import MethodFactory
-from semantic_pullbacks.evaluation.presets import Preset
 from semantic_pullbacks.evaluation.seeds import derive_seed
 from semantic_pullbacks.evaluation.world import World
+from semantic_pullbacks.metrics.presets import Preset
+from semantic_pullbacks.text.dataset import TextSet, read_texts
+from semantic_pullbacks.text.explain import label_embeddings, token_maps
+from semantic_pullbacks.text.metrics import get_text_metric, list_text_metrics, removal_token
+from semantic_pullbacks.text.model import DEFAULT_TEXT_MODEL, TextModel, load_text_model, tokenize
+from semantic_pullbacks.text.targets import ClassTarget, SimilarityTarget
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -87,8 +92,6 @@ class TextDecoder:
     in_process: ClassVar[bool] = True
 
     def __call__(self, item: Item) -> Inputs:
-        from semantic_pullbacks.text.model import tokenize
-
         if item.kind == POINTING:
             text, span = item.source.joined(_shares(self.tokenizer, item.source.texts, self.max_length))
         else:
@@ -195,8 +198,6 @@ class TextModality:
     # ------------------------------------------------------------------------------------------ catalogue
     @classmethod
     def metric_names(cls) -> list[str]:
-        from semantic_pullbacks.text.metrics import list_text_metrics
-
         return list_text_metrics()
 
     @classmethod
@@ -215,8 +216,6 @@ class TextModality:
     @classmethod
     def prepare(cls, **options: Any) -> dict[str, Any]:
         """Read and check the texts before any model loads (a bad file fails in a second)."""
-        from semantic_pullbacks.text.dataset import TextSet, read_texts
-
         for name in ("n_texts", "n_pairs"):
             value = options.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -233,8 +232,6 @@ class TextModality:
     def load(cls, model: Any, device: torch.device, **options: Any) -> TextModality:
         """``model`` (a :class:`~semantic_pullbacks.text.TextModel`, a Hugging Face folder or name; None: the
         embedded MiniLM) on ``device`` (a copy is moved there, the caller's model stays where it is)."""
-        from semantic_pullbacks.text.model import DEFAULT_TEXT_MODEL, TextModel, load_text_model
-
         if not (model is None or isinstance(model, (TextModel, str, os.PathLike))):
             raise InvalidInputError(
                 f"a text benchmark's model is a TextModel, a Hugging Face model folder or hub name, or None (the "
@@ -246,9 +243,6 @@ class TextModality:
         return cls(tm, **options)
 
     def __post_init__(self) -> None:
-        from semantic_pullbacks.text.explain import label_embeddings
-        from semantic_pullbacks.text.metrics import removal_token
-
         tm = self.text_model
         self._module = tm.forward_module
         self.replace_id = removal_token(tm.tokenizer)
@@ -420,14 +414,10 @@ class TextModality:
         return {}
 
     def build_metric(self, metric: str, settings: Mapping[str, Any], *, batch_size: int, seed: int) -> Any:
-        from semantic_pullbacks.text.metrics import get_text_metric
-
         return get_text_metric(metric, **settings)
 
     def explain(self, method: Any, item: Item, inputs: Inputs) -> Tensor:
         """Signed token relevance ``(1, T)`` (``embedding . map`` summed over the hidden dimension)."""
-        from semantic_pullbacks.text.explain import token_maps
-
         signed, _ = token_maps(method, self.text_model, inputs.x, inputs.extra["attention_mask"], [self._target(item)])
         return signed[0]
 
@@ -445,8 +435,6 @@ class TextModality:
                       segment=inputs.extra.get("segment"))  # fmt: skip
 
     def _target(self, item: Item) -> Any:
-        from semantic_pullbacks.text.targets import ClassTarget, SimilarityTarget
-
         k = item.target
         if self._references is None:
             return ClassTarget(k, self.class_names[k])

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from semantic_pullbacks.errors import InvalidInputError
+from semantic_pullbacks.evaluation.job import JobFailedError
 
 __all__ = ["DEFAULT_TIMEOUT", "World"]
 
@@ -150,8 +151,6 @@ class World:
         """Wait until every rank reaches ``what``, at most ``timeout`` seconds; on failure, say which rank is
         missing (gloo's monitored barrier reports the ranks that did not arrive)."""
         import torch.distributed as dist
-
-        from semantic_pullbacks.evaluation.job import JobFailedError
 
         try:
             span = datetime.timedelta(seconds=self.timeout)

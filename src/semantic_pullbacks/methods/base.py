@@ -13,7 +13,7 @@ from torch import nn
 from ..engine import check_model_supported
 from ..errors import InvalidInputError
 from .checks import check_inputs, model_state_kept, warn_if_training
-from .configure import AcceptsLoadedModels
+from .model_settings import AcceptsLoadedModels
 from .targets import OutputSelector, TargetType, objective, select_output
 
 __all__ = ["Explainer", "forward_args"]
@@ -32,7 +32,8 @@ class Explainer(metaclass=AcceptsLoadedModels):
 
     Subclasses implement :meth:`_attribute` on a validated, detached input. The caller's tensors, their
     ``.grad`` and ``requires_grad``, and the model's parameters and train/eval mode are left as found.
-    ``model`` may be a :class:`~semantic_pullbacks.models.LoadedModel`: its family's recommended settings apply.
+    ``model`` may be a :class:`~semantic_pullbacks.models.LoadedModel` (any
+    :class:`~.model_settings.ModelWithSettings`): the settings it recommends for the method apply.
     """
 
     #: Whether the method's own pass is a soft pullback (``True``) or an ordinary gradient (``False``).

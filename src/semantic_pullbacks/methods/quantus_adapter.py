@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from .catalog import get_method
 
 __all__ = ["quantus_explain_func"]
 
@@ -20,8 +21,6 @@ def quantus_explain_func(model: torch.nn.Module, inputs: Any, targets: Any, **kw
     ``method``). The model runs in its own dtype; the attributions come back as numpy arrays shaped like
     ``inputs`` and in their dtype.
     """
-    from . import get_method
-
     name = kwargs.pop("method", "SoftPullback")
     device = kwargs.pop("device", None)
     kwargs.pop("softmax", None)  # Quantus passes its own flags through; they are not settings of ours

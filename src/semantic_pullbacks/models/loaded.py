@@ -9,18 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from semantic_pullbacks.calibration import Settings, load_settings, recommended_settings
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.imagenet import Prediction, imagenet_classes, resolve_target, top_k
 from semantic_pullbacks.images import DEFAULT_MAX_PIXELS, image_to_tensor, load_image, load_images
-
-if TYPE_CHECKING:
-    from semantic_pullbacks.calibration import Settings
-    from semantic_pullbacks.methods import Explainer
+from semantic_pullbacks.methods import Explainer, get_method
+from semantic_pullbacks.methods.configure import method_settings
 
 __all__ = ["LoadedModel", "Preprocess", "wrap"]
 
@@ -103,6 +102,20 @@ class LoadedModel:
         """Logit index for a class index, numeric string or (approximate) class name."""
         return resolve_target(spec, self.class_names)
 
+    def method_settings(self, method: type[Explainer], settings: Settings | None = None) -> dict[str, Any]:
+        """The constructor settings ``method`` accepts among ``settings`` (default: those recommended for this
+        model's family) and this model's input domain: what ``SoftPullback(loaded)`` applies."""
+        chosen = recommended_settings(self.name) if settings is None else settings
+        a = chosen.ascent
+        return method_settings(
+            method,
+            chosen.temperatures,
+            ascent_temperatures=a.temperatures,
+            steps=a.steps,
+            alpha=a.alpha,
+            domain=self.domain,
+        )
+
     def explainer(
         self,
         method: str = "SoftPullback",
@@ -118,17 +131,12 @@ class LoadedModel:
 
         >>> loaded.explainer("PullbackAscent", clip="last").run(x, target=285)   # doctest: +SKIP
         """
-        from semantic_pullbacks.calibration import load_settings
-        from semantic_pullbacks.methods import get_method
-        from semantic_pullbacks.methods.configure import settings_of
-
         cls = get_method(method)
         if settings is None:
             return cls(self, **overrides)
-        if not hasattr(settings, "temperatures"):
-            settings = load_settings(settings)  # type: ignore[arg-type]
-        kwargs = settings_of(cls, settings, domain=self.domain)  # type: ignore[arg-type]
-        return cls(self.model, **{**kwargs, **overrides})
+        if not isinstance(settings, Settings):
+            settings = load_settings(settings)
+        return cls(self.model, **{**self.method_settings(cls, settings), **overrides})
 
 
 def _domain(domain: Sequence[float]) -> tuple[float, float]:

@@ -5,7 +5,7 @@
 >>> result = explainer.attribute("A man is playing a guitar.", pair="Someone plays music.")   # doctest: +SKIP
 >>> result.top_words(2)                                                                      # doctest: +SKIP
 
-The input space is the token embeddings; relevance per token is ``embedding . pullback`` (DESIGN.md section 6).
+The input space is the token embeddings; relevance per token is ``embedding . pullback``.
 """
 
 from .explain import TextExplainer, token_relevance

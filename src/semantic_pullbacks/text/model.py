@@ -1,7 +1,7 @@
 """A Hugging Face model and its tokenizer, seen as a function of the input embeddings.
 
 Text is discrete, so the explained input is the token embeddings: the model is called with ``inputs_embeds`` and
-the pullback is taken with respect to them (DESIGN.md section 6). :class:`TextModel` holds the model, its tokenizer
+the pullback is taken with respect to them. :class:`TextModel` holds the model, its tokenizer
 and what kind of model it is; :class:`EmbeddingsForward` is the ``nn.Module`` the explainers see: embeddings and
 attention mask in, one tensor out (class logits, next-token logits, or a pooled sentence embedding).
 """

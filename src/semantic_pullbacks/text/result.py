@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .views import to_html, to_rich
+
 __all__ = ["TokenAttribution", "WordScore"]
 
 
@@ -101,13 +103,9 @@ class TokenAttribution:
 
     # --- views ------------------------------------------------------------------------------------------------
     def _repr_html_(self) -> str:
-        from .views import to_html
-
         return to_html([self], standalone=False)
 
     def __rich__(self) -> Any:
-        from .views import to_rich
-
         return to_rich(self)
 
 

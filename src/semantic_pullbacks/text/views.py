@@ -9,14 +9,45 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .result import TokenAttribution
-
-__all__ = ["save_html", "save_png", "to_html", "to_rich"]
+__all__ = ["TokenScores", "save_html", "save_png", "to_html", "to_rich"]
 
 
-def _units(result: TokenAttribution, level: str) -> list[tuple[str, float]]:
+class _Word(Protocol):
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def relevance(self) -> float: ...
+
+
+class TokenScores(Protocol):
+    """What a view reads of a result (a :class:`~.result.TokenAttribution`, which shows itself through these
+    views): its tokens or words with their relevance, and what its heading names."""
+
+    @property
+    def tokens(self) -> Sequence[str]: ...
+
+    @property
+    def relevance(self) -> Sequence[float]: ...
+
+    @property
+    def special(self) -> Sequence[bool]: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    def words(self) -> Sequence[_Word]: ...
+
+
+def _units(result: TokenScores, level: str) -> list[tuple[str, float]]:
     if level == "words":
         return [(w.text, w.relevance) for w in result.words()]
     return [(t, r) for t, r, s in zip(result.tokens, result.relevance, result.special) if not s]
@@ -38,7 +69,7 @@ def _ink(value: float, scale: float) -> str:
     return "white" if abs(value) / scale > 0.6 else "black"
 
 
-def to_rich(result: TokenAttribution, level: str = "words") -> Any:
+def to_rich(result: TokenScores, level: str = "words") -> Any:
     from rich.text import Text
 
     units = _units(result, level)
@@ -54,7 +85,7 @@ def to_rich(result: TokenAttribution, level: str = "words") -> Any:
     return text
 
 
-def to_html(results: Sequence[TokenAttribution], level: str = "words", standalone: bool = True, title: str = "") -> str:
+def to_html(results: Sequence[TokenScores], level: str = "words", standalone: bool = True, title: str = "") -> str:
     """One block per result; no scripts, fonts or images from elsewhere."""
     blocks = []
     for res in results:
@@ -84,13 +115,13 @@ def to_html(results: Sequence[TokenAttribution], level: str = "words", standalon
     )
 
 
-def save_html(results: Sequence[TokenAttribution], path: str | Path, level: str = "words") -> Path:
+def save_html(results: Sequence[TokenScores], path: str | Path, level: str = "words") -> Path:
     path = Path(path)
     path.write_text(to_html(results, level), encoding="utf-8")
     return path
 
 
-def save_png(results: Sequence[TokenAttribution], path: str | Path, level: str = "words", dpi: int = 200) -> Path:
+def save_png(results: Sequence[TokenScores], path: str | Path, level: str = "words", dpi: int = 200) -> Path:
     """A figure for papers: each text as a row of coloured words, wrapped at a fixed width."""
     import matplotlib
 

@@ -4,6 +4,7 @@ The paper's settings cost thousands of model passes per (image, method): right f
 checking an installation or a new model in a few minutes. ``fast`` keeps every method and metric but cuts
 sample counts (noise draws, integration steps, perturbation draws) and coarsens the faithfulness steps. Its
 numbers are noisier and not directly comparable with the paper's; ``paper`` reproduces the paper's table.
+They sit beside the metrics because both the evaluation and the calibration read them.
 
 =========================  ================================  ============================
 setting                    paper                             fast
@@ -34,9 +35,8 @@ from semantic_pullbacks.errors import InvalidInputError
 
 __all__ = ["PRESETS", "Preset", "get_preset", "metric_settings"]
 
-#: the paper's table (DESIGN.md section 4), in its column order, then the diagnostics DESIGN.md section 8 asks to
-#: report beside it (aliasing: free; top-layer randomisation: one explanation per image); the cascading
-#: model_parameter_randomisation only on request
+#: the paper's table, in its column order, then the diagnostics reported beside it (aliasing: free; top-layer
+#: randomisation: one explanation per image); the cascading model_parameter_randomisation only on request
 DEFAULT_METRICS = (
     "infidelity",
     "faithfulness_correlation",
