@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from semantic_pullbacks.app import logic
 from semantic_pullbacks.app.logic import ExplainRequest, Limits, ModelCache, RequestTimeoutError, explain, read_image
@@ -18,24 +17,15 @@ from semantic_pullbacks.errors import ImageLoadError, InvalidInputError
 from semantic_pullbacks.examples import example_path
 from semantic_pullbacks.methods import METHODS, PAIRS
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, wrap
+from small_methods import small_net
 
 SIZE = 16
 CLASSES = ("cat", "dog", "teapot")
 
 
 def _tiny() -> LoadedModel:
-    """A small ReLU/max-pool CNN: every method runs in milliseconds, so the logic is what is tested."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, len(CLASSES)),
-    )
+    """The suite's small CNN as a loaded model: every method runs in milliseconds, so the logic is what is tested."""
+    net = small_net(classes=len(CLASSES))
     net.requires_grad_(False)
     return wrap(net, domain=(-1.0, 1.0), input_size=SIZE, class_names=CLASSES, name="tiny")
 
@@ -334,7 +324,7 @@ def test_relative_sliders_and_presets():
 
 def test_preset_overrides_the_sliders(tiny, x):
     hard = Temperatures.hard()
-    hard_controls = {**logic.paper_temperatures(), "relu": 0.0, "maxpool": 0.0}
+    hard_controls = {**logic.paper_temperatures(), "relu": 0.0, "maxpool": 0.0, "gelu": 0.0}
     by_preset = explain(tiny, x, ExplainRequest(target=0, preset=hard)).panels[0].signed
     by_sliders = explain(tiny, x, ExplainRequest(target=0, temperatures=hard_controls)).panels[0].signed
     np.testing.assert_array_equal(by_preset, by_sliders)

@@ -16,6 +16,8 @@ from semantic_pullbacks.methods import SoftPullback
 
 
 def relu_pool_net() -> nn.Module:
+    # not small_methods.small_net: with ReLU and max pooling only, zero for those two families is the whole
+    # ordinary gradient (small_net's GELU and BN would stay soft)
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 5)).eval()
 
