@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from types import ModuleType
 
 from .. import __version__
 from ..errors import SemanticPullbacksError
@@ -40,17 +41,18 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
-def _module(command: Command) -> object:
+def _module(command: Command) -> ModuleType:
     """The command's module, imported only when the command is used. This is the one lazy import of the CLI: the
     image commands import matplotlib and the app Gradio (seconds together), which ``--help`` and ``classes`` must
     not pay for. A missing optional dependency is an ``error:`` line naming the extra to install."""
     try:
         return importlib.import_module(f"{__name__}.{command.module}")
     except ModuleNotFoundError as error:
-        if not error.name or error.name.split(".")[0] == "semantic_pullbacks":
+        missing = (error.name or "").split(".")[0]
+        if not missing or missing == "semantic_pullbacks":
             raise
         raise SemanticPullbacksError(
-            f"{command.name} needs {error.name}: pip install 'semantic-pullbacks[{command.extra}]'"
+            f"{command.name} needs {missing}: pip install 'semantic-pullbacks[{command.extra}]'"
         ) from None
 
 
