@@ -1,5 +1,5 @@
-"""One rank of a distributed evaluation in the tests: ``evaluate()`` on a tiny CNN, started by torchrun (or by
-hand with the same environment variables).
+"""One rank of a distributed evaluation in the tests: ``evaluate()`` on the suite's small CNN, started by torchrun
+(or by hand with the same environment variables).
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py IMAGES OUT
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from semantic_pullbacks.evaluation import World, evaluate
 from semantic_pullbacks.models import wrap
+from small_methods import small_net
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["SoftPullback", "Gradient", "SmoothGrad"]
@@ -40,20 +41,6 @@ def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, timeout:
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT)
     return done, time.monotonic() - start
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 10),
-    )
 
 
 def write_png(path: Path, seed: int) -> None:
@@ -73,7 +60,7 @@ def _refuse_blank_images(module: nn.Module, args: tuple[torch.Tensor, ...]) -> N
 
 
 def tiny() -> object:
-    model = tiny_model()
+    model = small_net(classes=10)
     if os.environ.get("SP_TEST_BLANK_FAILS") == "1":
         model.register_forward_pre_hook(_refuse_blank_images)
     return wrap(model, domain=(-1, 1), input_size=32, class_names=[f"c{i}" for i in range(10)], name="tiny")

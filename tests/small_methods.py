@@ -1,4 +1,4 @@
-"""Every method with few samples and steps, and a small CNN to run them on, for tests that check where a method
+"""The suite's one small CNN, and every method with few samples and steps, for tests that check where a method
 fails and what it agrees with rather than the quality of its maps."""
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ def small_explainer(method: str, model: Any, **settings: Any) -> Explainer:
     return cls(model, **settings)
 
 
-def small_net(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Conv-BN-ReLU, max pooling, GELU: the rule families a CNN meets. Eval mode, real BN statistics."""
+def small_net(seed: int = 0, dtype: torch.dtype = torch.float32, *, channels: int = 3, classes: int = 5) -> nn.Module:
+    """The suite's small CNN. Conv-BN-ReLU, max pooling, GELU: the rule families a CNN meets. Eval mode, real BN
+    statistics; any input of at least 2x2 pixels. Layers: 0 and 4 convolutions, 1 BN, 8 the linear head."""
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 5),
+        nn.Conv2d(channels, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes),
     )  # fmt: skip
     with torch.no_grad():
         model[1].running_mean.uniform_(-0.3, 0.3)

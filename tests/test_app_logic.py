@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from semantic_pullbacks.app import logic
 from semantic_pullbacks.app.logic import ExplainRequest, Limits, ModelCache, RequestTimeoutError, explain, read_image
@@ -18,24 +18,15 @@ from semantic_pullbacks.errors import ImageLoadError, InvalidInputError
 from semantic_pullbacks.examples import example_path
 from semantic_pullbacks.methods import METHODS, PAIRS
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, wrap
+from small_methods import small_net
 
 SIZE = 16
 CLASSES = ("cat", "dog", "teapot")
 
 
 def _tiny() -> LoadedModel:
-    """A small ReLU/max-pool CNN: every method runs in milliseconds, so the logic is what is tested."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, len(CLASSES)),
-    )
+    """The suite's small CNN as a loaded model: every method runs in milliseconds, so the logic is what is tested."""
+    net = small_net(classes=len(CLASSES))
     net.requires_grad_(False)
     return wrap(net, domain=(-1.0, 1.0), input_size=SIZE, class_names=CLASSES, name="tiny")
 
@@ -74,10 +65,17 @@ def test_read_image_gives_the_model_input(tiny, tmp_path):
     assert -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
 
 
-def test_read_image_trusts_content_not_the_file_name(tiny, tmp_path):
-    path = tmp_path / "photo.txt"  # a real JPEG behind a misleading name is fine
-    Image.new("RGB", (20, 20), 50).save(path, format="JPEG")
-    assert read_image(path, tiny).shape == (3, SIZE, SIZE)
+@pytest.mark.parametrize(("fmt", "name"), [("PNG", "photo.jpg"), ("JPEG", "photo.txt"), ("WEBP", "photo")])
+def test_read_image_trusts_content_not_the_file_name(tiny, tmp_path, fmt, name):
+    """A real image behind a misleading name (or none) is decoded by its content. Reference: a uniform colour,
+    which must arrive as that colour mapped to the model's domain [-1, 1] (lossy formats within a grey level)."""
+    colour = (50, 120, 200)
+    Image.new("RGB", (20, 20), colour).save(
+        tmp_path / name, format=fmt, **({"lossless": True} if fmt == "WEBP" else {})
+    )
+    x = read_image(tmp_path / name, tiny)
+    expected = (torch.tensor(colour, dtype=torch.float32) / 255 * 2 - 1)[:, None, None].expand(3, SIZE, SIZE)
+    torch.testing.assert_close(x, expected, rtol=0, atol=0 if fmt != "JPEG" else 2 * 2 / 255)
 
 
 @pytest.mark.parametrize(
@@ -243,13 +241,34 @@ def test_a_request_past_its_time_limit_stops_and_leaves_the_model_usable(tiny, x
     assert explain(tiny, x, ExplainRequest()).panels  # the next request runs normally
 
 
-def test_result_figure_has_one_row_per_method(tiny, x):
+def test_result_figure_shows_each_methods_pictures_in_its_own_row(tiny, x):
+    """Row r holds method r's input, signed map, overlay and counterfactual, exactly the arrays of the result, under
+    titles naming the method; a counterfactual that lowers p(target) is titled as such, in red."""
     from semantic_pullbacks.visualize import figure_to_array
 
     result = explain(tiny, x, ExplainRequest(target=0, methods=["SoftPullback", "Gradient"]))
+    raised, lowered = (
+        dataclasses.replace(result.panels[0], prob_before=0.19, prob_after=0.98),
+        dataclasses.replace(result.panels[1], prob_before=0.61, prob_after=0.49),
+    )
+    result = dataclasses.replace(result, panels=(raised, lowered))
     fig = logic.result_figure(result)
+    rows = [fig.axes[4 * r : 4 * r + 4] for r in range(2)]
     assert len(fig.axes) == 8
-    assert figure_to_array(fig).shape[2] == 3
+    for row, panel in zip(rows, result.panels):
+        for ax, picture in zip(row, (result.image, panel.signed, panel.overlay, panel.counterfactual)):
+            np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), picture)
+        assert [ax.get_title() for ax in row[:3]] == [
+            "input",
+            f"{panel.method} · signed map",
+            f"{panel.method} · overlay",
+        ]
+    assert (rows[0][3].get_title(), rows[0][3].title.get_color()) == ("counterfactual · p 0.19 → 0.98", "black")
+    assert (rows[1][3].get_title(), rows[1][3].title.get_color()) == (
+        "p 0.61 → 0.49: lowered, not a counterfactual",
+        "#b03a2e",
+    )
+    assert figure_to_array(fig).shape == (round((2.6 * 2 + 0.5) * 100), 1040, 3)
 
 
 def test_the_embedded_model_explains_a_bundled_example():
@@ -334,7 +353,7 @@ def test_relative_sliders_and_presets():
 
 def test_preset_overrides_the_sliders(tiny, x):
     hard = Temperatures.hard()
-    hard_controls = {**logic.paper_temperatures(), "relu": 0.0, "maxpool": 0.0}
+    hard_controls = {**logic.paper_temperatures(), "relu": 0.0, "maxpool": 0.0, "gelu": 0.0}
     by_preset = explain(tiny, x, ExplainRequest(target=0, preset=hard)).panels[0].signed
     by_sliders = explain(tiny, x, ExplainRequest(target=0, temperatures=hard_controls)).panels[0].signed
     np.testing.assert_array_equal(by_preset, by_sliders)

@@ -28,6 +28,7 @@ from semantic_pullbacks.cli import main
 
 
 def small_net() -> nn.Module:
+    # not small_methods.small_net: ReLU and max pooling only, the two families the candidates below search
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),

@@ -264,3 +264,30 @@ def test_module_entry_point_help_in_a_fresh_interpreter():
     assert done.returncode == 0, done.stderr
     for command in ("explain", "compare", "counterfactuals", "classes"):
         assert command in done.stdout
+
+
+_LOADED = """
+import sys
+from semantic_pullbacks.cli import main
+try:
+    code = main(%r)
+except SystemExit as exit_:
+    code = exit_.code
+heavy = ("matplotlib", "gradio", "semantic_pullbacks.visualize", "semantic_pullbacks.cli.explain")
+print(code, sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["classes", "tabby"], []])
+def test_help_and_classes_load_no_other_command(argv):
+    """A command's module, and the plotting and web stacks it imports, load only when that command runs."""
+    done = subprocess.run([sys.executable, "-c", _LOADED % (argv,)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == ("2 []" if not argv else "0 []"), done.stderr
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra_to_install():
+    # ``None`` in sys.modules makes ``import gradio`` fail as it does where Gradio is not installed
+    child = "import sys; sys.modules['gradio'] = None; from semantic_pullbacks.cli import main; sys.exit(main(['app']))"
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: app needs gradio: pip install 'semantic-pullbacks[app]'"

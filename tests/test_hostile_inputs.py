@@ -31,6 +31,7 @@ from semantic_pullbacks import (
     Relative,
     SemanticPullbacksError,
     Temperatures,
+    UnexpectedArgumentError,
     UnknownClassError,
     UnsupportedModelError,
 )
@@ -44,6 +45,7 @@ from semantic_pullbacks.methods import (
     FusionGrad,
     Gradient,
     GuidedGradCam,
+    IntegratedGradients,
     PullbackAscent,
     SoftPullback,
 )
@@ -332,6 +334,7 @@ CASES: list[tuple[str, Callable[..., Any], Expected]] = [
     ("alpha as a string", lambda: PullbackAscent(net(), alpha="20"), (InvalidInputError, "alpha")),
     ("alpha NaN", lambda: DoublePullback(net(), alpha=float("nan")), (InvalidInputError, "alpha")),
     ("zero steps", lambda: PullbackAscent(net(), steps=0), (InvalidInputError, "steps")),
+    ("misspelt Captum setting", lambda: IntegratedGradients(net(), n_stepz=3), (UnexpectedArgumentError, "n_stepz")),
     # models
     ("TorchScript module", lambda: SoftPullback(scripted_net()), (UnsupportedModelError, "TorchScript")),
     ("torch.compile'd", lambda: SoftPullback(torch.compile(net())), (UnsupportedModelError, "compile")),
@@ -380,8 +383,27 @@ def test_hostile_input(name, run, expected, tmp_path):
         call()
 
 
-def test_there_are_at_least_forty_cases():
-    assert len(CASES) >= 40
+#: every error a bad tensor, target, setting, model or file can raise (loading a model by name has its own tests)
+INPUT_ERRORS = {
+    InvalidInputError, UnknownClassError, NotDifferentiableError, UnsupportedModelError, ImageLoadError,
+    UnexpectedArgumentError,
+}  # fmt: skip
+
+
+def _body(run: Callable[..., Any]) -> tuple[Any, ...]:
+    """What a case does: its code, constants, names and the values it closed over (not its row's name)."""
+    code = run.__code__
+    return code.co_code, code.co_consts, code.co_names, tuple(repr(c.cell_contents) for c in run.__closure__ or ())
+
+
+def test_the_cases_are_distinct_and_reach_every_input_error():
+    """A row copied under another name tests nothing new, and an error type no row raises is untested here."""
+    names = [name for name, _, _ in CASES]
+    assert sorted(name for name in names if names.count(name) > 1) == []
+    bodies = [(_body(run), repr(expected)) for _, run, expected in CASES]
+    assert [name for name, body in zip(names, bodies) if bodies.count(body) > 1] == []
+    raised = {expected[0] for _, _, expected in CASES if expected != "ok"}
+    assert INPUT_ERRORS - raised == set()
 
 
 # --- output folders on the command line ------------------------------------------------------------------------

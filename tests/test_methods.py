@@ -26,6 +26,7 @@ from semantic_pullbacks.methods import (
     quantus_explain_func,
 )
 from semantic_pullbacks.models import load
+from small_methods import small_net
 
 CAT = 285
 
@@ -39,14 +40,6 @@ def lite0():
 def photos(lite0):
     names = [e.name for e in list_examples()][:3]
     return torch.cat([lite0.load_image(example_path(n)) for n in names])
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
-    ).eval()  # fmt: skip
 
 
 def test_soft_pullback_on_real_photo_is_signed_and_differs_from_gradient(lite0, photos):
@@ -98,7 +91,7 @@ def test_pullback_ascent_raises_the_target_logit_and_respects_clip(lite0, photos
 
 
 def test_ascent_step_norm_eps_ball_and_gradient_baseline():
-    model = tiny_cnn()
+    model = small_net()
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     r = PullbackAscent(model, steps=1, alpha=3.0).run(x, target=1)
     torch.testing.assert_close(r.attribution.flatten(1).norm(dim=1), torch.full((2,), 3.0))
@@ -113,7 +106,7 @@ def test_ascent_step_norm_eps_ball_and_gradient_baseline():
 
 
 def test_double_pullback_is_the_pullback_at_the_moved_point():
-    model = tiny_cnn()
+    model = small_net()
     x = torch.rand(1, 3, 8, 8)
     sp = SoftPullback(model)
     v = sp.attribute(x, target=2)
@@ -150,7 +143,7 @@ def test_output_selector_for_tuple_and_dict_outputs():
 
 
 def test_caller_world_is_left_as_found():
-    model = tiny_cnn()
+    model = small_net()
     params = [p.detach().clone() for p in model.parameters()]
     marker = [torch.full_like(p, 7.0) for p in model.parameters()]
     for p, m in zip(model.parameters(), marker):
@@ -169,14 +162,14 @@ def test_caller_world_is_left_as_found():
 
 
 def test_train_mode_warns_and_is_not_changed():
-    model = tiny_cnn().train()
+    model = small_net().train()
     with pytest.warns(UserWarning, match="training mode"):
         SoftPullback(model).attribute(torch.rand(1, 3, 8, 8), target=0)
     assert model.training
 
 
 def test_bad_inputs_give_clear_errors():
-    model = tiny_cnn()
+    model = small_net()
     sp = SoftPullback(model)
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(InvalidInputError, match="NaN"):
@@ -200,7 +193,7 @@ def test_bad_inputs_give_clear_errors():
 
 
 def test_seeded_methods_are_deterministic_and_leave_global_rng_alone():
-    model = tiny_cnn()
+    model = small_net()
     x = torch.rand(1, 3, 8, 8)
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -213,7 +206,7 @@ def test_seeded_methods_are_deterministic_and_leave_global_rng_alone():
 
 
 def test_fusion_pullback_noise_goes_on_a_copy():
-    model = tiny_cnn()
+    model = small_net()
     before = [p.detach().clone() for p in model.parameters()]
     FusionPullback(model, model_samples=2, nt_samples=2).attribute(torch.rand(1, 3, 8, 8), target=0)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
@@ -248,7 +241,7 @@ def test_every_method_runs_on_the_default_model(lite0, photos, name):
 def test_usable_inside_captum_noise_tunnel_and_quantus(lite0, photos):
     from captum.attr import NoiseTunnel
 
-    model = tiny_cnn()
+    model = small_net()
     x = torch.rand(2, 3, 8, 8)
     torch.manual_seed(0)
     nt = NoiseTunnel(SoftPullback(model)).attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=1)

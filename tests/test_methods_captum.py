@@ -21,17 +21,10 @@ from semantic_pullbacks.methods import (
     SmoothGrad,
     SoftPullback,
 )
+from small_methods import small_net
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's notes about hooks and requires_grad
-
-
-def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(6 * 8 * 8, 5),
-    ).eval()  # fmt: skip
 
 
 class Grid(nn.Module):
@@ -80,7 +73,7 @@ def test_tuple_targets_index_a_multidimensional_output_as_in_captum(data):
 
 def test_integrated_gradients_takes_positional_baselines_and_returns_convergence_delta(data):
     x, baselines, y = data
-    model = tiny_cnn()
+    model = small_net()
     ours, delta = IntegratedGradients(model).attribute(x, baselines, y, n_steps=8, return_convergence_delta=True)
     theirs, their_delta = ca.IntegratedGradients(model).attribute(
         x, baselines, y, n_steps=8, return_convergence_delta=True
@@ -112,7 +105,7 @@ def test_integrated_gradients_takes_positional_baselines_and_returns_convergence
 
 def test_deeplift_and_gradient_shap_match_captum_with_delta(data):
     x, baselines, y = data
-    model = tiny_cnn()
+    model = small_net()
     ours, delta = DeepLift(model).attribute(x, baselines, y, return_convergence_delta=True)
     theirs, their_delta = ca.DeepLift(model).attribute(x, baselines, y, return_convergence_delta=True)
     torch.testing.assert_close(ours, theirs)
@@ -134,8 +127,8 @@ def test_deeplift_and_gradient_shap_match_captum_with_delta(data):
 
 def test_guided_grad_cam_takes_captum_argument_order(data):
     x, _, y = data
-    model = tiny_cnn()
-    layer = model[2]
+    model = small_net()
+    layer = model[4]  # the last convolution
     torch.testing.assert_close(
         GuidedGradCam(model, layer).attribute(x, target=y), ca.GuidedGradCam(model, layer).attribute(x, target=y)
     )
@@ -143,12 +136,12 @@ def test_guided_grad_cam_takes_captum_argument_order(data):
     with pytest.raises(InvalidInputError, match="GuidedGradCam\\(model, layer\\)"):
         GuidedGradCam(model, {"relu": 0.5})  # the old order, temperatures second: refused, not misread
     with pytest.raises(InvalidInputError, match="not a module of the model"):
-        GuidedGradCam(model, tiny_cnn()[0])
+        GuidedGradCam(model, small_net()[0])
 
 
 def test_stochastic_methods_draw_fresh_noise_per_call_unless_seeded(data):
     x, baselines, y = data
-    model = tiny_cnn()
+    model = small_net()
     smooth = SmoothGrad(model, nt_samples=3)
     assert not torch.equal(smooth.attribute(x, target=y), smooth.attribute(x, target=y))
     # unseeded, the noise comes from the global generators, as in Captum: seeding them reproduces a call
@@ -196,7 +189,7 @@ def test_attribute_has_captums_parameters_in_captums_order(ours, theirs):
 
 def test_unknown_arguments_are_refused(data):
     x, _, y = data
-    model = tiny_cnn()
+    model = small_net()
     with pytest.raises(UnexpectedArgumentError, match="n_stepz"):
         IntegratedGradients(model, n_stepz=3)
     with pytest.raises(UnexpectedArgumentError, match="return_convergence_delta"):

@@ -8,7 +8,6 @@ import threading
 import pytest
 import torch
 from captum.attr import Saliency
-from torch import nn
 
 from semantic_pullbacks.methods import (
     Gradient,
@@ -21,17 +20,10 @@ from semantic_pullbacks.methods import (
     SoftPullback,
 )
 from semantic_pullbacks.metrics import ModelParameterRandomisation, as_explainer
+from small_methods import small_net
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's notes about hooks and requires_grad
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(6 * 8 * 8, 5),
-    ).eval()  # fmt: skip
 
 
 @pytest.fixture
@@ -42,11 +34,11 @@ def data():
 
 def test_rebinding_explains_the_other_model_with_the_same_settings(data):
     x, y = data
-    model, other = tiny_cnn(0), tiny_cnn(1)
+    model, other = small_net(0), small_net(1)
     for make in (
         lambda m: SoftPullback(m, {"relu": 0.3}),
         lambda m: PullbackAscent(m, steps=2),  # its inner step method follows the model too
-        lambda m: GuidedPullbackCam(m, m[2]),  # its layer is found again by name in the other model
+        lambda m: GuidedPullbackCam(m, m[4]),  # its layer is found again by name in the other model
         lambda m: IntegratedPullbacks(m, n_steps=4),
     ):
         explainer = make(model)
@@ -61,8 +53,9 @@ def test_rebinding_explains_the_other_model_with_the_same_settings(data):
 def test_model_parameter_randomisation_sees_our_explainers_change(data):
     """Failure 4: the metric re-binds ``forward_func``; our explainers used to keep explaining the trained model,
     so every layer scored a perfect 1.0."""
-    x, y = data
-    model = tiny_cnn()
+    x, _ = data
+    y = torch.tensor([1, 3])  # classes whose Grad-CAM is not zero on either image: the metric is defined for both
+    model = small_net()
     metric = ModelParameterRandomisation(similarity="pearson")
     captum_scores = metric.layer_scores(model, x, y, explain_func=as_explainer(Saliency(model), abs=False))
     ours = metric.layer_scores(model, x, y, explain_func=as_explainer(Gradient(model)))
@@ -81,7 +74,7 @@ def test_one_explainer_shared_by_threads_gives_the_sequential_maps(data):
     """Failure 12: the Captum-based methods kept the call's target on a shared module, so concurrent calls with
     different targets ran with each other's target."""
     x, _ = data
-    model = tiny_cnn()
+    model = small_net()
     contrast = lambda out: out[:, 2] - out[:, 3]
     explainers = {
         "ip": IntegratedPullbacks(model, n_steps=3),

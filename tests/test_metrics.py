@@ -27,6 +27,7 @@ from semantic_pullbacks.metrics import (
 )
 from semantic_pullbacks.metrics.perturbations import patch_masks
 from semantic_pullbacks.metrics.statistics import rank, spearman
+from small_methods import small_net
 
 torch.set_num_threads(1)
 
@@ -51,13 +52,6 @@ def exact(model: Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def weights(model: Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """w: exact for infidelity, whose a = Σ attr·(x − x̃) equals f(x) − f(x̃) = w·(x − x̃) for any x̃."""
     return model.weight[y].detach().expand_as(x).clone()
-
-
-def small_cnn(classes: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 8 * 8, classes)
-    ).eval()
 
 
 def gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -173,13 +167,13 @@ def test_max_sensitivity_zero_for_input_independent_explainer(linear_case):
 
 
 def test_mprt_leaves_model_untouched_and_detects_randomisation():
-    model = small_cnn()
+    model = small_net()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
     rng_before = torch.get_rng_state()
     metric = ModelParameterRandomisation(seed=5)
     layers = metric.layer_scores(model, x, y, explain_func=gradient)
-    assert list(layers) == ["4", "0"]  # top-down: Linear then Conv2d
+    assert list(layers) == ["8", "4", "1", "0"]  # top-down: every layer with parameters (linear, conv, BN, conv)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng_before, torch.get_rng_state())
     scores = metric(model, x, y, explain_func=gradient)
@@ -216,7 +210,7 @@ def test_patch_masks_against_loops():
 
 
 def test_faithfulness_correlation_patch_variant_against_loop():
-    model = small_cnn()
+    model = small_net()
     x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.tensor([1, 3])
     a = gradient(model, x, y)
     ours = FaithfulnessCorrelation(patch_size=4, batch_size=5)(model, x, y, attributions=a)
@@ -235,7 +229,7 @@ def test_faithfulness_correlation_patch_variant_against_loop():
 
 @pytest.mark.parametrize("accumulate", [True, False])
 def test_infidelity_patch_variant_against_loop(accumulate):
-    model = small_cnn()
+    model = small_net()
     x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.tensor([0, 2])
     a = gradient(model, x, y)
     metric = Infidelity(patch_sizes=(8, 4), n_draws=2, accumulate=accumulate, seed=11, batch_size=7)
@@ -340,11 +334,11 @@ def test_batch_size_does_not_change_scores(linear_case):
 
 def test_as_explainer_adapts_captum_and_rebinds_for_other_models():
     captum = pytest.importorskip("captum.attr")
-    model = small_cnn()
+    model = small_net()
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
     explain = as_explainer(captum.Saliency(model), abs=False)
     assert torch.allclose(explain(model, x, y), gradient(model, x, y))
-    other = small_cnn(4)
+    other = small_net()
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(-1.5)

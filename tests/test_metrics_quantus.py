@@ -25,20 +25,11 @@ from semantic_pullbacks.metrics import (
     RandomLogit,
     as_explainer,
 )
+from small_methods import small_net
 
 quantus = pytest.importorskip("quantus")
 torch.set_num_threads(1)
 B, H = 3, 8
-
-
-def cnn(channels: int = 3, classes: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(channels, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * H * H, classes),
-    ).eval()
 
 
 def gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -94,7 +85,7 @@ def close(ours: torch.Tensor, theirs, rtol: float = 1e-4, atol: float = 1e-5) ->
 
 @pytest.mark.parametrize("sizes", [(4,), (4, 2)])
 def test_infidelity_matches_quantus_accumulated_patches(sizes):
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     draws = 2
     q = quantus.Infidelity(
@@ -130,7 +121,7 @@ def test_infidelity_matches_quantus_accumulated_patches(sizes):
 
 
 def test_faithfulness_correlation_matches_quantus_random_subsets():
-    model, (x, y) = cnn(channels=1), data(channels=1)
+    model, (x, y) = small_net(channels=1), data(channels=1)
     a = gradient(model, x, y)
     runs, subset = 6, 10
     q = quantus.FaithfulnessCorrelation(
@@ -156,7 +147,7 @@ def test_faithfulness_correlation_matches_quantus_random_subsets():
 
 
 def test_faithfulness_estimate_matches_quantus():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     q = quantus.FaithfulnessEstimate(
         features_in_step=16,
@@ -172,7 +163,7 @@ def test_faithfulness_estimate_matches_quantus():
 
 
 def test_monotonicity_correlation_matches_quantus():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     samples, step = 3, 16
     q = quantus.MonotonicityCorrelation(
@@ -197,7 +188,7 @@ def test_monotonicity_correlation_matches_quantus():
 
 
 def test_max_sensitivity_matches_quantus():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     samples = 4
     q = quantus.MaxSensitivity(nr_samples=samples, lower_bound=0.02, disable_warnings=True, return_aggregate=False)
@@ -213,7 +204,7 @@ def test_max_sensitivity_matches_quantus():
 
 def test_random_logit_matches_quantus():
     classes = 4
-    model, (x, y) = cnn(classes=classes), data()
+    model, (x, y) = small_net(classes=classes), data()
     a = gradient(model, x, y)
     q = quantus.RandomLogit(
         num_classes=classes,
@@ -234,7 +225,7 @@ def test_random_logit_matches_quantus():
 
 
 def test_focus_matches_quantus():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     positions = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 1]], dtype=torch.bool)
     q = quantus.Focus(disable_warnings=True, return_aggregate=False)
@@ -245,7 +236,7 @@ def test_focus_matches_quantus():
 
 
 def test_model_parameter_randomisation_matches_quantus_per_layer():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     q = quantus.ModelParameterRandomisation(
         layer_order="top_down", seed=42, disable_warnings=True, return_aggregate=False
@@ -282,7 +273,7 @@ def quantus_form(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None
     ids=lambda m: m.name,
 )
 def test_our_metrics_take_quantus_call_form_and_return_what_quantus_returns(metric):
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     native = metric(model, x, y, attributions=a, explain_func=gradient)
     scores = metric(model=model, explain_func=quantus_gradient, **quantus_form(x, y, a, device="cpu"))
@@ -299,7 +290,7 @@ def test_quantus_evaluate_runs_our_metrics_on_our_explanations():
     """A Quantus script: ``quantus.evaluate`` with our metric objects and our explain_func."""
     from semantic_pullbacks.methods import SoftPullback, quantus_explain_func
 
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     metrics = {"infidelity": Infidelity(patch_sizes=(4,), n_draws=2), "max_sensitivity": MaxSensitivity(nr_samples=2)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -319,7 +310,7 @@ def test_quantus_evaluate_runs_our_metrics_on_our_explanations():
 
 
 def test_model_parameter_randomisation_in_quantus_form_returns_quantus_layers():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     q = quantus.ModelParameterRandomisation(layer_order="top_down", seed=42, disable_warnings=True)
     state = torch.get_rng_state()
@@ -334,7 +325,7 @@ def test_model_parameter_randomisation_in_quantus_form_returns_quantus_layers():
 
 
 def test_focus_takes_quantus_custom_batch_as_positions():
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     positions = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 0, 1]], dtype=torch.bool)
     custom = [tuple(p) for p in positions.int().tolist()]
@@ -345,7 +336,7 @@ def test_focus_takes_quantus_custom_batch_as_positions():
 def test_unknown_keywords_are_refused_in_both_call_forms():
     from semantic_pullbacks.errors import UnexpectedArgumentError
 
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     a = gradient(model, x, y)
     with pytest.raises(UnexpectedArgumentError, match="patch_size"):
         Infidelity()(model, x, y, attributions=a, patch_size=3)  # a constructor setting given to the call
@@ -360,13 +351,13 @@ def test_unknown_keywords_are_refused_in_both_call_forms():
 def test_quantus_explain_func_keeps_the_callers_dtype():
     from semantic_pullbacks.methods import SoftPullback, quantus_explain_func
 
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     single = quantus_explain_func(model, x.numpy(), y.numpy())
     assert single.dtype == np.float32
     wide = quantus_explain_func(model, x.double().numpy(), y.numpy())  # numpy's default float64 inputs
     assert wide.dtype == np.float64
     np.testing.assert_allclose(wide, single, rtol=1e-6, atol=1e-7)  # the float32 model ran in its own dtype
-    model64 = cnn().double()
+    model64 = small_net(dtype=torch.float64)
     exact = quantus_explain_func(model64, x.double().numpy(), y.numpy())
     assert exact.dtype == np.float64
     np.testing.assert_array_equal(exact, SoftPullback(model64).attribute(x.double(), target=y).numpy())
@@ -377,7 +368,7 @@ def test_quantus_form_passes_explain_func_kwargs_to_a_captum_method():
     default is abs=True; abs=False must give the signed gradient's scores, not the default's)."""
     from captum.attr import Saliency
 
-    model, (x, y) = cnn(), data()
+    model, (x, y) = small_net(), data()
     metric = RandomLogit()
     signed = metric(model, x, y, explain_func=as_explainer(Saliency(model), abs=False))
     absolute = metric(model, x, y, explain_func=as_explainer(Saliency(model)))

@@ -16,6 +16,7 @@ from semantic_pullbacks.errors import (
 from semantic_pullbacks.examples import example_path, list_examples
 from semantic_pullbacks.imagenet import imagenet_classes, resolve_target, search_classes, top_k
 from semantic_pullbacks.models import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, load, wrap
+from small_methods import small_net
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,7 @@ def test_other_domain_gives_the_same_logits(lite0):
 def test_normalized_model_equals_manual_normalisation():
     import torchvision
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    net = small_net()
     x01 = torch.rand(2, 3, 16, 16)
     expected = net(torchvision.transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x01))
     assert torch.equal(NormalizedModel(net, IMAGENET_MEAN, IMAGENET_STD, domain=(0, 1))(x01), expected)

@@ -34,8 +34,30 @@ def _bound(tree: ast.AST) -> tuple[set[str], set[str]]:
     return imported, assigned
 
 
-def test_the_readme_has_python_snippets():
-    assert len(_snippets()) >= 3
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """Reference reading of the README's fenced blocks, line by line: ``(language, code)`` in order."""
+    blocks, language, lines = [], None, []
+    for line in text.splitlines(keepends=True):
+        fence = line.strip()
+        if language is None and fence.startswith("```"):
+            language, lines = fence[3:].strip().lower(), []
+        elif language is not None and fence == "```":
+            blocks.append((language, "".join(lines)))
+            language = None
+        elif language is not None:
+            lines.append(line)
+    assert language is None, f"a ```{language} block is never closed"
+    return blocks
+
+
+def test_every_python_block_of_the_readme_is_a_checked_snippet():
+    """The snippets the tests below check are exactly the README's Python blocks (``py``, ``python3`` and ``pycon``
+    included), each valid Python: a block the extraction missed would go unchecked."""
+    python = [code for language, code in _fenced_blocks(README.read_text("utf-8")) if language.startswith("py")]
+    assert python, "the README shows no Python"
+    assert _snippets() == python
+    for code in python:
+        ast.parse(code)
 
 
 @pytest.mark.parametrize("index", range(len(_snippets())))

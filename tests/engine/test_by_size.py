@@ -13,7 +13,8 @@ Phi = torch.special.ndtr
 
 
 class TwoStages(nn.Module):
-    """conv -> ReLU6 at 16 px -> stride-2 conv -> ReLU6 at 8 px -> linear, in float64."""
+    """conv -> ReLU6 at 16 px -> stride-2 conv -> ReLU6 at 8 px -> linear, in float64. Not the suite's small_net:
+    the reference needs two activations at different resolutions whose gates it can set by hand."""
 
     def __init__(self) -> None:
         super().__init__()

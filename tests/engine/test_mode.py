@@ -21,14 +21,7 @@ from semantic_pullbacks import (
     unregister_rule,
 )
 from semantic_pullbacks.engine import NOT_HANDLED
-
-
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
-    ).eval()  # fmt: skip
+from small_methods import small_net
 
 
 def grad_of(model, x, target=1):
@@ -53,7 +46,7 @@ def snapshot(model: nn.Module):
 
 
 def test_model_state_and_hooks_untouched():
-    model = small_cnn()
+    model = small_net()
     before = snapshot(model)
     x = torch.randn(2, 3, 8, 8)
     soft_of(model, x)
@@ -64,7 +57,7 @@ def test_model_state_and_hooks_untouched():
 
 
 def test_ordinary_gradient_after_leaving_and_after_an_exception():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     plain = grad_of(model, x)
     assert not torch.allclose(soft_of(model, x), plain)
@@ -76,7 +69,7 @@ def test_ordinary_gradient_after_leaving_and_after_an_exception():
 
 
 def test_graph_built_inside_keeps_soft_backward_outside():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     with pullback_mode():
         out = model(x)
@@ -85,7 +78,7 @@ def test_graph_built_inside_keeps_soft_backward_outside():
 
 
 def test_other_thread_is_unaffected():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     plain = grad_of(model, x)
     inside, started, results = threading.Event(), threading.Event(), {}
@@ -107,7 +100,7 @@ def test_other_thread_is_unaffected():
 
 
 def test_nesting_innermost_temperatures_win_and_outer_resumes():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     outer_alone = soft_of(model, x, temperatures={"relu": 0.6})
     inner_alone = soft_of(model, x, temperatures={"relu": 2.0})
@@ -177,10 +170,10 @@ def test_float64_and_bfloat16_are_finite_and_forward_exact(dtype):
 
 
 def test_torchscript_and_compiled_models_are_refused():
-    model = small_cnn()
+    model = small_net()
     with pytest.raises(UnsupportedModelError, match="TorchScript"), pullback_mode(model=torch.jit.script(model)):
         pass
-    wrapper = nn.Sequential(torch.compile(small_cnn()))
+    wrapper = nn.Sequential(torch.compile(small_net()))
     with pytest.raises(UnsupportedModelError, match=r"torch\.compile"), pullback_mode(model=wrapper):
         pass
 
@@ -199,7 +192,7 @@ def test_bad_temperatures_are_rejected_clearly():
 
 
 def test_family_set_to_none_keeps_the_ordinary_gradient():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(soft_of(model, x, temperatures=Temperatures.ordinary()), grad_of(model, x))
 
@@ -249,7 +242,7 @@ def test_user_registered_rule_is_used_and_removable():
 
 
 def test_no_grad_forward_inside_mode_is_plain():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         ref = model(x)

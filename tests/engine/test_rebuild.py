@@ -40,6 +40,7 @@ class Block(nn.Module):
 
 
 def net():
+    # not small_methods.small_net: rebuilding is about residual blocks with in-place ReLUs and ``out += identity``
     torch.manual_seed(0)
     return (
         nn.Sequential(

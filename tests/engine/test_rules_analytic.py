@@ -377,6 +377,7 @@ def test_squeeze_excitation_gate_is_frozen():
 
 # --- limits ---------------------------------------------------------------------------------------------------------
 def test_hard_limit_is_the_ordinary_gradient_on_relu_maxpool_net():
+    # its own net, not small_methods.small_net: an in-place ReLU and adaptive max pooling are what is under test
     torch.manual_seed(11)
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3), nn.ReLU(inplace=True),

@@ -12,6 +12,7 @@ from torch import nn
 
 from semantic_pullbacks import UnsupportedModelError, check_model_supported, pullback_mode
 from semantic_pullbacks.methods import Gradient, SoftPullback
+from small_methods import small_net
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, and still used in the wild
@@ -65,13 +66,8 @@ def test_a_scripted_function_as_the_model_is_refused():
         Gradient(lambda x: helper(x).sum(1, keepdim=True))
 
 
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).eval()
-
-
 def test_in_place_compile_is_refused_and_its_copy_before_compile_is_not():
-    model = small_cnn()
+    model = small_net()
     model(torch.randn(1, 3, 8, 8))
     plain = copy.deepcopy(model)
     model[2].compile()  # in place, on a submodule: no OptimizedModule wrapper anywhere
@@ -81,7 +77,7 @@ def test_in_place_compile_is_refused_and_its_copy_before_compile_is_not():
 
 
 def test_data_parallel_over_several_devices_is_refused_and_on_one_it_is_exact():
-    model = small_cnn()
+    model = small_net()
     x = torch.randn(2, 3, 8, 8)
     model(x)
     parallel = nn.DataParallel(model).eval()  # on a machine without GPUs this runs the module in the calling thread

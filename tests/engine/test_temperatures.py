@@ -16,6 +16,8 @@ from semantic_pullbacks.methods import SoftPullback
 
 
 def relu_pool_net() -> nn.Module:
+    # not small_methods.small_net: with ReLU and max pooling only, zero for those two families is the whole
+    # ordinary gradient (small_net's GELU and BN would stay soft)
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 5)).eval()
 
@@ -93,13 +95,22 @@ def test_a_family_of_a_registered_rule_is_accepted():
         Temperatures.coerce({"clip": 0.5})
 
 
-def test_relative_temperature_of_a_constant_layer_stays_finite():
-    """The floor ``min_tau`` keeps a layer with zero spread from a division by zero (an all-NaN map)."""
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+@pytest.mark.parametrize("min_tau", [1e-6, 0.5])
+def test_relative_temperature_of_a_layer_without_spread_is_its_floor(min_tau):
+    """A layer whose units all see the same value has spread 0 in every sample: ``min_tau`` takes over, instead of
+    a division by zero (an all-NaN map). Reference: the soft ReLU's closed form, gate Φ(z / min_tau)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double().eval()
     with torch.no_grad():
-        model[0].weight.zero_()  # the ReLU's input is its bias: the same for every sample, spread 0
-    attr = SoftPullback(model, {"relu": Relative(2.0)}).attribute(torch.randn(3, 4), target=0)
-    assert bool(torch.isfinite(attr).all())
+        model[0].weight.copy_(model[0].weight[:1].expand(3, 4))  # three identical units: z = w·x + b in each
+        model[0].bias.zero_()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    x[0] = 0  # z = 0 with spread 0: without the floor, 0 / 0
+    attr = SoftPullback(model, {"relu": Relative(2.0, min_tau=min_tau)}).attribute(x, target=0)
+    w, head = model[0].weight[0].detach(), model[2].weight[0].detach()
+    z = x @ w
+    gate = torch.special.ndtr(z / min_tau)  # (1 + erf(z / (sqrt 2 tau))) / 2
+    torch.testing.assert_close(attr, (head.sum() * gate)[:, None] * w)
 
 
 def test_attention_temperature_is_checked_before_the_forward_pass():

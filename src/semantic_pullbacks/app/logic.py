@@ -30,7 +30,7 @@ from semantic_pullbacks.engine import Relative, Temperatures
 from semantic_pullbacks.errors import ImageLoadError, InvalidInputError, SemanticPullbacksError
 from semantic_pullbacks.imagenet import Prediction
 from semantic_pullbacks.images import to_display
-from semantic_pullbacks.methods import METHODS, AscentResult, accepted_settings, get_method
+from semantic_pullbacks.methods import METHODS, PAIRS, AscentResult, accepted_settings, get_method
 from semantic_pullbacks.methods.configure import method_settings
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel, load
 from semantic_pullbacks.visualize import heatmap_rgb, overlay_rgb, probability_note, robust_vmax
@@ -226,8 +226,6 @@ def class_choices(loaded: LoadedModel) -> list[tuple[str, int]]:
 
 def method_choices() -> list[str]:
     """Pullback methods first, then their gradient baselines, as the picker lists them."""
-    from semantic_pullbacks.methods import PAIRS
-
     pullbacks = list(PAIRS)
     baselines = [cls.__name__ for cls in PAIRS.values() if cls is not None]
     return list(dict.fromkeys(pullbacks + baselines + list(METHODS)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..text import TextExplainer, load_text_model, to_html
 
 __all__ = ["MODES", "TEXT_METHODS", "TextAnswer", "explain_text", "with_text_tab"]
 
@@ -33,8 +34,6 @@ class TextAnswer:
 
 def explain_text(text: str, mode: str, other: str, method: str = "SoftPullback") -> TextAnswer:
     """One request of the Text tab: validate, explain with the embedded model, render."""
-    from ..text import TextExplainer, load_text_model, to_html
-
     if not text or not text.strip():
         raise InvalidInputError("Text is empty: type a sentence to explain")
     if len(text) > MAX_CHARS or len(other or "") > MAX_CHARS:

@@ -134,46 +134,47 @@ def _user_error(error: Exception) -> gr.Error:
     return gr.Error(f"Something went wrong ({type(error).__name__}); the app is still running, please try again.")
 
 
-def build_app(config: AppConfig | None = None) -> gr.Blocks:
-    """The page: inputs and settings on the left, top-5 and results on the right."""
-    config = config or AppConfig()
-    cache = logic.ModelCache()
-    figures = _Figures(config.figure_dir)
-    model_names = list(dict.fromkeys([config.model, *config.models]))
-    defaults = logic.paper_temperatures()
-    start = config.settings or recommended_settings(config.model)
-    default_model = cache.get(config.model)  # fail at start, not on the first visitor, if it cannot load
+class _Handlers:
+    """What the page's events do: each turns the widgets' values into a :mod:`.logic` request and its answer back
+    into widget updates; errors become messages for people."""
 
-    def load_model(name: str) -> LoadedModel:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.cache = logic.ModelCache()
+        self.figures = _Figures(config.figure_dir)
+        self.default_model = self.cache.get(config.model)  # fail at start, not on the first visitor, if it cannot load
+
+    def load_model(self, name: str) -> LoadedModel:
         try:
-            return cache.get(name)
+            return self.cache.get(name)
         except Exception as error:
             raise _user_error(error) from error
 
-    def on_image(path: str | None, model_name: str) -> tuple[Any, Any, Any]:
+    def on_image(self, path: str | None, model_name: str) -> tuple[Any, Any, Any]:
         if not path:
             return None, gr.update(), None
-        loaded = load_model(model_name)
+        loaded = self.load_model(model_name)
         try:
-            x = logic.read_image(path, loaded, config.limits)
+            x = logic.read_image(path, loaded, self.config.limits)
         except ImageLoadError as error:  # a warning, not an error: the stale results must still be cleared
             gr.Warning(str(error), title="Cannot use this file")
             return None, gr.update(value=None), None
         top = logic.classify(loaded, x, 5)
         return {p.name: p.prob for p in top}, gr.update(value=top[0].index), None
 
-    def on_model(model_name: str, path: str | None) -> tuple[Any, Any, Any]:
-        loaded = load_model(model_name)
+    def on_model(self, model_name: str, path: str | None) -> tuple[Any, Any, Any]:
+        loaded = self.load_model(model_name)
         choices = logic.class_choices(loaded)
         if not path:
             return None, gr.update(choices=choices, value=None), None
         try:
-            top = logic.classify(loaded, logic.read_image(path, loaded, config.limits), 5)
+            top = logic.classify(loaded, logic.read_image(path, loaded, self.config.limits), 5)
         except Exception as error:
             raise _user_error(error) from error
         return {p.name: p.prob for p in top}, gr.update(choices=choices, value=top[0].index), None
 
     def on_explain(
+        self,
         path: str | None,
         model_name: str,
         target: int | None,
@@ -190,9 +191,32 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         slow = sorted(SLOW_METHODS & set(methods or ()))
         if slow:
             gr.Info(f"{', '.join(slow)} run the model many times: expect several seconds to a minute on a CPU.")
+        request = self._request(model_name, target, methods, steps, alpha, preset, relative, temperatures)
+        loaded = self.load_model(model_name)
+        try:
+            x = logic.read_image(path, loaded, self.config.limits)
+            result = logic.explain(
+                loaded, x, request, limits=self.config.limits, progress=lambda f, text: progress(f, desc=text)
+            )
+            png = self.figures.save(result)
+        except Exception as error:
+            raise _user_error(error) from error
+        return png, gr.update(value=png, interactive=True), _summary(result)
+
+    def _request(
+        self,
+        model_name: str,
+        target: int | None,
+        methods: list[str],
+        steps: float,
+        alpha: float,
+        preset: str,
+        relative: bool,
+        temperatures: Sequence[Any],
+    ) -> logic.ExplainRequest:
         families = (*logic.SLIDER_FAMILIES, *logic.FREEZE_FAMILIES)
-        chosen = preset_settings(preset, model_name, config)
-        request = logic.ExplainRequest(
+        chosen = preset_settings(preset, model_name, self.config)
+        return logic.ExplainRequest(
             target=None if target is None else int(target),
             methods=tuple(methods or ()),
             temperatures=dict(zip(families, temperatures)),
@@ -202,22 +226,160 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             preset=chosen.temperatures if chosen is not None else None,
             ascent_preset=chosen.ascent.temperatures if chosen is not None else None,
         )
-        loaded = load_model(model_name)
-        try:
-            x = logic.read_image(path, loaded, config.limits)
-            result = logic.explain(
-                loaded, x, request, limits=config.limits, progress=lambda f, text: progress(f, desc=text)
-            )
-            png = figures.save(result)
-        except Exception as error:
-            raise _user_error(error) from error
-        timing = ", ".join(f"{p.method} {p.seconds:.1f} s" for p in result.panels)
-        summary = f"**{result.target_name}** ({result.target}) explained on `{result.model}` — {timing}"
-        for p in result.panels:  # an image that lowers p(target) must not pass for a counterfactual
-            if not p.raises_target:
-                summary += f"\n\n⚠ {p.method}: {p.probability_note} for {result.target_name}."
-        return png, gr.update(value=png, interactive=True), summary
 
+
+def _summary(result: logic.ExplainResult) -> str:
+    """The target, the model and each method's time; an image that lowers p(target) is flagged, so it cannot pass
+    for a counterfactual."""
+    timing = ", ".join(f"{p.method} {p.seconds:.1f} s" for p in result.panels)
+    summary = f"**{result.target_name}** ({result.target}) explained on `{result.model}` — {timing}"
+    for p in result.panels:
+        if not p.raises_target:
+            summary += f"\n\n⚠ {p.method}: {p.probability_note} for {result.target_name}."
+    return summary
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    image: gr.Image
+    model: gr.Dropdown
+    target: gr.Dropdown
+    methods: gr.Dropdown
+    run: gr.Button
+
+
+@dataclass(frozen=True)
+class _SettingsPanel:
+    steps: gr.Slider
+    alpha: gr.Slider
+    preset: gr.Radio
+    relative: gr.Checkbox
+    sliders: list[gr.Slider]
+    switches: list[gr.Checkbox]
+    reset: gr.Button
+
+    def components(self) -> list[Any]:
+        """In the order :meth:`_Handlers.on_explain` takes them after the method list, and ``reset`` sets them."""
+        return [self.steps, self.alpha, self.preset, self.relative, *self.sliders, *self.switches]
+
+
+@dataclass(frozen=True)
+class _Results:
+    top5: gr.Label
+    figure: gr.Image
+    summary: gr.Markdown
+    download: gr.DownloadButton
+
+
+def _input_panel(config: AppConfig, default_model: LoadedModel) -> _Inputs:
+    """The image (upload or bundled example), the model, the target class, the methods and the Explain button."""
+    image = _pass_path_through(
+        gr.Image(
+            label="Image (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+            type="filepath",
+            sources=["upload", "clipboard"],
+            height=300,
+            elem_id="image",
+        )
+    )
+    examples = list_examples()
+    gr.Examples(
+        examples=[[str(e.path)] for e in examples],
+        inputs=[image],
+        example_labels=[e.title for e in examples],
+        label="Bundled examples",
+        examples_per_page=len(examples),
+    )
+    model_names = list(dict.fromkeys([config.model, *config.models]))
+    model = gr.Dropdown(choices=model_names, value=config.model, label="Model", elem_id="model", filterable=True)
+    target = gr.Dropdown(
+        choices=logic.class_choices(default_model),
+        value=None,
+        label="Target class (type to search; defaults to the top-1 class)",
+        filterable=True,
+        elem_id="target",
+    )
+    methods = gr.Dropdown(
+        choices=logic.method_choices(),
+        value=list(logic.DEFAULT_METHODS),
+        multiselect=True,
+        max_choices=config.limits.max_methods,
+        label="Methods (pullbacks first, then their gradient baselines)",
+        elem_id="methods",
+    )
+    run = gr.Button("Explain", variant="primary", elem_id="explain")
+    return _Inputs(image, model, target, methods, run)
+
+
+def _settings_panel(config: AppConfig, start: Settings, defaults: dict[str, Any]) -> _SettingsPanel:
+    """Ascent steps and size, the temperature preset, and the custom temperature sliders (folded away)."""
+    with gr.Accordion("Ascent and temperatures", open=False):
+        steps = gr.Slider(1, 20, value=start.ascent.steps, step=1, label="K (ascent steps)")
+        alpha = gr.Slider(1, 60, value=start.ascent.alpha or 20, step=1, label="α (step size, L2 norm per step)")
+        presets = [PRESET_RECOMMENDED, PRESET_PAPER, PRESET_CUSTOM]
+        if config.settings is not None:
+            presets.insert(0, PRESET_FILE)
+        preset = gr.Radio(presets, value=presets[0], label="Temperatures", elem_id="preset")
+        relative = gr.Checkbox(
+            value=False, label="Custom sliders are multiples of each layer's std (scale-aware; attention absolute)"
+        )
+        sliders = [
+            gr.Slider(0.0, 3.0, value=defaults[f], step=0.05, label=_FAMILY_LABELS[f]) for f in logic.SLIDER_FAMILIES
+        ]
+        switches = [gr.Checkbox(value=bool(defaults[f]), label=_FAMILY_LABELS[f]) for f in logic.FREEZE_FAMILIES]
+        reset = gr.Button("Paper defaults", size="sm")
+    return _SettingsPanel(steps, alpha, preset, relative, sliders, switches, reset)
+
+
+def _results_panel() -> _Results:
+    """The model's top-5, the figure of the explanation, its summary and the download button."""
+    top5 = gr.Label(num_top_classes=5, label="Model's top-5", show_heading=False, elem_id="top5")
+    figure = gr.Image(
+        label="Input · signed map · overlay · counterfactual",
+        type="filepath",
+        format="png",
+        interactive=False,
+        show_label=False,
+        buttons=[],
+        elem_id="results",
+    )
+    summary = gr.Markdown(elem_id="summary")
+    download = gr.DownloadButton("Download figure (PNG)", interactive=False, elem_id="download")
+    return _Results(top5, figure, summary, download)
+
+
+def _wire(
+    handlers: _Handlers, inputs: _Inputs, settings: _SettingsPanel, results: _Results, defaults: dict[str, Any]
+) -> None:
+    """The events: a new image or model re-classifies, Explain explains, the reset button restores the paper's
+    settings. Model work runs one request at a time."""
+    heavy = {"concurrency_id": "model", "concurrency_limit": 1}
+    cleared = [results.top5, inputs.target, results.figure]
+    inputs.image.change(handlers.on_image, [inputs.image, inputs.model], cleared, **heavy)
+    inputs.model.change(handlers.on_model, [inputs.model, inputs.image], cleared, **heavy)
+    inputs.run.click(
+        handlers.on_explain,
+        [inputs.image, inputs.model, inputs.target, inputs.methods, *settings.components()],
+        [results.figure, results.download, results.summary],
+        **heavy,
+    )
+    paper = [
+        5,
+        20,
+        PRESET_PAPER,
+        False,
+        *(defaults[f] for f in logic.SLIDER_FAMILIES),
+        *(defaults[f] for f in logic.FREEZE_FAMILIES),
+    ]
+    settings.reset.click(lambda: paper, None, settings.components(), queue=False)
+
+
+def build_app(config: AppConfig | None = None) -> gr.Blocks:
+    """The page: inputs and settings on the left, top-5 and results on the right; the Text tab beside it."""
+    config = config or AppConfig()
+    handlers = _Handlers(config)
+    defaults = logic.paper_temperatures()
+    start = config.settings or recommended_settings(config.model)
     with gr.Blocks(title="Semantic Pullbacks", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             "# Semantic Pullbacks\n"
@@ -228,97 +390,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
-                image = _pass_path_through(
-                    gr.Image(
-                        label="Image (JPEG, PNG, WebP, GIF, BMP, TIFF)",
-                        type="filepath",
-                        sources=["upload", "clipboard"],
-                        height=300,
-                        elem_id="image",
-                    )
-                )
-                examples = list_examples()
-                gr.Examples(
-                    examples=[[str(e.path)] for e in examples],
-                    inputs=[image],
-                    example_labels=[e.title for e in examples],
-                    label="Bundled examples",
-                    examples_per_page=len(examples),
-                )
-                model = gr.Dropdown(
-                    choices=model_names, value=config.model, label="Model", elem_id="model", filterable=True
-                )
-                target = gr.Dropdown(
-                    choices=logic.class_choices(default_model),
-                    value=None,
-                    label="Target class (type to search; defaults to the top-1 class)",
-                    filterable=True,
-                    elem_id="target",
-                )
-                methods = gr.Dropdown(
-                    choices=logic.method_choices(),
-                    value=list(logic.DEFAULT_METHODS),
-                    multiselect=True,
-                    max_choices=config.limits.max_methods,
-                    label="Methods (pullbacks first, then their gradient baselines)",
-                    elem_id="methods",
-                )
-                run = gr.Button("Explain", variant="primary", elem_id="explain")
-                with gr.Accordion("Ascent and temperatures", open=False):
-                    steps = gr.Slider(1, 20, value=start.ascent.steps, step=1, label="K (ascent steps)")
-                    alpha = gr.Slider(
-                        1, 60, value=start.ascent.alpha or 20, step=1, label="α (step size, L2 norm per step)"
-                    )
-                    presets = [PRESET_RECOMMENDED, PRESET_PAPER, PRESET_CUSTOM]
-                    if config.settings is not None:
-                        presets.insert(0, PRESET_FILE)
-                    preset = gr.Radio(presets, value=presets[0], label="Temperatures", elem_id="preset")
-                    relative = gr.Checkbox(
-                        value=False,
-                        label="Custom sliders are multiples of each layer's std (scale-aware; attention absolute)",
-                    )
-                    sliders = [
-                        gr.Slider(0.0, 3.0, value=defaults[f], step=0.05, label=_FAMILY_LABELS[f])
-                        for f in logic.SLIDER_FAMILIES
-                    ]
-                    switches = [
-                        gr.Checkbox(value=bool(defaults[f]), label=_FAMILY_LABELS[f]) for f in logic.FREEZE_FAMILIES
-                    ]
-                    reset = gr.Button("Paper defaults", size="sm")
+                inputs = _input_panel(config, handlers.default_model)
+                settings = _settings_panel(config, start, defaults)
             with gr.Column(scale=7, min_width=480):
-                top5 = gr.Label(num_top_classes=5, label="Model's top-5", show_heading=False, elem_id="top5")
-                figure = gr.Image(
-                    label="Input · signed map · overlay · counterfactual",
-                    type="filepath",
-                    format="png",
-                    interactive=False,
-                    show_label=False,
-                    buttons=[],
-                    elem_id="results",
-                )
-                summary = gr.Markdown(elem_id="summary")
-                download = gr.DownloadButton("Download figure (PNG)", interactive=False, elem_id="download")
-
-        heavy = {"concurrency_id": "model", "concurrency_limit": 1}
-        image.change(on_image, [image, model], [top5, target, figure], **heavy)
-        model.change(on_model, [model, image], [top5, target, figure], **heavy)
-        run.click(
-            on_explain, [image, model, target, methods, steps, alpha, preset, relative, *sliders, *switches],
-            [figure, download, summary], **heavy,
-        )  # fmt: skip
-        reset.click(
-            lambda: [
-                5,
-                20,
-                PRESET_PAPER,
-                False,
-                *(defaults[f] for f in logic.SLIDER_FAMILIES),
-                *(defaults[f] for f in logic.FREEZE_FAMILIES),
-            ],
-            None,
-            [steps, alpha, preset, relative, *sliders, *switches],
-            queue=False,
-        )
+                results = _results_panel()
+        _wire(handlers, inputs, settings, results, defaults)
     demo = with_text_tab(demo, _user_error)
     demo.queue(default_concurrency_limit=1, max_size=config.queue_size)
     return demo

@@ -1,7 +1,7 @@
 """The ``semantic-pullbacks`` command: a thin entry point over the library.
 
-Each subcommand lives in its own module here and exposes ``register(subparsers)``, which adds its parser
-and sets ``func`` to a ``run(args) -> int`` callable. Heavy imports happen inside ``run``, so ``--help`` is fast.
+Each subcommand lives in its own module here and exposes ``register(subparsers)``, which adds its parser (options
+from the shared groups of :mod:`._common`) and sets ``func`` to a ``run(args) -> int`` callable.
 """
 
 from __future__ import annotations
@@ -12,44 +12,58 @@ import importlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 
+from .. import __version__
 from ..errors import SemanticPullbacksError
+from ._common import COMMANDS, Command
 
 __all__ = ["build_parser", "main"]
 
-#: subcommand modules, in the order ``--help`` lists them; a missing module is skipped
-SUBCOMMANDS = ("explain", "explain-text", "compare", "counterfactuals", "classes", "evaluate", "calibrate", "app")
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; only the ``commands`` named (all by default) get their options, the others are listed
+    by name and help line."""
     parser = argparse.ArgumentParser(
         prog="semantic-pullbacks",
         description="Explain PyTorch models (image classifiers, text models) with Semantic Pullbacks (offline, "
         "embedded default models).",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name.replace('-', '_')}":
-                continue
-            raise
-        module.register(sub)
+    wanted = set(COMMANDS) if commands is None else set(commands)
+    for command in COMMANDS.values():
+        if command.name in wanted:
+            _module(command).register(sub)
+        else:
+            sub.add_parser(command.name, help=command.help)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+def _module(command: Command) -> ModuleType:
+    """The command's module, imported only when the command is used. This is the one lazy import of the CLI: the
+    image commands import matplotlib and the app Gradio (seconds together), which ``--help`` and ``classes`` must
+    not pay for. A missing optional dependency is an ``error:`` line naming the extra to install."""
     try:
+        return importlib.import_module(f"{__name__}.{command.module}")
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if not missing or missing == "semantic_pullbacks":
+            raise
+        raise SemanticPullbacksError(
+            f"{command.name} needs {missing}: pip install 'semantic-pullbacks[{command.extra}]'"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(_named_command(argv))
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except SemanticPullbacksError as e:
         if _first_to_say(str(e)):
@@ -58,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _named_command(argv: Sequence[str]) -> list[str]:
+    """The command in ``argv`` (its first word: the top level has no option that takes a value), if it is one."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    return [first] if first in COMMANDS else []
 
 
 def _first_to_say(message: str) -> bool:

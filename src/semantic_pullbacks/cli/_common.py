@@ -1,33 +1,42 @@
-"""Options every subcommand shares, and turning them into library objects (model, settings, methods, targets).
+"""What every subcommand shares: its entry in the command table, its option groups, and turning the options into
+library objects (model, settings, methods, targets).
 
-Kept free of heavy imports at module level: ``--help`` must not pay for torch. Everything the user typed is
-validated before the model is loaded or any image decoded, so mistakes cost a second, not a run.
+Everything the user typed is validated before the model is loaded or any image decoded, so mistakes cost a
+second, not a run. Nothing here is heavier than the package itself (no matplotlib, no Gradio): ``--help`` reads
+this module.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from ..calibration import Settings, load_settings, recommended_settings
+from ..engine import Temperatures
 from ..errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from ..calibration import Settings
-    from ..engine import Temperatures
-    from ..imagenet import Prediction
-    from ..methods import Explainer
-    from ..models import LoadedModel
+from ..imagenet import Prediction
+from ..methods import Explainer, accepted_settings, get_method
+from ..methods.configure import method_settings
+from ..models import LoadedModel, load
 
 __all__ = [
+    "COMMANDS",
+    "Command",
     "RunSettings",
+    "add_command",
     "add_image_arguments",
+    "add_image_options",
     "add_model_options",
     "add_output_options",
     "add_settings_options",
+    "batch_targets",
     "build_method",
-    "class_label",
+    "classify",
     "format_predictions",
     "load_model",
     "parse_temperatures",
@@ -36,6 +45,62 @@ __all__ = [
     "settings_from_args",
     "split_list",
 ]
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand as ``--help`` lists it, and the extra its module needs (``pip install
+    'semantic-pullbacks[extra]'``)."""
+
+    name: str
+    extra: str
+    help: str
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
+
+
+#: every subcommand, in the order ``--help`` lists them
+COMMANDS = {
+    command.name: command
+    for command in (
+        Command("explain", "vision", "explain images: top-5 and an attribution figure per class"),
+        Command("explain-text", "text", "explain a text model: words coloured by relevance, HTML page"),
+        Command("compare", "vision", "compare explanation methods side by side"),
+        Command(
+            "counterfactuals", "vision", "turn images towards target classes (pullback ascent) and show what changed"
+        ),
+        Command("classes", "vision", "search ImageNet class names"),
+        Command(
+            "evaluate", "vision", "benchmark methods with the paper's metrics: one table with confidence intervals"
+        ),
+        Command(
+            "calibrate",
+            "vision",
+            "choose temperatures for a model on its images, cross-validated; writes a settings file",
+        ),
+        Command("app", "app", "start the web app (Gradio) on localhost"),
+    )
+}
+
+
+def add_command(
+    subparsers: Any, name: str, run: Callable[[argparse.Namespace], int], *, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of command ``name``, which runs ``run(args)``; an epilog (examples) keeps its line breaks."""
+    parser = subparsers.add_parser(
+        name,
+        help=COMMANDS[name].help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+    )
+    parser.set_defaults(func=run)
+    return parser
 
 
 # ------------------------------------------------------------------------------------------------- argparse
@@ -72,7 +137,14 @@ def positive_or_none(text: str) -> float | str:
     return value
 
 
-def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+def add_image_arguments(parser: argparse.ArgumentParser, *, default: list[str] | None = None) -> None:
+    """The ``IMAGE`` arguments: at least one, or with ``default`` (e.g. ``["examples"]``) any number."""
+    if default is not None:
+        parser.add_argument(
+            "images", nargs="*", default=default, metavar="IMAGE",
+            help="image files, folders, 'example:NAME' or 'examples' (default: the bundled photos)",
+        )  # fmt: skip
+        return
     parser.add_argument(
         "images",
         nargs="+",
@@ -80,6 +152,13 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, folders (every image inside), 'example:NAME' (bundled photos: chelsea, coffee, rocket, "
         "cameraman, grace_hopper) or 'examples' (all of them)",
     )
+
+
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """The option groups of the commands that draw figures of images: model, method settings, output."""
+    add_model_options(parser)
+    add_settings_options(parser)
+    add_output_options(parser)
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None = None) -> None:
@@ -103,7 +182,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
     )
 
 
-def add_settings_options(parser: argparse.ArgumentParser, *, ascent: bool = True) -> None:
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method settings (later options override earlier sources)")
     group.add_argument(
         "--settings",
@@ -120,24 +199,31 @@ def add_settings_options(parser: argparse.ArgumentParser, *, ascent: bool = True
         metavar="FAMILY=VALUE,...",
         help="soft-pullback temperatures, e.g. 'relu=0.5,maxpool=none,silu=2*std' (overrides --settings)",
     )
-    if ascent:
-        group.add_argument(
-            "--steps", type=positive_int, help="pullback-ascent steps (default 5, or the settings file's)"
-        )
-        group.add_argument(
-            "--alpha",
-            type=positive_or_none,
-            help="pullback-ascent step length; 'none' for raw steps (default 20, or the settings file's)",
-        )
+    group.add_argument("--steps", type=positive_int, help="pullback-ascent steps (default 5, or the settings file's)")
+    group.add_argument(
+        "--alpha",
+        type=positive_or_none,
+        help="pullback-ascent step length; 'none' for raw steps (default 20, or the settings file's)",
+    )
     group.add_argument("--seed", type=int, default=0, help="seed of stochastic methods (default: %(default)s)")
 
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
+def add_output_options(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str = "out",
+    what: str = "folder for the figures",
+    batch_size: bool = True,
+) -> argparse._ArgumentGroup:
+    """The ``output`` group: ``--out`` (``what``, by default ``default``) and, with ``batch_size``, images per
+    forward pass; a command adds its own output options to the group returned."""
     group = parser.add_argument_group("output")
-    group.add_argument("--out", default="out", metavar="DIR", help="folder for the figures (default: %(default)s)")
-    group.add_argument(
-        "--batch-size", type=positive_int, default=8, help="images per forward pass (default: %(default)s)"
-    )
+    group.add_argument("--out", default=default, metavar="DIR", help=f"{what} (default: %(default)s)")
+    if batch_size:
+        group.add_argument(
+            "--batch-size", type=positive_int, default=8, help="images per forward pass (default: %(default)s)"
+        )
+    return group
 
 
 def split_list(values: Iterable[str] | None) -> list[str]:
@@ -168,9 +254,6 @@ class RunSettings:
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The model family's recommended settings (the paper's defaults where none were measured), then the
     settings file (``--settings``), then explicit options; ``--paper-defaults`` starts from the paper instead."""
-    from ..calibration import recommended_settings
-    from ..engine import Temperatures
-
     if getattr(args, "paper_defaults", False) or not getattr(args, "model", None):
         settings = RunSettings(Temperatures())
     else:
@@ -214,18 +297,12 @@ def parse_temperatures(text: str) -> dict[str, str]:
 
 def _from_file(path: str) -> RunSettings:
     """A calibrated settings file (format of :mod:`semantic_pullbacks.calibration.settings`)."""
-    from ..calibration.settings import load_settings
-
     return RunSettings.of(load_settings(path))
 
 
 def load_model(args: argparse.Namespace, device: Any = None) -> LoadedModel:
     """The model on the requested device (``device`` overrides ``--device``: a torchrun rank's own GPU); an
     unusable device is an error, never a silent fallback."""
-    import torch
-
-    from ..models import load
-
     try:
         device = torch.device(device if device is not None else args.device)
     except (RuntimeError, ValueError):
@@ -239,8 +316,6 @@ def load_model(args: argparse.Namespace, device: Any = None) -> LoadedModel:
 
 def resolve_method_names(names: Sequence[str]) -> list[str]:
     """Canonical method names (``soft-pullback`` -> ``SoftPullback``); unknown names fail before any work."""
-    from ..methods import get_method
-
     if not names:
         raise InvalidInputError("no method given; list them like 'SoftPullback,Gradient'")
     resolved = [get_method(n).__name__ for n in names]
@@ -252,9 +327,6 @@ def build_method(
 ) -> Explainer:
     """Instantiate method ``name`` with the settings it understands (temperatures, ascent, seed, clip, domain),
     through the same mapping ``SoftPullback(loaded)`` uses in Python."""
-    from ..methods import accepted_settings, get_method
-    from ..methods.configure import method_settings
-
     cls = get_method(name)
     _quiet_captum()
     kwargs = method_settings(
@@ -273,8 +345,6 @@ def build_method(
 def _quiet_captum() -> None:
     """Captum announces, on every call, things the methods do on purpose (inputs given ``requires_grad``, ReLU
     hooks set for Guided Grad-CAM); on a console that reads like a problem, so the CLI drops those two notes."""
-    import warnings
-
     for message in ("Input Tensor .* did not already require gradients", "Setting backward hooks on ReLU"):
         warnings.filterwarnings("ignore", message=message, category=UserWarning, module="captum")
 
@@ -284,8 +354,18 @@ def resolve_targets(model: LoadedModel, specs: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(model.target(spec) for spec in specs))
 
 
-def class_label(model: LoadedModel, index: int) -> str:
-    return f"{model.class_names[index]} ({index})"
+def classify(model: LoadedModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits for a batch and its class probabilities (float32, on the batch's device)."""
+    with torch.no_grad():
+        logits = model.model(x)
+    return logits, logits.float().softmax(1)
+
+
+def batch_targets(probs: torch.Tensor, fixed: Sequence[int] | None, k: int) -> torch.Tensor:
+    """The ``(B, T)`` classes to explain: the ``fixed`` ones for every image, else each image's ``k`` most likely."""
+    if fixed is not None:
+        return torch.tensor([list(fixed)] * probs.shape[0], device=probs.device)
+    return probs.topk(min(k, probs.shape[1]), dim=1).indices
 
 
 def format_predictions(predictions: Sequence[Prediction]) -> list[str]:

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from ..errors import ImageLoadError, InvalidInputError
-
-if TYPE_CHECKING:
-    import torch
-
-    from ..models import LoadedModel
+from ..examples import get_example, list_examples
+from ..models import LoadedModel
 
 __all__ = ["IMAGE_SUFFIXES", "ImageBatch", "ImageSource", "expand_images", "iter_batches"]
 
@@ -48,8 +46,6 @@ def expand_images(specs: Sequence[str]) -> list[ImageSource]:
     ``example:NAME`` is a bundled photo, ``examples`` all of them, a folder every image directly inside it
     (sorted by name); anything else must be an existing file. An existing path wins over the keywords.
     """
-    from ..examples import get_example, list_examples
-
     found: list[tuple[str, Path, str]] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -102,8 +98,6 @@ def iter_batches(
 ) -> Iterator[ImageBatch]:
     """Decode ``sources`` in batches of at most ``batch_size``; an unreadable file is handed to ``on_error``
     (source, message) and skipped, so the readable ones still get explained."""
-    import torch
-
     for start in range(0, len(sources), batch_size):
         ok, tensors = [], []
         for source in sources[start : start + batch_size]:

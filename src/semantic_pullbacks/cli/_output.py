@@ -12,14 +12,16 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from ..errors import ImageLoadError, InvalidInputError
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from ._images import ImageSource
+from ..visualize import save_figure
+from ._images import ImageSource
 
 __all__ = ["Output", "output_folder", "slug"]
 
@@ -66,8 +68,6 @@ class Output:
         self._bar: Any = None
 
     def __enter__(self) -> Output:
-        from tqdm import tqdm
-
         # disable=None: shown on a terminal only, so logs and captured output stay clean
         self._bar = tqdm(
             total=self._total, desc=self._description, unit="image", file=sys.stderr, disable=None
@@ -91,19 +91,13 @@ class Output:
 
     def figure(self, fig: Figure, name: str) -> Path:
         """Save ``fig`` as ``name`` + ``.png`` and print its path."""
-        from ..visualize import save_figure
-
         return self._atomic(name + ".png", lambda tmp: save_figure(fig, tmp))
 
     def tensor(self, value: Any, name: str, fmt: str) -> Path:
         """Save a tensor as ``.npy`` (numpy) or ``.pt`` (torch) and print its path."""
         if fmt == "npy":
-            import numpy as np
-
             array = value.detach().cpu().numpy()
-            return self._atomic(name + ".npy", lambda tmp: _save_npy(np, tmp, array))
-        import torch
-
+            return self._atomic(name + ".npy", lambda tmp: _save_npy(tmp, array))
         return self._atomic(name + ".pt", lambda tmp: torch.save(value.detach().cpu().clone(), tmp))
 
     def file(self, filename: str, write: Callable[[Path], object]) -> Path:
@@ -145,6 +139,6 @@ class Output:
         return 0
 
 
-def _save_npy(np: Any, path: Path, array: Any) -> None:
+def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as handle:  # np.save on a path would append ".npy" to our temporary name
         np.save(handle, array)

@@ -5,16 +5,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
+
+import torch
+
+from ..app.logic import Limits, discover_models
+from ..app.ui import AppConfig, launch
+from ..calibration import load_settings
+from ..models import DEFAULT_MODEL
+from ._common import add_command
 
 __all__ = ["register", "run"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
         "app",
-        help="start the web app (Gradio) on localhost",
+        run,
         description="Start the web app: upload an image, pick a class and methods, compare maps and counterfactuals. "
         "Runs fully offline; models are the embedded default plus torchvision/timm models whose weights are "
         "already cached on this machine.",
@@ -44,34 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="never download model weights (as SEMANTIC_PULLBACKS_OFFLINE=1)"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.offline:  # every model the app loads, now or when the user switches models, obeys it
         os.environ["SEMANTIC_PULLBACKS_OFFLINE"] = "1"
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        print("error: the app needs Gradio: pip install 'semantic-pullbacks[app]'", file=sys.stderr)
-        return 2
-    import torch
-
-    from ..app.logic import Limits, discover_models
-    from ..app.ui import AppConfig, launch
-    from ..calibration import load_settings
-    from ..models import DEFAULT_MODEL
-
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     if args.host not in _LOOPBACK:
         print(f"warning: listening on {args.host}: anyone who can reach this address can use the app", file=sys.stderr)
-    model = args.model or DEFAULT_MODEL
-    models = discover_models() if args.models is None else list(args.models)
     config = AppConfig(
-        model=model,
-        models=models,
+        model=args.model or DEFAULT_MODEL,
+        models=discover_models() if args.models is None else list(args.models),
         limits=Limits(max_pixels=args.max_pixels, timeout_s=args.timeout),
         max_file_size=args.max_file_size,
         queue_size=args.queue_size,

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from ._common import positive_int
+from ..imagenet import search_classes
+from ._common import add_command, positive_int
 
 __all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "classes",
-        help="search ImageNet class names",
+        run,
         description="List ImageNet-1k classes whose name matches QUERY (exact, prefix, substring, then close "
         "spellings), as 'index  name'. Without QUERY, list the first classes. Exit status 1 if nothing matches.",
     )
@@ -21,14 +24,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--limit", type=positive_int, default=20, metavar="N", help="at most N classes (default: %(default)s)"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from ..imagenet import search_classes
-
     found = search_classes(args.query, limit=args.limit)
     if not found:
         print(f"no class matches {args.query!r}; try a shorter or different word", file=sys.stderr)

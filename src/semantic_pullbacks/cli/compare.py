@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..visualize import plot_method_grid
 from ._common import (
+    add_command,
     add_image_arguments,
-    add_model_options,
-    add_output_options,
-    add_settings_options,
+    add_image_options,
+    batch_targets,
     build_method,
+    classify,
     load_model,
     resolve_method_names,
     resolve_targets,
@@ -30,16 +32,16 @@ DEFAULT_METHODS = ("SoftPullback", "Gradient", "PullbackAscent", "GuidedGradCam"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "compare",
-        help="compare explanation methods side by side",
+        run,
         description="Explain each image with several methods for the same class and write one PNG per image\n"
         "with the maps side by side (each on its own colour scale).",
         epilog="Any method of semantic_pullbacks.methods works (an unknown name lists them all); SmoothGrad,\n"
         "IntegratedGradients, FusionGrad and their pullback versions take tens of seconds per image on a CPU.\n\n"
         "example:\n"
         "  semantic-pullbacks compare example:coffee --methods SoftPullback,Gradient,SmoothPullback",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser)
     parser.add_argument(
@@ -49,30 +51,22 @@ def register(subparsers: Any) -> None:
         help=f"methods to compare, comma-separated (default: {','.join(DEFAULT_METHODS)})",
     )
     parser.add_argument("--target", metavar="CLASS", help="class name or index (default: each image's top-1)")
-    add_model_options(parser)
-    add_settings_options(parser)
-    add_output_options(parser)
-    parser.set_defaults(func=run)
+    add_image_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..visualize import plot_method_grid
-
     settings = settings_from_args(args)
     names = resolve_method_names(split_list(args.methods) if args.methods else list(DEFAULT_METHODS))
     sources = expand_images(args.images)
     model = load_model(args)
-    fixed = resolve_targets(model, [args.target])[0] if args.target else None
+    fixed = resolve_targets(model, [args.target]) if args.target else None
     methods = {name: build_method(name, model, settings, seed=args.seed) for name in names}
 
     with Output(args.out, len(sources), "compare") as out:
         for batch in iter_batches(model, sources, args.batch_size, out.fail):
             x = batch.tensor
-            with torch.no_grad():
-                probs = model.model(x).float().softmax(1)
-            targets = probs.argmax(1) if fixed is None else torch.full_like(probs[:, 0], fixed, dtype=torch.long)
+            _, probs = classify(model, x)
+            targets = batch_targets(probs, fixed, 1)[:, 0]
             maps = {name: method.attribute(x, target=targets) for name, method in methods.items()}
             for i, source in enumerate(batch.sources):
                 index = int(targets[i])

@@ -10,14 +10,24 @@ counterfactual.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+from matplotlib.figure import Figure
+
+from ..errors import InvalidInputError
+from ..methods import PullbackAscent
+from ..models import LoadedModel
+from ..visualize import plot_class_grid, plot_counterfactual_grid, probability_note
 from ._common import (
+    RunSettings,
+    add_command,
     add_image_arguments,
-    add_model_options,
-    add_output_options,
-    add_settings_options,
+    add_image_options,
+    batch_targets,
     build_method,
+    classify,
     load_model,
     positive_int,
     resolve_method_names,
@@ -25,7 +35,7 @@ from ._common import (
     settings_from_args,
     split_list,
 )
-from ._images import expand_images, iter_batches
+from ._images import ImageBatch, ImageSource, expand_images, iter_batches
 from ._output import Output
 
 __all__ = ["MAX_GRID_IMAGES", "register", "run"]
@@ -35,15 +45,15 @@ MAX_GRID_IMAGES = 12
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "counterfactuals",
-        help="turn images towards target classes (pullback ascent) and show what changed",
+        run,
         description="Move each image a few steps along the soft pullback of each target class and write an\n"
         "image × class grid of the results (and of the changes): one PNG per image, plus one grid of all\n"
         f"images for 2 to {MAX_GRID_IMAGES} images.",
         epilog="example:\n  semantic-pullbacks counterfactuals example:chelsea example:coffee "
         "--classes 'tiger cat,espresso,lynx'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser)
     parser.add_argument(
@@ -66,19 +76,53 @@ def register(subparsers: Any) -> None:
         default="PullbackAscent",
         help="PullbackAscent or its gradient baseline GradientAscent (default: %(default)s)",
     )
-    add_model_options(parser)
-    add_settings_options(parser)
-    add_output_options(parser)
-    parser.set_defaults(func=run)
+    add_image_options(parser)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One image's counterfactuals: the image ``(C, H, W)``, one changed image per class ``(T, C, H, W)``, the
+    classes and their probability notes (before → after)."""
+
+    source: ImageSource
+    image: torch.Tensor
+    changed: torch.Tensor
+    indices: list[int]
+    classes: list[str]
+    notes: list[str]
+
+    def summary(self) -> str:
+        done = zip(self.classes, self.indices, self.notes)
+        return f"{self.source.label}: " + ", ".join(f"{n} ({c}): {m}" for n, c, m in done)
+
+    def cpu(self) -> _Row:
+        return replace(self, image=self.image.cpu(), changed=self.changed.cpu())
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """Draws rows of counterfactuals as ``--show`` asks: the images and their changes, or the change maps."""
+
+    model: LoadedModel
+    show: str
+    title: str
+
+    def __call__(self, rows: list[_Row]) -> Figure:
+        images, changed = torch.stack([r.image for r in rows]), torch.stack([r.changed for r in rows])
+        names, notes, titles = [r.classes for r in rows], [r.notes for r in rows], [r.source.name for r in rows]
+        if self.show == "maps":
+            titled = [[f"{n}\n{note}" for n, note in zip(row, notes_row)] for row, notes_row in zip(names, notes)]
+            return plot_class_grid(
+                images, changed - images[:, None], titled, self.model.domain,
+                image_titles=titles, method=self.title, shared_scale=False,
+            )  # fmt: skip
+        return plot_counterfactual_grid(
+            images, changed, names, self.model.domain,
+            image_titles=titles, notes=notes, differences=self.show == "both", method=self.title,
+        )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..errors import InvalidInputError
-    from ..methods import PullbackAscent
-    from ..visualize import plot_class_grid, plot_counterfactual_grid, probability_note
-
     settings = settings_from_args(args)
     (method_name,) = resolve_method_names([args.method])
     sources = expand_images(args.images)
@@ -87,58 +131,44 @@ def run(args: argparse.Namespace) -> int:
     ascent = build_method(method_name, model, settings, seed=args.seed, clip="last")
     if not isinstance(ascent, PullbackAscent):
         raise InvalidInputError(f"--method {args.method!r} is not an ascent; use PullbackAscent or GradientAscent")
-    keep_for_grid = 2 <= len(sources) <= MAX_GRID_IMAGES
-    kept: list[tuple[str, Any, Any, list[str], list[str]]] = []
-    alpha = "raw steps" if settings.alpha is None else f"alpha={settings.alpha:g}"
-    title = f"{method_name} ({settings.steps} step{'s' * (settings.steps != 1)}, {alpha})"
-
-    def draw(images: Any, changed: Any, names: Any, notes: Any, image_titles: list[str]) -> Any:
-        if args.show == "maps":
-            titled = [[f"{n}\n{note}" for n, note in zip(row, notes_row)] for row, notes_row in zip(names, notes)]
-            return plot_class_grid(
-                images, changed - images[:, None], titled, model.domain,
-                image_titles=image_titles, method=title, shared_scale=False,
-            )  # fmt: skip
-        return plot_counterfactual_grid(
-            images, changed, names, model.domain,
-            image_titles=image_titles, notes=notes, differences=args.show == "both", method=title,
-        )  # fmt: skip
-
+    draw = _Figure(model, args.show, _title(method_name, settings))
+    kept: list[_Row] = []  # for the combined grid
     with Output(args.out, len(sources), "counterfactuals") as out:
-        out.say(title)
+        out.say(draw.title)
         for batch in iter_batches(model, sources, args.batch_size, out.fail):
-            x = batch.tensor
-            with torch.no_grad():
-                before = model.model(x).float().softmax(1)
-            if fixed is not None:
-                targets = torch.tensor([fixed] * x.shape[0], device=x.device)
-            else:
-                k = min(args.top_k, before.shape[1])
-                targets = before.topk(k, dim=1).indices
-            results, after = [], []
-            for t in range(targets.shape[1]):
-                counterfactual = ascent.run(x, target=targets[:, t]).counterfactual
-                with torch.no_grad():
-                    after.append(model.model(counterfactual).float().softmax(1))
-                results.append(counterfactual)
-            changed = torch.stack(results, 1)  # (B, T, C, H, W)
-            for i, source in enumerate(batch.sources):
-                indices = [int(c) for c in targets[i]]
-                names = [model.class_names[c] for c in indices]
-                notes = [probability_note(float(before[i, c]), float(after[t][i, c])) for t, c in enumerate(indices)]
-                out.say(f"{source.label}: " + ", ".join(f"{n} ({c}): {m}" for n, c, m in zip(names, indices, notes)))
-                fig = draw(x[i : i + 1], changed[i : i + 1], [names], [notes], [source.name])
-                out.figure(fig, f"{source.name}_{method_name}_counterfactuals")
-                if keep_for_grid:
-                    kept.append((source.name, x[i].cpu(), changed[i].cpu(), names, notes))
+            for row in _counterfactuals(model, ascent, batch, fixed, args.top_k):
+                out.say(row.summary())
+                out.figure(draw([row]), f"{row.source.name}_{method_name}_counterfactuals")
+                if 2 <= len(sources) <= MAX_GRID_IMAGES:
+                    kept.append(row.cpu())
                 out.advance()
         if len(kept) >= 2:
-            fig = draw(
-                torch.stack([k[1] for k in kept]),
-                torch.stack([k[2] for k in kept]),
-                [k[3] for k in kept],
-                [k[4] for k in kept],
-                [k[0] for k in kept],
-            )
-            out.figure(fig, f"{method_name}_counterfactuals_grid")
+            out.figure(draw(kept), f"{method_name}_counterfactuals_grid")
     return out.finish()
+
+
+def _title(method: str, settings: RunSettings) -> str:
+    alpha = "raw steps" if settings.alpha is None else f"alpha={settings.alpha:g}"
+    return f"{method} ({settings.steps} step{'s' * (settings.steps != 1)}, {alpha})"
+
+
+def _counterfactuals(
+    model: LoadedModel, ascent: PullbackAscent, batch: ImageBatch, fixed: list[int] | None, k: int
+) -> list[_Row]:
+    """Each image of ``batch`` turned towards each of its target classes, with p(target) before and after."""
+    x = batch.tensor
+    _, before = classify(model, x)
+    targets = batch_targets(before, fixed, k)
+    results, after = [], []
+    for t in range(targets.shape[1]):
+        counterfactual = ascent.run(x, target=targets[:, t]).counterfactual
+        results.append(counterfactual)
+        after.append(classify(model, counterfactual)[1])
+    changed = torch.stack(results, 1)  # (B, T, C, H, W)
+    rows = []
+    for i, source in enumerate(batch.sources):
+        indices = [int(c) for c in targets[i]]
+        notes = [probability_note(float(before[i, c]), float(after[t][i, c])) for t, c in enumerate(indices)]
+        names = [model.class_names[c] for c in indices]
+        rows.append(_Row(source, x[i], changed[i], indices, names, notes))
+    return rows

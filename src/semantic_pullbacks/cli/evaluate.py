@@ -14,8 +14,19 @@ import sys
 import traceback
 from typing import Any
 
+from ..errors import InvalidInputError, SemanticPullbacksError
+from ..evaluation import ABLATION_METHODS, EvaluationResult, MethodSpec, World, ablation_specs, evaluate, parse_ablation
+from ..evaluation.images import ImageModality
+from ..evaluation.job import JobFailedError
+from ..evaluation.modality import Modality, resolve_metrics
+from ..evaluation.plan import resolve_methods
+from ..evaluation.texts import TextModality
+from ..text import load_text_model
 from ._common import (
+    RunSettings,
+    add_command,
     add_model_options,
+    add_output_options,
     add_settings_options,
     load_model,
     non_negative_int,
@@ -23,43 +34,53 @@ from ._common import (
     settings_from_args,
     split_list,
 )
+from ._output import output_folder
 
 __all__ = ["register", "run"]
 
+_DESCRIPTION = (
+    "Score explanation methods with faithfulness, robustness, randomisation and localisation\n"
+    "metrics on a set of images, or (--texts) with comprehensiveness, sufficiency, token deletion and the\n"
+    "Sequence Pointing Game on a set of labelled texts. Writes per-item scores (scores.csv), summary.md\n"
+    "(mean ± std, 95% bootstrap CIs, paired differences of each pullback method against its gradient\n"
+    "counterpart), summary.json and chart.png. Interrupt with Ctrl-C and rerun the same command to resume."
+)
+_EPILOG = (
+    "presets: --fast (default for the bundled examples) cuts sample counts (SmoothGrad 4 samples,\n"
+    "FusionGrad 2x2, IG 4 steps, GradientShap 4, infidelity 1 draw, 4x coarser faithfulness steps,\n"
+    "monotonicity 2 samples, max-sensitivity 2 samples); --paper (default for folders) uses the paper's\n"
+    "exact settings.\n\nexamples:\n  semantic-pullbacks evaluate --out runs/default\n"
+    "  semantic-pullbacks evaluate --images ~/imagenet/val --n-images 1000 --paper --device cuda --out runs/val\n"
+    "  semantic-pullbacks evaluate --methods SoftPullback,Gradient --metrics infidelity,focus --out runs/q\n"
+    "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,3*std --ablate K=3,5 --out runs/ablation\n"
+    "  semantic-pullbacks evaluate --texts examples --out runs/text      # 80 bundled reviews, MiniLM\n"
+    "  semantic-pullbacks evaluate --texts reviews.csv --classes negative,positive \\\n"
+    "      --template 'This review is {}.' --out runs/reviews\n"
+    "  semantic-pullbacks evaluate --texts ./sst2 --split validation --model ./my-sst2-classifier --out runs/sst2\n"
+    "  torchrun --nproc-per-node 8 -m semantic_pullbacks evaluate --images ~/imagenet/val \\\n"
+    "      --labels ~/imagenet/ILSVRC2012_devkit_t12.tar.gz --paper --device cuda --out /shared/runs/val\n\n"
+    "torchrun: each rank computes a share of the missing scores (on cuda:LOCAL_RANK with --device cuda; on CPU\n"
+    "the cores are divided between the ranks of a machine); rank 0 writes the reports. Multi-node: torchrun's\n"
+    "--nnodes/--rdzv-endpoint, with --out on a filesystem every node shares. Scores do not depend on the number\n"
+    "of processes; interrupt the job and rerun it with any number to resume."
+)
+_MODEL_HELP = (
+    "images: an embedded name, 'torchvision:NAME' or 'timm:NAME' (default: efficientnet_lite0); texts: "
+    "a Hugging Face classifier or embedding model, a folder or hub name (default: the embedded all-MiniLM-L6-v2)"
+)
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="benchmark methods with the paper's metrics: one table with confidence intervals",
-        description="Score explanation methods with faithfulness, robustness, randomisation and localisation\n"
-        "metrics on a set of images, or (--texts) with comprehensiveness, sufficiency, token deletion and the\n"
-        "Sequence Pointing Game on a set of labelled texts. Writes per-item scores (scores.csv), summary.md\n"
-        "(mean ± std, 95% bootstrap CIs, paired differences of each pullback method against its gradient\n"
-        "counterpart), summary.json and chart.png. Interrupt with Ctrl-C and rerun the same command to resume.",
-        epilog="presets: --fast (default for the bundled examples) cuts sample counts (SmoothGrad 4 samples,\n"
-        "FusionGrad 2x2, IG 4 steps, GradientShap 4, infidelity 1 draw, 4x coarser faithfulness steps,\n"
-        "monotonicity 2 samples, max-sensitivity 2 samples); --paper (default for folders) uses the paper's\n"
-        "exact settings.\n\nexamples:\n  semantic-pullbacks evaluate --out runs/default\n"
-        "  semantic-pullbacks evaluate --images ~/imagenet/val --n-images 1000 --paper --device cuda --out runs/val\n"
-        "  semantic-pullbacks evaluate --methods SoftPullback,Gradient --metrics infidelity,focus --out runs/q\n"
-        "  semantic-pullbacks evaluate --ablate relu=0.3,0.6,3*std --ablate K=3,5 --out runs/ablation\n"
-        "  semantic-pullbacks evaluate --texts examples --out runs/text      # 80 bundled reviews, MiniLM\n"
-        "  semantic-pullbacks evaluate --texts reviews.csv --classes negative,positive \\\n"
-        "      --template 'This review is {}.' --out runs/reviews\n"
-        "  semantic-pullbacks evaluate --texts ./sst2 --split validation --model ./my-sst2-classifier --out runs/sst2\n"
-        "  torchrun --nproc-per-node 8 -m semantic_pullbacks evaluate --images ~/imagenet/val \\\n"
-        "      --labels ~/imagenet/ILSVRC2012_devkit_t12.tar.gz --paper --device cuda --out /shared/runs/val\n\n"
-        "torchrun: each rank computes a share of the missing scores (on cuda:LOCAL_RANK with --device cuda; on CPU\n"
-        "the cores are divided between the ranks of a machine); rank 0 writes the reports. Multi-node: torchrun's\n"
-        "--nnodes/--rdzv-endpoint, with --out on a filesystem every node shares. Scores do not depend on the number\n"
-        "of processes; interrupt the job and rerun it with any number to resume.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_options(
-        parser,
-        model_help="images: an embedded name, 'torchvision:NAME' or 'timm:NAME' (default: efficientnet_lite0); texts: "
-        "a Hugging Face classifier or embedding model, a folder or hub name (default: the embedded all-MiniLM-L6-v2)",
-    )
+    parser = add_command(subparsers, "evaluate", run, description=_DESCRIPTION, epilog=_EPILOG)
+    add_model_options(parser, model_help=_MODEL_HELP)
+    _add_benchmark_options(parser)
+    _add_text_options(parser)
+    add_settings_options(parser)
+    _add_output_options(parser)
+    _add_process_options(parser)
+
+
+def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("benchmark")
     data.add_argument(
         "--images",
@@ -111,6 +132,9 @@ def register(subparsers: Any) -> None:
         "(relu, gelu, silu, maxpool, attention, gate, norm; values as --temperatures takes them: 0.3, 3*std, "
         "'none' = ordinary gradient), K (ascent steps) or alpha; repeat for several",
     )
+
+
+def _add_text_options(parser: argparse.ArgumentParser) -> None:
     texts = parser.add_argument_group("texts (--texts switches to a text benchmark)")
     texts.add_argument(
         "--texts",
@@ -134,9 +158,10 @@ def register(subparsers: Any) -> None:
     texts.add_argument(
         "--n-pairs", type=positive_int, metavar="N", help="pairs joined for the pointing game (default: one per text)"
     )
-    add_settings_options(parser)
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", default="evaluation", metavar="DIR", help="results folder (default: %(default)s)")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    out = add_output_options(parser, default="evaluation", what="results folder", batch_size=False)
     out.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
@@ -151,6 +176,9 @@ def register(subparsers: Any) -> None:
     )
     out.add_argument("--no-chart", action="store_true", help="skip chart.png")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
     procs = parser.add_argument_group("processes")
     procs.add_argument(
         "--workers",
@@ -172,7 +200,6 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="under torchrun: how long the ranks wait for each other at start-up (default: %(default)s)",
     )
-    parser.set_defaults(func=run)
 
 
 _IMAGE_ONLY = (("--images", "images", "examples"), ("--labels", "labels", None), ("--n-images", "n_images", None),
@@ -181,10 +208,28 @@ _TEXT_ONLY = (("--split", "split"), ("--classes", "classes"), ("--template", "te
               ("--n-pairs", "n_pairs"))  # fmt: skip
 
 
+def run(args: argparse.Namespace) -> int:
+    _check_modality(args)
+    modality: type[Modality] = TextModality if args.texts is not None else ImageModality
+    if args.texts is None and args.model is None:
+        args.model = "efficientnet_lite0"
+    settings = settings_from_args(args)
+    metrics = resolve_metrics(split_list(args.metrics), modality) if args.metrics else None
+    methods = _methods(args, settings, modality)
+    data = _data(args, modality)
+    output_folder(args.out)
+    with World.join(args.device, timeout=args.timeout, threads=args.threads) as world:
+        model = _load(args, world.device)
+        result = _evaluate(args, world, model, settings, methods, metrics, data)
+    if isinstance(result, int):
+        return result
+    if world.is_main:
+        _report(result, world)
+    return 0
+
+
 def _check_modality(args: argparse.Namespace) -> None:
     """Options of the other modality are refused by name, before anything loads."""
-    from ..errors import InvalidInputError
-
     if args.texts is not None:
         stray = [flag for flag, name, default in _IMAGE_ONLY if getattr(args, name) != default]
         if stray:
@@ -195,89 +240,91 @@ def _check_modality(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"{', '.join(stray)} are for text benchmarks: add --texts PATH (or 'examples')")
 
 
+def _methods(args: argparse.Namespace, settings: RunSettings, modality: type[Modality]) -> list[MethodSpec]:
+    """The methods to score: named or the modality's defaults, or with ``--ablate`` one row per swept value."""
+    names = split_list(args.methods)
+    if not args.ablate:
+        return resolve_methods(names if names else modality.default_methods())
+    sweeps = parse_ablation(args.ablate)
+    base = [s.method for s in resolve_methods(names)] if names else list(ABLATION_METHODS)
+    return ablation_specs(sweeps, base, temperatures=settings.temperatures, ascent=_ascent(settings))
+
+
+def _ascent(settings: RunSettings) -> dict[str, Any]:
+    return {"steps": settings.steps, "alpha": settings.alpha}
+
+
+def _data(args: argparse.Namespace, modality: type[Modality]) -> dict[str, Any]:
+    """What to score on, as :func:`evaluate` takes it; a bad text file fails here, before the model loads."""
+    if args.texts is None:
+        return {"images": args.images, "n_images": args.n_images, "labels": args.labels}
+    return {
+        "texts": modality.prepare(texts=args.texts, split=args.split)["texts"],
+        "template": args.template,
+        "n_texts": args.n_texts,
+        "n_pairs": args.n_pairs,
+        "classes": split_list([args.classes]) if args.classes else None,
+    }
+
+
 def _load(args: argparse.Namespace, device: Any) -> Any:
     if args.texts is not None:
-        from ..text import load_text_model
-
         return load_text_model(args.model, offline=args.offline)
     return load_model(args, device=device)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..errors import SemanticPullbacksError
-    from ..evaluation import ABLATION_METHODS, MethodSpec, World, ablation_specs, evaluate, parse_ablation
-    from ..evaluation.images import ImageModality
-    from ..evaluation.job import JobFailedError
-    from ..evaluation.modality import resolve_metrics
-    from ..evaluation.plan import resolve_methods
-    from ..evaluation.texts import TextModality
-    from ._output import output_folder
+def _evaluate(
+    args: argparse.Namespace,
+    world: World,
+    model: Any,
+    settings: RunSettings,
+    methods: list[MethodSpec],
+    metrics: list[str] | None,
+    data: dict[str, Any],
+) -> EvaluationResult | int:
+    """The table, or the exit code of a run that was interrupted or failed on one of the ranks."""
+    try:
+        return evaluate(
+            model,
+            methods=methods,
+            metrics=metrics,
+            out=args.out,
+            preset=args.preset,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            temperatures=settings.temperatures,
+            ascent=_ascent(settings),
+            ascent_temperatures=settings.ascent_temperatures,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.quiet,
+            chart=not args.no_chart,
+            workers=args.workers,
+            world=world,
+            **data,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished scores are saved in {args.out}/parts; run the same command again (with any "
+            "number of processes) to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except JobFailedError as err:
+        print(f"error: {world.describe()} stopped: {err}", file=sys.stderr)
+        return 1
+    except SemanticPullbacksError:
+        raise  # a user's mistake: one ``error:`` line and exit code 2 on every rank (see cli.main)
+    except Exception as err:
+        if world.size == 1:
+            raise
+        traceback.print_exc()
+        print(f"error: {world.describe()} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
-    _check_modality(args)
-    modality = TextModality if args.texts is not None else ImageModality
-    if args.texts is None and args.model is None:
-        args.model = "efficientnet_lite0"
-    settings = settings_from_args(args)
-    ascent = {"steps": settings.steps, "alpha": settings.alpha}
-    names = split_list(args.methods)
-    metrics = resolve_metrics(split_list(args.metrics), modality) if args.metrics else None
-    methods: list[MethodSpec]
-    if args.ablate:
-        sweeps = parse_ablation(args.ablate)
-        base = [s.method for s in resolve_methods(names)] if names else list(ABLATION_METHODS)
-        methods = ablation_specs(sweeps, base, temperatures=settings.temperatures, ascent=ascent)
-    else:
-        methods = resolve_methods(names if names else modality.default_methods())
-    if args.texts is not None:
-        texts = modality.prepare(texts=args.texts, split=args.split)["texts"]  # a bad file fails before loading
-        data: dict[str, Any] = {"texts": texts, "template": args.template,
-                                "n_texts": args.n_texts, "n_pairs": args.n_pairs,
-                                "classes": split_list([args.classes]) if args.classes else None}  # fmt: skip
-    else:
-        data = {"images": args.images, "n_images": args.n_images, "labels": args.labels}
-    output_folder(args.out)
-    with World.join(args.device, timeout=args.timeout, threads=args.threads) as world:
-        model = _load(args, world.device)
-        try:
-            result = evaluate(
-                model,
-                methods=methods,
-                metrics=metrics,
-                out=args.out,
-                preset=args.preset,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                temperatures=settings.temperatures,
-                ascent=ascent,
-                ascent_temperatures=settings.ascent_temperatures,
-                resume=args.resume,
-                force=args.force,
-                progress=not args.quiet,
-                chart=not args.no_chart,
-                workers=args.workers,
-                world=world,
-                **data,
-            )
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: finished scores are saved in {args.out}/parts; run the same command again (with any "
-                "number of processes) to resume",
-                file=sys.stderr,
-            )
-            return 130
-        except JobFailedError as err:
-            print(f"error: {world.describe()} stopped: {err}", file=sys.stderr)
-            return 1
-        except SemanticPullbacksError:
-            raise  # a user's mistake: one ``error:`` line and exit code 2 on every rank (see cli.main)
-        except Exception as err:
-            if world.size == 1:
-                raise
-            traceback.print_exc()
-            print(f"error: {world.describe()} failed: {type(err).__name__}: {err}", file=sys.stderr)
-            return 1
-    if not world.is_main:
-        return 0
+
+def _report(result: EvaluationResult, world: World) -> None:
+    """The table on stdout; the files written and the count of computed and resumed scores on stderr."""
     sys.stdout.write(result.markdown())
     for name in ("summary", "scores", "chart", "parquet"):
         if name in result.files:
@@ -287,4 +334,3 @@ def run(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s" + ("" if world.size == 1 else f" on {world.size} processes"),
         file=sys.stderr,
     )
-    return 0

@@ -12,14 +12,27 @@ Stochastic methods are seeded per image, so a map does not depend on the batch o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from ..evaluation import World
+from ..evaluation.seeds import derive_seed
+from ..evaluation.specs import temperatures_record
+from ..imagenet import top_k
+from ..methods import Explainer
+from ..models import LoadedModel
+from ..visualize import plot_class_grid, plot_explanation
 from ._common import (
+    RunSettings,
+    add_command,
     add_image_arguments,
-    add_model_options,
-    add_output_options,
-    add_settings_options,
+    add_image_options,
+    batch_targets,
     build_method,
+    classify,
     format_predictions,
     load_model,
     positive_int,
@@ -28,16 +41,18 @@ from ._common import (
     settings_from_args,
     split_list,
 )
-from ._images import expand_images, iter_batches
+from ._done import DoneLog
+from ._images import ImageBatch, ImageSource, expand_images, iter_batches
 from ._output import Output, slug
 
 __all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "explain",
-        help="explain images: top-5 and an attribution figure per class",
+        run,
         description="Explain why the model predicts a class for each image. Prints the top-5 predictions and\n"
         "writes one PNG per image and class: input, signed heat map, input ⊙ attribution, overlay.",
         epilog="examples:\n  semantic-pullbacks explain example:chelsea --out out/\n"
@@ -48,7 +63,6 @@ def register(subparsers: Any) -> None:
         "--save-tensors, skips those an earlier run with the same settings finished (same file: path, size,\n"
         "modification time); --resume skips them in one process too, --no-resume never. Stochastic methods are\n"
         "seeded per image (from --seed), so maps do not depend on the batch or the number of processes.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_image_arguments(parser)
     parser.add_argument(
@@ -68,9 +82,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--save-tensors", choices=("npy", "pt"), help="also save each raw (3, H, W) attribution in this format"
     )
-    add_model_options(parser)
-    add_settings_options(parser)
-    add_output_options(parser)
+    add_image_options(parser)
     parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
@@ -78,18 +90,9 @@ def register(subparsers: Any) -> None:
         help="skip images an earlier run with the same settings finished in --out (default: only under torchrun "
         "with --save-tensors)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..evaluation import World
-    from ..evaluation.specs import temperatures_record
-    from ..imagenet import top_k
-    from ..visualize import plot_class_grid, plot_explanation
-    from ._done import DoneLog
-
     settings = settings_from_args(args)
     (method_name,) = resolve_method_names([args.method])
     everything = expand_images(args.images)
@@ -97,79 +100,98 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args, device=world.device)
         fixed = resolve_targets(model, split_list(args.target)) if args.target else None
         explainer = build_method(method_name, model, settings, seed=args.seed)
-        k = args.top_k or 1
-        ascent = settings.ascent_temperatures
-        done = DoneLog(
-            args.out,
-            {
-                "model": [model.name, model.weights], "method": method_name, "seed": args.seed,
-                "temperatures": temperatures_record(settings.temperatures), "steps": settings.steps,
-                "alpha": settings.alpha, "targets": fixed, "top_k": k, "save_tensors": args.save_tensors,
-                "ascent_temperatures": None if ascent is None else temperatures_record(ascent),
-            },
-            world.rank,
-        )  # fmt: skip
-        resume = args.resume if args.resume is not None else world.size > 1 and args.save_tensors is not None
-        todo = [s for s in everything if not done.is_done(s.path)] if resume else everything
-        sources = todo[world.rank :: world.size]  # each image written once, by one rank
-        if world.is_main and len(todo) < len(everything):
-            print(
-                f"{len(everything) - len(todo)} of {len(everything)} images were already explained in {args.out} "
-                f"with these settings; skipping them (--no-resume to redo them)"
-            )
+        job = _Job(model, explainer, method_name, args.seed, fixed, args.top_k or 1, args.save_tensors)
+        done = DoneLog(args.out, job.record(settings), world.rank)
+        sources = _still_to_do(args, world, everything, done)[world.rank :: world.size]  # each image by one rank
         with Output(args.out, len(sources), "explain") as out:
             for batch in iter_batches(model, sources, args.batch_size, out.fail):
-                x = batch.tensor
-                with torch.no_grad():
-                    logits = model.model(x)
-                probs = logits.float().softmax(1).cpu()
-                predictions = top_k(logits, min(max(5, k), logits.shape[1]), model.class_names)
-                if fixed is not None:
-                    targets = torch.tensor([fixed] * x.shape[0], device=x.device)
-                else:
-                    targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
-                maps = _attribute(explainer, x, targets, batch.sources, method_name, args.seed)  # (T, B, C, H, W)
-                for i, source in enumerate(batch.sources):
-                    out.say(f"{source.label}: top-5 of {model.name}")
-                    for line in format_predictions(predictions[i][:5]):
-                        out.say(line)
-                    labels = []
-                    for t in range(targets.shape[1]):
-                        index = int(targets[i, t])
-                        name = model.class_names[index]
-                        label = f"{name} ({index}, p={float(probs[i, index]):.2f})"
-                        labels.append(label)
-                        stem = f"{source.name}_{method_name}_{index}-{slug(name)}"
-                        fig = plot_explanation(
-                            x[i],
-                            maps[t, i],
-                            model.domain,
-                            image_title=source.name,
-                            class_name=label,
-                            method=method_name,
-                        )
-                        out.figure(fig, stem)
-                        if args.save_tensors:
-                            out.tensor(maps[t, i], stem, args.save_tensors)
-                    if len(labels) > 1:
-                        grid = plot_class_grid(
-                            x[i : i + 1], maps[:, i : i + 1].transpose(0, 1), labels, model.domain,
-                            image_titles=[source.name], method=f"{method_name} · {source.name}", shared_scale=True,
-                        )  # fmt: skip
-                        which = f"top{k}" if fixed is None else "targets"
-                        out.figure(grid, f"{source.name}_{method_name}_{which}")
-                    done.mark(source.path)
-                    out.advance()
+                job.explain(batch, out, done)
         return out.finish()
 
 
-def _attribute(explainer: Any, x: Any, targets: Any, sources: list[Any], method: str, seed: int) -> Any:
+def _still_to_do(
+    args: argparse.Namespace, world: World, everything: list[ImageSource], done: DoneLog
+) -> list[ImageSource]:
+    """The images a resumed run has not finished yet (all of them when not resuming), saying how many it skips."""
+    resume = args.resume if args.resume is not None else world.size > 1 and args.save_tensors is not None
+    todo = [s for s in everything if not done.is_done(s.path)] if resume else everything
+    if world.is_main and len(todo) < len(everything):
+        print(
+            f"{len(everything) - len(todo)} of {len(everything)} images were already explained in {args.out} "
+            f"with these settings; skipping them (--no-resume to redo them)"
+        )
+    return todo
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every image of a run is explained with: the model, the method and which classes (``fixed`` ones, or
+    each image's top ``k``); ``save_tensors`` is the format raw maps are saved in, if any."""
+
+    model: LoadedModel
+    explainer: Explainer
+    method: str
+    seed: int
+    fixed: list[int] | None
+    k: int
+    save_tensors: str | None
+
+    def record(self, settings: RunSettings) -> dict[str, Any]:
+        """Everything that changes the files: a resumed run skips an image only if all of it is the same."""
+        ascent = settings.ascent_temperatures
+        return {
+            "model": [self.model.name, self.model.weights], "method": self.method, "seed": self.seed,
+            "temperatures": temperatures_record(settings.temperatures), "steps": settings.steps,
+            "alpha": settings.alpha, "targets": self.fixed, "top_k": self.k, "save_tensors": self.save_tensors,
+            "ascent_temperatures": None if ascent is None else temperatures_record(ascent),
+        }  # fmt: skip
+
+    def explain(self, batch: ImageBatch, out: Output, done: DoneLog) -> None:
+        """Each image's top-5 on the console, a figure per explained class (and a grid of them), then marked done."""
+        x = batch.tensor
+        logits, probs = classify(self.model, x)
+        predictions = top_k(logits, min(max(5, self.k), logits.shape[1]), self.model.class_names)
+        targets = batch_targets(probs, self.fixed, self.k)
+        maps = _attribute(self.explainer, x, targets, batch.sources, self.method, self.seed)  # (T, B, C, H, W)
+        for i, source in enumerate(batch.sources):
+            out.say(f"{source.label}: top-5 of {self.model.name}")
+            for line in format_predictions(predictions[i][:5]):
+                out.say(line)
+            labels = [
+                self._figure(out, source, x[i], maps[t, i], int(c), float(probs[i, c]))
+                for t, c in enumerate(targets[i])
+            ]
+            if len(labels) > 1:
+                grid = plot_class_grid(
+                    x[i : i + 1], maps[:, i : i + 1].transpose(0, 1), labels, self.model.domain,
+                    image_titles=[source.name], method=f"{self.method} · {source.name}", shared_scale=True,
+                )  # fmt: skip
+                which = f"top{self.k}" if self.fixed is None else "targets"
+                out.figure(grid, f"{source.name}_{self.method}_{which}")
+            done.mark(source.path)
+            out.advance()
+
+    def _figure(
+        self, out: Output, source: ImageSource, image: torch.Tensor, attribution: torch.Tensor, index: int, p: float
+    ) -> str:
+        """One class's figure (and raw map, if asked); its label for the grid."""
+        name = self.model.class_names[index]
+        label = f"{name} ({index}, p={p:.2f})"
+        stem = f"{source.name}_{self.method}_{index}-{slug(name)}"
+        fig = plot_explanation(
+            image, attribution, self.model.domain, image_title=source.name, class_name=label, method=self.method
+        )
+        out.figure(fig, stem)
+        if self.save_tensors:
+            out.tensor(attribution, stem, self.save_tensors)
+        return label
+
+
+def _attribute(
+    explainer: Explainer, x: torch.Tensor, targets: torch.Tensor, sources: Sequence[ImageSource], method: str, seed: int
+) -> torch.Tensor:
     """The maps of a batch; a stochastic method explains each image with a seed of its own (from ``seed``, the
     image's name and the method), so its map does not depend on the batch or the rank it was computed in."""
-    import torch
-
-    from ..evaluation.seeds import derive_seed
-
     if not getattr(explainer, "stochastic", False) or not hasattr(explainer, "seed"):
         return explainer.attribute_targets(x, targets)
     maps = []

@@ -12,16 +12,23 @@ import hashlib
 import json
 from typing import Any
 
+from rich.console import Console
+
 from ..errors import InvalidInputError
+from ..methods import get_method
+from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
+from ..text.result import save_all
+from ._common import add_command, add_output_options
 from ._output import Output, slug
 
 __all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "explain-text",
-        help="explain a text model: words coloured by relevance, HTML page",
+        run,
         description="Explain a Hugging Face text model with token attributions (soft pullbacks over the input\n"
         "embeddings). Default model: the embedded all-MiniLM-L6-v2 (offline), which explains similarities.",
         epilog="examples:\n"
@@ -33,7 +40,6 @@ def register(subparsers: Any) -> None:
         "files: OUT/text-<first words>-<hash>.html (.png, .json), the hash taken over the text and every option\n"
         "that changes the explanation: another text or target never overwrites them, the same command rewrites\n"
         "its own files.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", help="the text to explain")
     what = parser.add_mutually_exclusive_group()
@@ -47,19 +53,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--offline", action="store_true", help="never download; a missing model is an error")
     parser.add_argument("--method", default="SoftPullback", help="explanation method (default: %(default)s)")
     parser.add_argument("--tokens", action="store_true", help="show sub-word tokens instead of words")
-    parser.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
-    parser.add_argument("--png", action="store_true", help="also write a PNG figure")
-    parser.add_argument("--json", action="store_true", help="also write the result as JSON")
-    parser.set_defaults(func=run)
+    output = add_output_options(parser, default="explanations", what="output folder", batch_size=False)
+    output.add_argument("--png", action="store_true", help="also write a PNG figure")
+    output.add_argument("--json", action="store_true", help="also write the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from ..methods import get_method
-    from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
-    from ..text.result import save_all
-
     get_method(args.method)  # validate before loading anything
     if not args.text.strip():
         raise InvalidInputError("TEXT is empty: give some text to explain")
