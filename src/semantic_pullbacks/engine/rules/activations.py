@@ -27,23 +27,19 @@ import torch
 import torch.nn.functional as F
 
 from ..coverage import ORDINARY, SOFTENED
-from ..mode import PassContext, rules_suspended
+from ..mode import PassContext
 from ..registry import register_nonlinear, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, Binder, compute_dtype, soft_backward, wants_grad
+from ._common import Binder, compute_dtype, plain_ops, soft_backward, wants_grad
+from ._phi import encode_phi, encode_window, erf_argument, erf_scale, from_code, window_adjoint
 from .rebuild import rebuildable_terms, rebuilt_soft_relu, saved_tensor_hooks_active
 
 __all__ = ["ActivationGate", "soft_gate"]
 
 
-def _erf_argument(x: torch.Tensor, tau: Any) -> torch.Tensor:
-    """``x / (sqrt 2 tau)`` in one pass; ``tau`` is a number or a per-sample tensor."""
-    return x * (SQRT1_2 / tau)
-
-
 def _phi_scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
     """``Phi(x / tau)``, the normal CDF, with the division folded into the one scaling pass."""
-    return _erf_argument(x, tau).erf_().add_(1.0).mul_(0.5)
+    return erf_argument(x, erf_scale(tau)).erf_().add_(1.0).mul_(0.5)
 
 
 @dataclass(frozen=True)
@@ -165,7 +161,7 @@ class _SoftGate(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         saved = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
-        with rules_suspended():
+        with plain_ops():
             if ctx.stored_gate:
                 gate = saved[0]
             else:
@@ -175,18 +171,15 @@ class _SoftGate(torch.autograd.Function):
 
 
 class _SoftReLU(torch.autograd.Function):
-    """The plain ReLU: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = erf(x / (sqrt 2 tau))``
-    stored compactly in the forward (``tau > 0``)."""
+    """ReLU-type gates kept compactly: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = 2 gate - 1``
+    evaluated in the forward by ``encode`` and stored in float16 (see ``_phi``)."""
 
     @staticmethod
-    def forward(ctx, x, exact, tau, inplace):  # type: ignore[no-untyped-def, override]
-        xc = x.detach().to(compute_dtype(x))  # the low-precision erf is far less accurate
+    def forward(ctx, x, exact, encode, inplace):  # type: ignore[no-untyped-def, override]
+        e = encode(x)
         # Under saved-tensor hooks (activation checkpointing) the buffer is dropped and recomputed, not kept:
         # keep it exact then, as the rebuilt gate it stands in for is.
-        dtype = x.dtype if saved_tensor_hooks_active() else _stored_dtype(x)
-        e = torch.empty(x.shape, dtype=dtype, device=x.device)
-        torch.erf(_erf_argument(xc, resolve_temperature(tau, xc)), out=e)
-        ctx.save_for_backward(e)
+        ctx.save_for_backward(e.to(x.dtype if saved_tensor_hooks_active() else _stored_dtype(x)))
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
@@ -196,8 +189,52 @@ class _SoftReLU(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         (e,) = ctx.saved_tensors
-        g = torch.addcmul(grad, grad, e).mul_(0.5)
-        return g, None, None, None
+        with plain_ops():
+            return from_code(grad, e), None, None, None
+
+
+class _SoftWindow(torch.autograd.Function):
+    """ReLU6/Hardtanh: forward ``exact(x)``; backward ``grad * (Phi((x - lo) / tau) - Phi((x - hi) / tau))``, from
+    the input, which the ordinary hardtanh backward keeps as well (so this costs no memory beyond it)."""
+
+    @staticmethod
+    def forward(ctx, x, exact, lo, hi, tau):  # type: ignore[no-untyped-def, override]
+        s = erf_scale(resolve_temperature(tau, x))
+        ctx.lo, ctx.width = lo, hi - lo
+        ctx.scale = None if isinstance(s, torch.Tensor) else s
+        ctx.save_for_backward(x, *([s] if ctx.scale is None else []))
+        return exact(x)
+
+    @staticmethod
+    @soft_backward
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        x, *rest = ctx.saved_tensors
+        with plain_ops():
+            s = rest[0] if ctx.scale is None else ctx.scale
+            g = window_adjoint(grad, erf_argument(x, s, ctx.lo), ctx.width * s)
+            return g if g.dtype == grad.dtype else g.to(grad.dtype), None, None, None, None
+
+
+def _encode(x: torch.Tensor, tau: Any, window: tuple[float, float] | None) -> torch.Tensor:
+    """``2 gate - 1`` of a ReLU (``window`` None) or a clipped ReLU on ``[lo, hi]``, in the compute dtype."""
+    s = erf_scale(resolve_temperature(tau, x))
+    if window is None:
+        return encode_phi(erf_argument(x, s))
+    lo, hi = window
+    return encode_window(erf_argument(x, s, lo), (hi - lo) * s)
+
+
+def _soft_relu_type(func, args, kwargs, x, spec, tau, p, inplace, ctx):  # type: ignore[no-untyped-def]
+    """ReLU and ReLU6/Hardtanh with a positive temperature: the input kept where the ordinary backward keeps it
+    (hardtanh, not in place), else rebuilt from tensors the graph keeps anyway, else the gate stored compactly."""
+    exact = lambda t: func(*args, **kwargs)
+    window = (float(p["min_val"]), float(p["max_val"])) if spec is HARDTANH else None
+    if window is not None and not inplace and not ctx.store_gates:
+        return _SoftWindow.apply(x, exact, *window, tau)
+    terms = None if ctx.store_gates else rebuildable_terms(x)
+    if terms is not None:
+        return rebuilt_soft_relu(x, exact, tau, inplace, terms, window)
+    return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, window), inplace)
 
 
 def _evaluate(spec: ActivationGate, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> torch.Tensor:
@@ -241,11 +278,8 @@ def _activation_rule(spec: ActivationGate, binder: Binder, *, force_inplace: boo
             return func(*args, **kwargs)  # let torch raise its own, familiar error
         if spec is PRELU:
             return _soft_prelu(func, args, kwargs, x, p["weight"], tau, p)
-        if spec is RELU and not _is_zero(tau) and x.is_floating_point():
-            terms = None if ctx.store_gates else rebuildable_terms(x)
-            if terms is not None:
-                return rebuilt_soft_relu(x, lambda t: func(*args, **kwargs), tau, inplace, terms)
-            return _SoftReLU.apply(x, lambda t: func(*args, **kwargs), tau, inplace)
+        if (spec is RELU or spec is HARDTANH) and not _is_zero(tau) and x.is_floating_point():
+            return _soft_relu_type(func, args, kwargs, x, spec, tau, p, inplace, ctx)
         return soft_gate(x, lambda t: func(*args, **kwargs), spec, tau, p, inplace, store=ctx.store_gates)
 
     return handler
