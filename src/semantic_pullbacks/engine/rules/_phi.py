@@ -8,8 +8,8 @@ element and copies first), and folds constants into the per-sample scale instead
 
 - ``Phi(u) = (1 + erf(u / sqrt 2)) / 2``, so ``grad * Phi = (grad + grad * e) / 2`` with ``e = erf(...)``;
 - the window gate of a clipped ReLU, ``Phi(a) - Phi(a - w)`` with ``a = (x - lo) / tau`` and ``w = (hi - lo) / tau``,
-  is ``(erf(a') + erf(w' - a')) / 2`` (``'``: divided by ``sqrt 2``), since ``1 - Phi(t) = Phi(-t)``: two ``erf``
-  and no constant offset to carry.
+  is ``(erf(a') + erf(w' - a')) / 2`` (``'``: divided by ``sqrt 2``), since ``1 - Phi(t) = Phi(-t)``: two ``erf``,
+  no constant offset to carry, and the sum and the halving in one ``lerp``.
 
 Every helper takes ``u``, the gate's input already scaled by ``s = 1 / (sqrt 2 tau)``, in a buffer it may
 overwrite; ``s`` is computed once per gate, a number or a per-sample tensor.
@@ -50,8 +50,7 @@ def phi_adjoint(grad: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def window_adjoint(grad: torch.Tensor, u: torch.Tensor, width: Any) -> torch.Tensor:
     """``grad * (Phi(a) - Phi(a - w))``, written into ``u``; ``width`` is ``w`` scaled like ``u``."""
     v = torch.rsub(u, width)
-    u.erf_().add_(v.erf_())
-    return u.mul_(_as(grad, u)).mul_(0.5)
+    return u.erf_().lerp_(v.erf_(), 0.5).mul_(_as(grad, u))
 
 
 def encode_phi(u: torch.Tensor) -> torch.Tensor:
