@@ -375,10 +375,10 @@ def _one_pass_stds(x: torch.Tensor) -> list[float] | None:
     above the spread, a constant sample, overflow), for two-dimensional inputs, and off the CPU, where it is one fast
     kernel already and reading a number back would wait on the device.
     """
-    if x.device.type != "cpu" or x.dim() < 3 or x[0].numel() < 2:
+    count = x.numel() // x.shape[0] if x.shape[0] else 0
+    if x.device.type != "cpu" or x.dim() < 3 or count < 2:
         return None
     dims = tuple(range(1, x.dim()))
-    count = x[0].numel()
     sums = x.sum(dims).tolist()
     rows = torch.linalg.vector_norm(x, dim=dims[1:])
     norms = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).tolist()
