@@ -10,6 +10,7 @@ counterfactual.
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from ._common import (
@@ -115,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 k = min(args.top_k, before.shape[1])
                 targets = before.topk(k, dim=1).indices
-            results, after = [], []
+            results, after, seconds = [], [], 0.0
             for t in range(targets.shape[1]):
+                start = time.perf_counter()
                 counterfactual = ascent.run(x, target=targets[:, t]).counterfactual
+                seconds += time.perf_counter() - start
                 with torch.no_grad():
                     after.append(model.model(counterfactual).float().softmax(1))
                 results.append(counterfactual)
@@ -132,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
                 if keep_for_grid:
                     kept.append((source.name, x[i].cpu(), changed[i].cpu(), names, notes))
                 out.advance()
+            images, classes = len(batch.sources), targets.shape[1]
+            plural = ("s" if images != 1 else "", "es" if classes != 1 else "")
+            out.say(f"{method_name} took {seconds:.2f} s ({images} image{plural[0]} x {classes} class{plural[1]})")
         if len(kept) >= 2:
             fig = draw(
                 torch.stack([k[1] for k in kept]),

@@ -12,6 +12,7 @@ Stochastic methods are seeded per image, so a map does not depend on the batch o
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from ._common import (
@@ -128,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
                     targets = torch.tensor([fixed] * x.shape[0], device=x.device)
                 else:
                     targets = torch.tensor([[p.index for p in row[:k]] for row in predictions], device=x.device)
+                start = time.perf_counter()
                 maps = _attribute(explainer, x, targets, batch.sources, method_name, args.seed)  # (T, B, C, H, W)
+                seconds = time.perf_counter() - start
                 for i, source in enumerate(batch.sources):
                     out.say(f"{source.label}: top-5 of {model.name}")
                     for line in format_predictions(predictions[i][:5]):
@@ -160,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
                         out.figure(grid, f"{source.name}_{method_name}_{which}")
                     done.mark(source.path)
                     out.advance()
+                images, classes = len(batch.sources), targets.shape[1]
+                plural = ("s" if images != 1 else "", "es" if classes != 1 else "")
+                out.say(f"{method_name} took {seconds:.2f} s ({images} image{plural[0]} x {classes} class{plural[1]})")
         return out.finish()
 
 
