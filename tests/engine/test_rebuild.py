@@ -241,3 +241,22 @@ def test_float32_stored_window_gate_is_within_the_float16_bound():
         (g,) = torch.autograd.grad(F.relu6(xl * 1.0, inplace=True), xl, torch.ones_like(x))
     exact = _window(x.double(), 1.3)
     assert float((g.double() - exact).abs().max()) <= 1.3e-4
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["input kept", "stored"])
+def test_a_wide_window_takes_one_erf_within_its_bound(inplace):
+    """ReLU6 at the paper's tau = 0.6: the far side of the window, ``1 - Phi(M)`` with ``M >= 3 / tau``, is under
+    5e-7, so one ``erf`` of the nearer side gives the gate; in float32 it stays that close to the exact window."""
+    from semantic_pullbacks.engine.rules._phi import erf_scale, one_side_suffices
+
+    assert one_side_suffices(6.0 * erf_scale(0.6), torch.float32)
+    assert not one_side_suffices(6.0 * erf_scale(0.62), torch.float32)
+    assert not one_side_suffices(6.0 * erf_scale(0.6), torch.float64)  # float64 keeps both sides down to 0.36
+    torch.manual_seed(8)
+    x = torch.randn(2, 4, 32, 32) * 4.0 + 3.0
+    with pullback_mode({"relu": 0.6}):
+        xl = x.clone().requires_grad_(True)
+        out = F.relu6(xl * 1.0, inplace=True) if inplace else F.relu6(xl)
+        (g,) = torch.autograd.grad(out, xl, torch.ones_like(x))
+    bound = 1.3e-4 if inplace else 5e-7 + 2e-7  # stored: the float16 rounding dominates; kept: float32 rounding
+    assert float((g.double() - _window(x.double(), 0.6)).abs().max()) <= bound
