@@ -475,7 +475,7 @@ def _extras(subject, x, target, sp, grad, run_sp, run_grad, device, cfg) -> list
     return rows
 
 
-def profile_table(subject: Subject, batch: int, device: torch.device, cfg: argparse.Namespace, rows: int = 14) -> str:
+def profile_table(subject: Subject, batch: int, device: torch.device, cfg: argparse.Namespace, rows: int = 20) -> str:
     """Where the time goes: the ops with the most self time in one SoftPullback and one gradient call."""
     from torch.profiler import ProfilerActivity, profile
 
