@@ -194,15 +194,16 @@ class _SoftGate(torch.autograd.Function):
 
 
 class _SoftReLU(torch.autograd.Function):
-    """ReLU-type gates kept compactly: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = 2 gate - 1``
-    evaluated in the forward by ``encode`` and stored in float16 (see ``_phi``)."""
+    """ReLU-type gates stored: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = 2 gate - 1``
+    evaluated in the forward by ``encode``, kept in float16 where ``compact`` (see ``_phi``)."""
 
     @staticmethod
-    def forward(ctx, x, exact, encode, inplace):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, exact, encode, inplace, compact):  # type: ignore[no-untyped-def, override]
         e = encode(x)
         # Under saved-tensor hooks (activation checkpointing) the buffer is dropped and recomputed, not kept:
         # keep it exact then, as the rebuilt gate it stands in for is.
-        ctx.save_for_backward(e.to(x.dtype if saved_tensor_hooks_active() else _stored_dtype(x)))
+        compact = compact and not saved_tensor_hooks_active()
+        ctx.save_for_backward(e.to(_stored_dtype(x) if compact else x.dtype))
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
@@ -213,7 +214,7 @@ class _SoftReLU(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         (e,) = ctx.saved_tensors
         with plain_ops():
-            return from_code(grad, e), None, None, None
+            return from_code(grad, e), None, None, None, None
 
 
 class _SoftWindow(torch.autograd.Function):
@@ -252,21 +253,23 @@ def _encode(x: torch.Tensor, tau: Any, window: tuple[float, float] | None, slope
 def _soft_relu_type(func, args, kwargs, x, spec, tau, p, inplace, ctx):  # type: ignore[no-untyped-def]
     """ReLU, LeakyReLU and ReLU6/Hardtanh with a positive temperature: the input kept where the ordinary backward
     keeps it (hardtanh and leaky ReLU, not in place), else rebuilt from tensors the graph keeps anyway (ReLU,
-    ReLU6), else the gate stored compactly."""
+    ReLU6), else the gate stored: in float16 for one backward pass, exactly for several (so that each target's map
+    from a shared forward pass is the map of its own call)."""
     exact = lambda t: func(*args, **kwargs)
+    compact = not ctx.store_gates
     window = (float(p["min_val"]), float(p["max_val"])) if spec is HARDTANH else None
     keeps_input = not inplace and not ctx.store_gates
     if spec is LEAKY_RELU:
         if keeps_input:
             return soft_gate(x, exact, spec, tau, p)
         slope = float(p["negative_slope"])
-        return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, None, slope), inplace)
+        return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, None, slope), inplace, compact)
     if window is not None and keeps_input:
         return _SoftWindow.apply(x, exact, *window, tau)
     terms = None if ctx.store_gates else rebuildable_terms(x)
     if terms is not None:
         return rebuilt_soft_relu(x, exact, tau, inplace, terms, window)
-    return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, window), inplace)
+    return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, window), inplace, compact)
 
 
 def _evaluate(spec: ActivationGate, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> torch.Tensor:
