@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: the tests marked `cuda` (they are skipped elsewhere), the performance benchmark at
-# batch 64, and a one-rank torchrun evaluation on the GPU. Prints everything; exits non-zero if a step fails.
+# batch 1, 8 and 64 with a profile of the default model, and a one-rank torchrun evaluation on the GPU. Prints
+# everything; exits non-zero if a step fails.
 #
-#   bash benchmarks/gpu_check.sh            # about 10 minutes on one GPU
+#   bash benchmarks/gpu_check.sh            # about 15 minutes on one GPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,12 @@ if grep -q "SKIPPED" /tmp/gpu_check_tests.txt; then
     exit 1
 fi
 
-echo "== performance at batch 64 (and batch 1 with the extras: ascent, 10 targets, SmoothGrad)"
-uv run python benchmarks/performance.py --device cuda --batches 1 64
+echo "== performance at batch 1, 8 and 64: Lite0 (recommended), MobileNetV3, ConvNeXt, EfficientNet-B0, ResNet50, ViT,"
+echo "   PVT (batch 1 with the extras: ascent, 10 targets, SmoothGrad)"
+uv run python benchmarks/performance.py --device cuda --batches 1 8 64
+
+echo "== where the time goes on the GPU: Lite0 with its recommended settings, batch 64"
+uv run python benchmarks/performance.py --device cuda --models lite0 --batches 64 --no-extras --profile
 
 echo "== evaluate under torchrun on the GPU (one rank, cuda:LOCAL_RANK)"
 out=$(mktemp -d)

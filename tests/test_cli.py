@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def test_explain_prints_top5_and_explains_the_top3_classes(explained):
     lines = stdout.splitlines()
     assert lines[0] == "example:chelsea: top-5 of efficientnet_lite0"
     assert lines[1].split()[:4] == ["1.", "Egyptian", "cat", "285"]
+    took = [line for line in lines if " took " in line]  # what the explanation cost, as the app shows it
+    assert len(took) == 1 and re.fullmatch(r"SoftPullback took \d+\.\d\d s \(1 image x 3 classes\)", took[0]), took
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # .done: finished images
     assert names == sorted(
         [f"chelsea_SoftPullback_{c}.{ext}" for c in ("285-egyptian-cat", "282-tiger-cat", "281-tabby")
@@ -151,6 +154,7 @@ def test_counterfactuals_per_image_and_combined_grid(counterfactuals):
     assert png_size(figures["PullbackAscent_counterfactuals_grid.png"]) == figure_size(4, 2)
     assert stdout.startswith("PullbackAscent (1 step, alpha=20)\n")  # steps from the settings file
     assert "tiger cat (282): p 0.19 → " in stdout
+    assert re.search(r"^PullbackAscent took \d+\.\d\d s \(2 images x 1 class\)$", stdout, re.MULTILINE), stdout
 
 
 def test_an_ascent_that_lowers_p_is_labelled_as_no_counterfactual(tmp_path):

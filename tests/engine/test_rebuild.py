@@ -188,3 +188,76 @@ def test_several_backward_passes_store_gates_once():
     assert "_RebuiltSoftReLUBackward" not in kinds and kinds.count("_SoftReLUBackward") == 5
     for v, g in zip((torch.ones_like(out), -out.detach()), maps):
         torch.testing.assert_close(g, pullback(model, x.detach(), v, {"relu": 0.6})[0])
+
+
+def _window(x, tau, lo=0.0, hi=6.0):
+    return torch.special.ndtr((x - lo) / tau) - torch.special.ndtr((x - hi) / tau)
+
+
+CLIPPED_PATHS = {
+    # how the clipped ReLU is met -> the node that must carry its soft backward
+    "input kept (not in place)": (lambda bn, z: F.relu6(bn(z)), 1, "_SoftWindowBackward"),
+    "rebuilt (in place after BatchNorm)": (lambda bn, z: F.relu6(bn(z), inplace=True), 1, "_RebuiltSoftReLUBackward"),
+    "stored (in place, no BatchNorm)": (lambda bn, z: F.relu6(z * 3.0, inplace=True), 1, "_SoftReLUBackward"),
+    "stored (several backward passes)": (lambda bn, z: F.relu6(bn(z)), 2, "_SoftReLUBackward"),
+    "hardtanh on [-2, 3], rebuilt": (
+        lambda bn, z: F.hardtanh(bn(z), -2.0, 3.0, inplace=True),
+        1,
+        "_RebuiltSoftReLUBackward",
+    ),
+}
+
+
+@pytest.mark.parametrize("path", list(CLIPPED_PATHS))
+@pytest.mark.parametrize("tau", [0.7, Relative(1.5)], ids=["absolute", "relative"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_clipped_relu_path_is_the_window_gate(path, tau, batch):
+    """ReLU6/Hardtanh: ``grad * (Phi((x - lo)/tau) - Phi((x - hi)/tau))`` whichever way the gate is kept, in float64
+    (where nothing is rounded to float16) against the closed form, with the per-sample spread for ``Relative``."""
+    fn, passes, node = CLIPPED_PATHS[path]
+    lo, hi = (-2.0, 3.0) if "hardtanh" in path else (0.0, 6.0)
+    torch.manual_seed(6)
+    bn = _bn(4).double().eval()
+    with torch.no_grad():
+        bn.weight.mul_(4.0)  # pre-activations on both sides of the window
+    z = (torch.randn(batch, 4, 5, 5, dtype=torch.float64) * 2.0).requires_grad_(True)
+    v = torch.randn(batch, 4, 5, 5, dtype=torch.float64)
+    with pullback_mode({"relu": tau}, backward_passes=passes):
+        out = fn(bn, z)
+        assert node in nodes(out)
+        (g,) = torch.autograd.grad(out, z, v)
+    x = (bn(z) if "no BatchNorm" not in path else z * 3.0).detach()
+    t = tau if isinstance(tau, float) else 1.5 * x.flatten(1).std(1, unbiased=False).view(-1, 1, 1, 1)
+    upstream = v * _window(x, t, lo, hi)
+    expected = 3.0 * upstream if "no BatchNorm" in path else torch.autograd.grad(bn(z), z, upstream)[0]
+    torch.testing.assert_close(g, expected)
+
+
+def test_float32_stored_window_gate_is_within_the_float16_bound():
+    """A gate stored in float16 is off by at most 1.3e-4 (it is stored as 2 gate - 1, in [-1, 1])."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 8, 16, 16) * 4.0 + 2.0
+    with pullback_mode({"relu": 1.3}):
+        xl = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.relu6(xl * 1.0, inplace=True), xl, torch.ones_like(x))
+    exact = _window(x.double(), 1.3)
+    assert float((g.double() - exact).abs().max()) <= 1.3e-4
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["input kept", "stored"])
+def test_a_wide_window_takes_one_erf_within_its_bound(inplace):
+    """ReLU6 at the paper's tau = 0.6: the far side of the window, ``1 - Phi(M)`` with ``M >= 3 / tau``, is under
+    5e-7, so one ``erf`` of the nearer side gives the gate; in float32 it stays that close to the exact window."""
+    from semantic_pullbacks.engine.rules._phi import erf_scale, one_side_suffices
+
+    assert one_side_suffices(6.0 * erf_scale(0.6), torch.float32)
+    assert not one_side_suffices(6.0 * erf_scale(0.62), torch.float32)
+    assert not one_side_suffices(6.0 * erf_scale(0.6), torch.float64)  # float64 keeps both sides down to 0.36
+    torch.manual_seed(8)
+    x = torch.randn(2, 4, 32, 32) * 4.0 + 3.0
+    with pullback_mode({"relu": 0.6}):
+        xl = x.clone().requires_grad_(True)
+        out = F.relu6(xl * 1.0, inplace=True) if inplace else F.relu6(xl)
+        (g,) = torch.autograd.grad(out, xl, torch.ones_like(x))
+    bound = 1.3e-4 if inplace else 5e-7 + 2e-7  # stored: the float16 rounding dominates; kept: float32 rounding
+    assert float((g.double() - _window(x.double(), 0.6)).abs().max()) <= bound

@@ -51,6 +51,18 @@ ACTIVATIONS = {
     "relu6": (lambda x: F.relu6(x), lambda x, t: Phi(x / t) - Phi((x - 6) / t), "relu"),
     "hardtanh": (lambda x: F.hardtanh(x, -2.0, 3.0), lambda x, t: Phi((x + 2) / t) - Phi((x - 3) / t), "relu"),
     "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), lambda x, t: 0.1 + 0.9 * Phi(x / t), "relu"),
+    "leaky_relu_inplace": (
+        lambda x: F.leaky_relu(x * 1.0, 0.1, inplace=True),
+        lambda x, t: 0.1 + 0.9 * Phi(x / t),
+        "relu",
+    ),
+    "relu6_inplace": (lambda x: F.relu6(x * 1.0, inplace=True), lambda x, t: Phi(x / t) - Phi((x - 6) / t), "relu"),
+    "hardswish_inplace": (
+        lambda x: F.hardswish(x * 1.0, inplace=True),
+        lambda x, t: (x / t / 6 + 0.5).clamp(0, 1),
+        "silu",
+    ),
+    "silu_inplace": (lambda x: F.silu(x * 1.0, inplace=True), lambda x, t: torch.sigmoid(x / t), "silu"),
     "gelu": (lambda x: F.gelu(x), lambda x, t: Phi(x / t), "gelu"),
     "gelu_tanh": (
         lambda x: F.gelu(x, approximate="tanh"),
@@ -76,6 +88,16 @@ def test_activation_backward_is_grad_times_soft_gate(name, tau):
     # and it is not the ordinary gradient (a no-op rule cannot pass)
     (plain,) = gradient(fn, x, direction=v)
     assert not torch.allclose(g, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_silu_gate_is_finite_and_exact_at_extreme_inputs(dtype):
+    """The SiLU adjoint runs as softplus's backward (one pass); where ``sigmoid`` saturates it passes the gradient
+    through, and nothing overflows."""
+    x = torch.tensor([[-1e30, -1e4, -88.0, -3.0, 0.0, 2.5, 31.9, 32.1, 90.0, 1e4, 1e30]], dtype=dtype)
+    v = torch.linspace(-1.0, 2.0, x.shape[1], dtype=dtype)[None]
+    (g,) = pullback(F.silu, x, direction=v, temperatures={"silu": 1.6})
+    torch.testing.assert_close(g, v * torch.sigmoid(x.double() / 1.6).to(dtype))
 
 
 def test_prelu_input_and_slope_adjoints():

@@ -120,3 +120,40 @@ def test_attention_temperature_is_checked_before_the_forward_pass():
         calls.append(1)
         F.scaled_dot_product_attention(q, q, q)
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "centred",
+        "large feature map",
+        "mean far above the spread",
+        "constant sample",
+        "channels last",
+        "huge values",
+        "one value per sample",
+    ],
+)
+def test_per_sample_std_is_torch_s_in_float32(case):
+    """The fast per-sample spread (two vectorised reductions) agrees with ``torch.std`` taken in float64, including
+    where the one-pass formula would cancel (it falls back to the exact one there)."""
+    from semantic_pullbacks.engine.temperatures import per_sample_std
+
+    torch.manual_seed(5)
+    x = torch.randn(3, 8, 9, 7) * torch.tensor([0.5, 2.0, 7.0]).view(3, 1, 1, 1) + 0.3
+    if case == "large feature map":  # one float32 accumulator over 1.2 M squares would be 3e-5 off
+        x = torch.randn(3, 96, 112, 112) * 7.6 + 1.0
+    elif case == "mean far above the spread":
+        x = x + 1e4
+    elif case == "constant sample":
+        x[1] = 2.5
+    elif case == "channels last":
+        x = x.to(memory_format=torch.channels_last)
+    elif case == "huge values":
+        x = x * 1e25  # the sum of squares overflows float32
+    elif case == "one value per sample":
+        x = x[:, :1, :1, :1]
+    expected = x.double().flatten(1).std(dim=1, unbiased=False).float()
+    got = per_sample_std(x)
+    assert got.shape == (3,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0.0)

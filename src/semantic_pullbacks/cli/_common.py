@@ -368,6 +368,12 @@ def batch_targets(probs: torch.Tensor, fixed: Sequence[int] | None, k: int) -> t
     return probs.topk(min(k, probs.shape[1]), dim=1).indices
 
 
+def took(method: str, seconds: float, images: int, classes: int) -> str:
+    """What a batch's explanation cost, in the form the app shows it."""
+    plural = ("s" if images != 1 else "", "es" if classes != 1 else "")
+    return f"{method} took {seconds:.2f} s ({images} image{plural[0]} x {classes} class{plural[1]})"
+
+
 def format_predictions(predictions: Sequence[Prediction]) -> list[str]:
     width = max(len(p.name) for p in predictions)
     return [f"  {rank}. {p.name:<{width}}  {p.index:>4}  {100 * p.prob:5.1f}%" for rank, p in enumerate(predictions, 1)]

@@ -10,6 +10,7 @@ counterfactual.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from ._common import (
     resolve_targets,
     settings_from_args,
     split_list,
+    took,
 )
 from ._images import ImageBatch, ImageSource, expand_images, iter_batches
 from ._output import Output
@@ -136,12 +138,14 @@ def run(args: argparse.Namespace) -> int:
     with Output(args.out, len(sources), "counterfactuals") as out:
         out.say(draw.title)
         for batch in iter_batches(model, sources, args.batch_size, out.fail):
-            for row in _counterfactuals(model, ascent, batch, fixed, args.top_k):
+            rows, seconds = _counterfactuals(model, ascent, batch, fixed, args.top_k)
+            for row in rows:
                 out.say(row.summary())
                 out.figure(draw([row]), f"{row.source.name}_{method_name}_counterfactuals")
                 if 2 <= len(sources) <= MAX_GRID_IMAGES:
                     kept.append(row.cpu())
                 out.advance()
+            out.say(took(method_name, seconds, len(rows), len(rows[0].indices) if rows else 0))
         if len(kept) >= 2:
             out.figure(draw(kept), f"{method_name}_counterfactuals_grid")
     return out.finish()
@@ -154,14 +158,17 @@ def _title(method: str, settings: RunSettings) -> str:
 
 def _counterfactuals(
     model: LoadedModel, ascent: PullbackAscent, batch: ImageBatch, fixed: list[int] | None, k: int
-) -> list[_Row]:
-    """Each image of ``batch`` turned towards each of its target classes, with p(target) before and after."""
+) -> tuple[list[_Row], float]:
+    """Each image of ``batch`` turned towards each of its target classes, with p(target) before and after; the
+    seconds the ascents took."""
     x = batch.tensor
     _, before = classify(model, x)
     targets = batch_targets(before, fixed, k)
-    results, after = [], []
+    results, after, seconds = [], [], 0.0
     for t in range(targets.shape[1]):
+        start = time.perf_counter()
         counterfactual = ascent.run(x, target=targets[:, t]).counterfactual
+        seconds += time.perf_counter() - start
         results.append(counterfactual)
         after.append(classify(model, counterfactual)[1])
     changed = torch.stack(results, 1)  # (B, T, C, H, W)
@@ -171,4 +178,4 @@ def _counterfactuals(
         notes = [probability_note(float(before[i, c]), float(after[t][i, c])) for t, c in enumerate(indices)]
         names = [model.class_names[c] for c in indices]
         rows.append(_Row(source, x[i], changed[i], indices, names, notes))
-    return rows
+    return rows, seconds

@@ -12,6 +12,7 @@ Stochastic methods are seeded per image, so a map does not depend on the batch o
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from ._common import (
     resolve_targets,
     settings_from_args,
     split_list,
+    took,
 )
 from ._done import DoneLog
 from ._images import ImageBatch, ImageSource, expand_images, iter_batches
@@ -152,7 +154,9 @@ class _Job:
         logits, probs = classify(self.model, x)
         predictions = top_k(logits, min(max(5, self.k), logits.shape[1]), self.model.class_names)
         targets = batch_targets(probs, self.fixed, self.k)
+        start = time.perf_counter()
         maps = _attribute(self.explainer, x, targets, batch.sources, self.method, self.seed)  # (T, B, C, H, W)
+        seconds = time.perf_counter() - start
         for i, source in enumerate(batch.sources):
             out.say(f"{source.label}: top-5 of {self.model.name}")
             for line in format_predictions(predictions[i][:5]):
@@ -170,6 +174,7 @@ class _Job:
                 out.figure(grid, f"{source.name}_{self.method}_{which}")
             done.mark(source.path)
             out.advance()
+        out.say(took(self.method, seconds, len(batch.sources), targets.shape[1]))
 
     def _figure(
         self, out: Output, source: ImageSource, image: torch.Tensor, attribution: torch.Tensor, index: int, p: float

@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import NotDifferentiableError
 from .context import PassContext
 from .coverage import NO_RULE, CoverageReport
-from .registry import NOT_HANDLED, nonlinear_name, rule_for
+from .registry import NOT_HANDLED, has_business_with, nonlinear_name, rule_for
 from .support import check_model_supported
 from .temperatures import Temperatures
 
@@ -67,6 +67,8 @@ class _InterceptMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if func not in _BACKWARD_ENTRIES and not has_business_with(func):
+            return func(*args, **kwargs)  # most calls: tensor properties, shapes, linear ops
         session = self.session
         if _suspended_depth() or not _applies(session):
             return func(*args, **kwargs)

@@ -105,6 +105,15 @@ def rule_for(func: Any) -> Rule | None:
         return None
 
 
+def has_business_with(func: Any) -> bool:
+    """Whether ``func`` has a rule or is a declared nonlinearity: one lookup, so that the mode hands every other
+    call (tensor properties, shapes, convolutions) straight back to torch."""
+    try:
+        return func in _RULES or func in _NONLINEAR
+    except TypeError:
+        return False
+
+
 def nonlinear_name(func: Any) -> str | None:
     try:
         return _NONLINEAR.get(func)

@@ -318,9 +318,58 @@ def resolve_temperature(tau: float | Relative | BySize, x: torch.Tensor) -> floa
         tau = tau.for_input(x)
     if not isinstance(tau, Relative):
         return float(tau)
-    xf = x.detach().float()
+    xf = x.detach()
+    if xf.dtype not in (torch.float32, torch.float64):
+        xf = xf.float()
     if xf.dim() <= 1:
         std = xf.std(unbiased=False) if xf.numel() > 1 else xf.new_tensor(0.0)
         return (tau.scale * std).clamp_min(tau.min_tau)
-    std = xf.flatten(1).std(dim=1, unbiased=False)
-    return (tau.scale * std).clamp_min(tau.min_tau).view(-1, *([1] * (xf.dim() - 1)))
+    shape = (-1, *([1] * (xf.dim() - 1)))
+    stds = _one_pass_stds(xf)
+    if stds is None:
+        return (tau.scale * per_sample_std(xf)).clamp_min_(tau.min_tau).view(shape)
+    taus = [max(tau.scale * std, tau.min_tau) for std in stds]
+    if len(taus) == 1:
+        return taus[0]  # one sample: a number broadcasts alike, and costs no tensor op downstream
+    return torch.tensor(taus, dtype=xf.dtype, device=xf.device).view(shape)
+
+
+#: The one-pass variance is used while the squared mean is at most this many variances; its relative error is then
+#: below 1e-5 (1e-7 for centred layers), far below what changes a gate visibly.
+_CANCELLATION_LIMIT = 100.0
+
+
+def per_sample_std(x: torch.Tensor) -> torch.Tensor:
+    """The population standard deviation of each sample (over every dimension but the first), shape ``(N,)``."""
+    stds = _one_pass_stds(x)
+    if stds is None:
+        return x.std(dim=tuple(range(1, x.dim())), unbiased=False)
+    return torch.tensor(stds, dtype=x.dtype, device=x.device)
+
+
+def _one_pass_stds(x: torch.Tensor) -> list[float] | None:
+    """Each sample's spread from one sum and one sum of squares, or ``None`` where ``torch.std`` must do it.
+
+    ``torch.std`` runs Welford's update element by element, which on CPU costs about as much as the convolution
+    before the gate. Here the spread comes from two vectorised reductions that read ``x`` once each, in its own
+    layout (no copy): a sum, and sums of squares per row of the second dimension, added up in float64 (one float32
+    accumulator over a whole sample drifts by 3e-5); the few numbers per sample that remain are Python floats. The
+    exact ``torch.std`` is left to do it where the one-pass formula would lose digits to cancellation (a mean far
+    above the spread, a constant sample, overflow), for two-dimensional inputs, and off the CPU, where it is one fast
+    kernel already and reading a number back would wait on the device.
+    """
+    count = x.numel() // x.shape[0] if x.shape[0] else 0
+    if x.device.type != "cpu" or x.dim() < 3 or count < 2:
+        return None
+    dims = tuple(range(1, x.dim()))
+    sums = x.sum(dims).tolist()
+    rows = torch.linalg.vector_norm(x, dim=dims[1:])
+    norms = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).tolist()
+    stds = []
+    for total, norm in zip(sums, norms):
+        mean = total / count
+        var = norm * norm / count - mean * mean
+        if not (math.isfinite(var) and var * _CANCELLATION_LIMIT >= mean * mean):
+            return None
+        stds.append(math.sqrt(max(var, 0.0)))
+    return stds

@@ -239,12 +239,13 @@ def _graph_facts(score: torch.Tensor, x: torch.Tensor) -> tuple[bool, Any]:
     """Whether ``score``'s graph reaches ``x``, and the function of a reentrant checkpoint in it (one walk)."""
     reaches, checkpointed = False, None
     stack, seen = [score.grad_fn], set()
+    x_node = x.grad_fn  # read once: under pullback_mode every tensor property read is an intercepted call
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        if node is x.grad_fn or getattr(node, "variable", None) is x:  # x itself, or the leaf x's accumulator
+        if node is x_node or getattr(node, "variable", None) is x:  # x itself, or the leaf x's accumulator
             reaches = True
             continue
         if type(node).__name__ == "CheckpointFunctionBackward":

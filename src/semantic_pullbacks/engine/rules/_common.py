@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ...errors import NotDifferentiableError
 
@@ -108,24 +107,36 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def soft_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a rule's ``backward`` as once-differentiable, and refuse ``create_graph=True`` with a clear error.
+    """Mark a rule's ``backward`` as once-differentiable: refuse ``create_graph=True`` with a clear error.
 
     A soft adjoint freezes the gates, so its own derivative is not the derivative of the soft pullback; autograd's
-    ``once_differentiable`` would quietly hand back a result that does not require grad.
+    ``once_differentiable`` would quietly hand back a result that does not require grad. Autograd enables grad mode
+    in a backward pass only for ``create_graph=True``, so once that is refused nothing here can build a graph, and
+    the ``no_grad`` block ``once_differentiable`` would add (two intercepted calls per node) is not needed.
     """
-    inner = once_differentiable(backward)
 
     @functools.wraps(backward)
     def wrapper(ctx: Any, *grads: Any) -> Any:
-        if torch.is_grad_enabled():  # autograd enables grad in the backward pass only for create_graph=True
+        if torch.is_grad_enabled():
             raise NotDifferentiableError(
                 "a soft pullback cannot be differentiated again (create_graph=True): its backward rules hold the "
                 "gates fixed, so their own derivative is not the derivative of the pullback. Take first-order "
                 "pullbacks only, or set the families concerned to None for ordinary double backward."
             )
-        return inner(ctx, *grads)
+        return backward(ctx, *grads)
 
     return wrapper
+
+
+def plain_ops() -> Any:
+    """A block whose torch calls skip torch-function dispatch (modes and tensor subclasses alike).
+
+    ``pullback_mode`` stays pushed during a backward pass run inside it, so that activation checkpointing
+    recomputes the forward with the rules on; every op and every tensor property a rule's backward arithmetic
+    touches would otherwise make a Python round trip through the mode. Enter it only after reading
+    ``ctx.saved_tensors``, which is where checkpointing recomputes.
+    """
+    return torch._C.DisableTorchFunction()
 
 
 _COUNTED = "_semantic_pullbacks_counted"

@@ -27,36 +27,38 @@ import torch
 import torch.nn.functional as F
 
 from ..coverage import ORDINARY, SOFTENED
-from ..mode import PassContext, rules_suspended
+from ..mode import PassContext
 from ..registry import register_nonlinear, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, Binder, compute_dtype, soft_backward, wants_grad
+from ._common import Binder, compute_dtype, plain_ops, soft_backward, wants_grad
+from ._phi import encode_phi, encode_window, erf_argument, erf_scale, from_code, phi_adjoint, window_adjoint
 from .rebuild import rebuildable_terms, rebuilt_soft_relu, saved_tensor_hooks_active
 
 __all__ = ["ActivationGate", "soft_gate"]
 
 
-def _erf_argument(x: torch.Tensor, tau: Any) -> torch.Tensor:
-    """``x / (sqrt 2 tau)`` in one pass; ``tau`` is a number or a per-sample tensor."""
-    return x * (SQRT1_2 / tau)
-
-
 def _phi_scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
     """``Phi(x / tau)``, the normal CDF, with the division folded into the one scaling pass."""
-    return _erf_argument(x, tau).erf_().add_(1.0).mul_(0.5)
+    return erf_argument(x, erf_scale(tau)).erf_().add_(1.0).mul_(0.5)
 
 
 @dataclass(frozen=True)
 class ActivationGate:
-    """The backward multiplier of one activation: ``gate(x, tau, params)``; ``tau == 0`` is the hard gate."""
+    """The backward multiplier of one activation: ``gate(x, tau, params)``; ``tau == 0`` is the hard gate.
+
+    ``adjoint(grad, x, tau, params)``, where given, computes ``grad * gate`` for a positive ``tau`` in fewer passes
+    over memory than the gate and a product (it may return ``None`` where it has no shortcut).
+    """
 
     name: str
     family: str
     gate: Callable[[torch.Tensor, Any, dict[str, Any]], torch.Tensor]
+    adjoint: Callable[[torch.Tensor, torch.Tensor, Any, dict[str, Any]], torch.Tensor | None] | None = None
 
 
 def _scaled(x: torch.Tensor, tau: Any) -> torch.Tensor:
-    return x / tau
+    """``x / tau`` in a new buffer (a multiplication by the reciprocal where ``tau`` is a number)."""
+    return torch.mul(x, 1.0 / tau) if not isinstance(tau, torch.Tensor) else torch.div(x, tau)
 
 
 def _relu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
@@ -96,13 +98,13 @@ def _gelu_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
 def _sigmoid_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
     if _is_zero(tau):
         return (x > 0).to(x.dtype)
-    return torch.sigmoid(_scaled(x, tau))
+    return _scaled(x, tau).sigmoid_()
 
 
 def _hardsigmoid_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
     if _is_zero(tau):
         return (x > 0).to(x.dtype)
-    return (_scaled(x, tau) / 6.0 + 0.5).clamp(0.0, 1.0)
+    return F.hardsigmoid(_scaled(x, tau), inplace=True)  # clamp(x / (6 tau) + 1/2, 0, 1), fused
 
 
 def _mish_gate(x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor:
@@ -115,18 +117,38 @@ def _is_zero(tau: Any) -> bool:
     return isinstance(tau, float) and tau == 0.0
 
 
-RELU = ActivationGate("relu", "relu", _relu_gate)
+def _phi_adjoint(grad: torch.Tensor, x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor | None:
+    """``grad * Phi(x / tau)``: the scaling, the ``erf`` and one fused ``(grad + grad * e) / 2``."""
+    if p.get("approximate", "none") != "none":
+        return None
+    return phi_adjoint(grad, erf_argument(x, erf_scale(tau)))
+
+
+#: Where ``sigmoid(u)`` is 1 to working precision, softplus's backward passes the gradient through unchanged.
+_SIGMOID_SATURATES = {torch.float64: 37.0}
+
+
+def _sigmoid_adjoint(grad: torch.Tensor, x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor | None:
+    """``grad * sigmoid(x / tau)`` in one pass: exactly what softplus's backward with ``beta = 1 / tau`` computes."""
+    if isinstance(tau, torch.Tensor) or grad.dtype != x.dtype:
+        return None
+    saturates = _SIGMOID_SATURATES.get(x.dtype, 20.0)
+    return torch.ops.aten.softplus_backward(grad, x, 1.0 / tau, saturates)
+
+
+def _hardsigmoid_adjoint(grad: torch.Tensor, x: torch.Tensor, tau: Any, p: dict[str, Any]) -> torch.Tensor | None:
+    return F.hardsigmoid(_scaled(x, tau), inplace=True).mul_(grad)
+
+
+RELU = ActivationGate("relu", "relu", _relu_gate, _phi_adjoint)
 HARDTANH = ActivationGate("hardtanh", "relu", _hardtanh_gate)
 LEAKY_RELU = ActivationGate("leaky_relu", "relu", _leaky_gate)
 PRELU = ActivationGate("prelu", "relu", _prelu_gate)
-GELU = ActivationGate("gelu", "gelu", _gelu_gate)
-SILU = ActivationGate("silu", "silu", _sigmoid_gate)
-HARDSWISH = ActivationGate("hardswish", "silu", _hardsigmoid_gate)
+GELU = ActivationGate("gelu", "gelu", _gelu_gate, _phi_adjoint)
+SILU = ActivationGate("silu", "silu", _sigmoid_gate, _sigmoid_adjoint)
+HARDSWISH = ActivationGate("hardswish", "silu", _hardsigmoid_gate, _hardsigmoid_adjoint)
 MISH = ActivationGate("mish", "silu", _mish_gate)
-
-
-#: Gates whose ordinary backward needs no saved input (it reads the output): stored compactly, see above.
-_COMPACT = frozenset({"relu", "hardtanh", "leaky_relu"})
+_RELU_TYPES = (RELU, HARDTANH, LEAKY_RELU)
 
 
 def _stored_dtype(x: torch.Tensor) -> torch.dtype:
@@ -145,14 +167,11 @@ class _SoftGate(torch.autograd.Function):
         ctx.spec, ctx.tau = spec, tau
         ctx.params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
         ctx.tensor_params = [k for k, v in params.items() if isinstance(v, torch.Tensor) and k != "input"]
-        ctx.stored_gate = inplace or store or spec.name in _COMPACT
+        ctx.stored_gate = inplace or store
         extra = [params[k] for k in ctx.tensor_params]
         if ctx.stored_gate:
-            # The input is about to be overwritten, saving it would cost more than the gate, or several backward
-            # passes will read the gate: keep only the gate.
+            # The input is about to be overwritten, or several backward passes will read the gate: keep the gate.
             gate = _evaluate(spec, x, tau, params)
-            if spec.name in _COMPACT:
-                gate = gate.to(_stored_dtype(x))
             out = exact(x)
             if inplace:
                 ctx.mark_dirty(x)
@@ -165,28 +184,26 @@ class _SoftGate(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         saved = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
-        with rules_suspended():
+        with plain_ops():
             if ctx.stored_gate:
-                gate = saved[0]
+                g = torch.mul(grad, saved[0])
             else:
                 params = {**ctx.params, **dict(zip(ctx.tensor_params, saved[1:]))}
-                gate = _evaluate(ctx.spec, saved[0], ctx.tau, params)
-            return torch.mul(grad, gate).to(grad.dtype), None, None, None, None, None, None
+                g = _adjoint(ctx.spec, grad, saved[0], ctx.tau, params)
+            return g if g.dtype == grad.dtype else g.to(grad.dtype), None, None, None, None, None, None
 
 
 class _SoftReLU(torch.autograd.Function):
-    """The plain ReLU: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = erf(x / (sqrt 2 tau))``
-    stored compactly in the forward (``tau > 0``)."""
+    """ReLU-type gates stored: forward ``exact(x)``; backward ``grad * (1 + e) / 2`` with ``e = 2 gate - 1``
+    evaluated in the forward by ``encode``, kept in float16 where ``compact`` (see ``_phi``)."""
 
     @staticmethod
-    def forward(ctx, x, exact, tau, inplace):  # type: ignore[no-untyped-def, override]
-        xc = x.detach().to(compute_dtype(x))  # the low-precision erf is far less accurate
+    def forward(ctx, x, exact, encode, inplace, compact):  # type: ignore[no-untyped-def, override]
+        e = encode(x)
         # Under saved-tensor hooks (activation checkpointing) the buffer is dropped and recomputed, not kept:
         # keep it exact then, as the rebuilt gate it stands in for is.
-        dtype = x.dtype if saved_tensor_hooks_active() else _stored_dtype(x)
-        e = torch.empty(x.shape, dtype=dtype, device=x.device)
-        torch.erf(_erf_argument(xc, resolve_temperature(tau, xc)), out=e)
-        ctx.save_for_backward(e)
+        compact = compact and not saved_tensor_hooks_active()
+        ctx.save_for_backward(e.to(_stored_dtype(x) if compact else x.dtype))
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
@@ -196,13 +213,80 @@ class _SoftReLU(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         (e,) = ctx.saved_tensors
-        g = torch.addcmul(grad, grad, e).mul_(0.5)
-        return g, None, None, None
+        with plain_ops():
+            return from_code(grad, e), None, None, None, None
+
+
+class _SoftWindow(torch.autograd.Function):
+    """ReLU6/Hardtanh: forward ``exact(x)``; backward ``grad * (Phi((x - lo) / tau) - Phi((x - hi) / tau))``, from
+    the input, which the ordinary hardtanh backward keeps as well (so this costs no memory beyond it)."""
+
+    @staticmethod
+    def forward(ctx, x, exact, lo, hi, tau):  # type: ignore[no-untyped-def, override]
+        s = erf_scale(resolve_temperature(tau, x))
+        ctx.lo, ctx.width = lo, hi - lo
+        ctx.scale = None if isinstance(s, torch.Tensor) else s
+        ctx.save_for_backward(x, *([s] if ctx.scale is None else []))
+        return exact(x)
+
+    @staticmethod
+    @soft_backward
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        x, *rest = ctx.saved_tensors
+        with plain_ops():
+            s = rest[0] if ctx.scale is None else ctx.scale
+            g = window_adjoint(grad, erf_argument(x, s, ctx.lo), ctx.width * s)
+            return g if g.dtype == grad.dtype else g.to(grad.dtype), None, None, None, None
+
+
+def _encode(x: torch.Tensor, tau: Any, window: tuple[float, float] | None, slope: float = 0.0) -> torch.Tensor:
+    """``2 gate - 1`` of a ReLU (``window`` None; leaky: ``slope + (1 - slope) erf``) or a clipped ReLU on
+    ``[lo, hi]``, in the compute dtype."""
+    s = erf_scale(resolve_temperature(tau, x))
+    if window is None:
+        e = encode_phi(erf_argument(x, s))
+        return e if slope == 0.0 else e.mul_(1.0 - slope).add_(slope)
+    lo, hi = window
+    return encode_window(erf_argument(x, s, lo), (hi - lo) * s)
+
+
+def _soft_relu_type(func, args, kwargs, x, spec, tau, p, inplace, ctx):  # type: ignore[no-untyped-def]
+    """ReLU, LeakyReLU and ReLU6/Hardtanh with a positive temperature: the input kept where the ordinary backward
+    keeps it (hardtanh and leaky ReLU, not in place), else rebuilt from tensors the graph keeps anyway (ReLU,
+    ReLU6), else the gate stored: in float16 for one backward pass, exactly for several (so that each target's map
+    from a shared forward pass is the map of its own call)."""
+    exact = lambda t: func(*args, **kwargs)
+    compact = not ctx.store_gates
+    window = (float(p["min_val"]), float(p["max_val"])) if spec is HARDTANH else None
+    keeps_input = not inplace and not ctx.store_gates
+    if spec is LEAKY_RELU:
+        if keeps_input:
+            return soft_gate(x, exact, spec, tau, p)
+        slope = float(p["negative_slope"])
+        return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, None, slope), inplace, compact)
+    if window is not None and keeps_input:
+        return _SoftWindow.apply(x, exact, *window, tau)
+    terms = None if ctx.store_gates else rebuildable_terms(x)
+    if terms is not None:
+        return rebuilt_soft_relu(x, exact, tau, inplace, terms, window)
+    return _SoftReLU.apply(x, exact, lambda t: _encode(t, tau, window), inplace, compact)
 
 
 def _evaluate(spec: ActivationGate, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> torch.Tensor:
     xc = x.detach().to(compute_dtype(x))
-    return spec.gate(xc, resolve_temperature(tau, xc), params).to(x.dtype)
+    gate = spec.gate(xc, resolve_temperature(tau, xc), params)
+    return gate if gate.dtype == x.dtype else gate.to(x.dtype)
+
+
+def _adjoint(spec: ActivationGate, grad: torch.Tensor, x: torch.Tensor, tau: Any, params: dict[str, Any]) -> Any:
+    """``grad * gate(x)``: through the gate's own shortcut where it has one, else the gate and a product."""
+    xc = x if x.dtype == compute_dtype(x) else x.to(compute_dtype(x))
+    t = resolve_temperature(tau, xc)
+    if spec.adjoint is not None and not _is_zero(t):
+        g = spec.adjoint(grad if grad.dtype == xc.dtype else grad.to(xc.dtype), xc, t, params)
+        if g is not None:
+            return g
+    return torch.mul(grad, spec.gate(xc, t, params).to(x.dtype))
 
 
 def soft_gate(
@@ -241,11 +325,8 @@ def _activation_rule(spec: ActivationGate, binder: Binder, *, force_inplace: boo
             return func(*args, **kwargs)  # let torch raise its own, familiar error
         if spec is PRELU:
             return _soft_prelu(func, args, kwargs, x, p["weight"], tau, p)
-        if spec is RELU and not _is_zero(tau) and x.is_floating_point():
-            terms = None if ctx.store_gates else rebuildable_terms(x)
-            if terms is not None:
-                return rebuilt_soft_relu(x, lambda t: func(*args, **kwargs), tau, inplace, terms)
-            return _SoftReLU.apply(x, lambda t: func(*args, **kwargs), tau, inplace)
+        if spec in _RELU_TYPES and not _is_zero(tau) and x.is_floating_point():
+            return _soft_relu_type(func, args, kwargs, x, spec, tau, p, inplace, ctx)
         return soft_gate(x, lambda t: func(*args, **kwargs), spec, tau, p, inplace, store=ctx.store_gates)
 
     return handler

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ...errors import InvalidInputError, UnsupportedModelError
 from ..coverage import ORDINARY, SOFTENED
-from ..mode import PassContext, rules_suspended
+from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative
 from ._common import (
@@ -24,6 +24,7 @@ from ._common import (
     compute_dtype,
     copy_tag,
     first_tensor,
+    plain_ops,
     reclassify_once,
     soft_backward,
     tag,
@@ -106,7 +107,7 @@ class _FrozenSDPA(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         q, k, mask = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
-        with rules_suspended():
+        with plain_ops():
             w = attention_weights(q, k, mask, ctx.is_causal, ctx.scale, ctx.tau)
             gv = w.transpose(-2, -1) @ grad.to(w.dtype)
             if gv.shape != ctx.v_shape:  # grouped-query attention: fold the repeated heads back
@@ -265,7 +266,7 @@ class _FrozenWeightsProduct(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         (w,) = ctx.saved_tensors
-        with rules_suspended():
+        with plain_ops():
             ws = soften_weights(w, ctx.tau).to(grad.dtype)
             gv = (ws.transpose(-2, -1) @ grad).sum_to_size(ctx.v_shape)
             return None, gv, None, None

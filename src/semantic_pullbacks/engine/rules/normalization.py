@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..coverage import ORDINARY, SOFTENED
-from ..mode import PassContext, rules_suspended
+from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
-from ._common import Binder, compute_dtype, grad_needed, soft_backward, wants_grad
+from ._common import Binder, compute_dtype, grad_needed, plain_ops, soft_backward, wants_grad
 from .rebuild import eval_batch_norm
 
 
@@ -49,7 +49,7 @@ class _FrozenNorm(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         saved = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
-        with rules_suspended():
+        with plain_ops():
             kind, p = ctx.kind, ctx.params
             want_w = grad_needed(ctx, 1)
             want_b = ctx.has_bias and grad_needed(ctx, 2)

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..coverage import ORDINARY, SOFTENED
-from ..mode import PassContext, rules_suspended
+from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import resolve_temperature
-from ._common import Binder, compute_dtype, soft_backward, wants_grad
+from ._common import Binder, compute_dtype, plain_ops, soft_backward, wants_grad
 
 
 def _tuple(v: Any, n: int) -> tuple[int, ...]:
@@ -201,7 +201,7 @@ class _SoftPool(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad, *unused):  # type: ignore[no-untyped-def, override]
         (x,) = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
-        with rules_suspended():
+        with plain_ops():
             return ctx.adjoint(x, grad), None, None
 
 

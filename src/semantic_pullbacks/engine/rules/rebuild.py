@@ -23,7 +23,8 @@ import torch
 from ..mode import PassContext
 from ..registry import NOT_HANDLED, register_rule
 from ..temperatures import Relative, resolve_temperature
-from ._common import SQRT1_2, grad_needed, soft_backward
+from ._common import grad_needed, plain_ops, soft_backward
+from ._phi import erf_scale, phi_adjoint, window_adjoint
 
 __all__ = ["rebuildable_terms", "rebuilt_soft_relu", "saved_tensor_hooks_active"]
 
@@ -51,12 +52,14 @@ class _ChannelAffine(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         gx = gw = gb = None
         x, scale, _, mean, invstd = ctx.saved_tensors
-        if ctx.needs_input_grad[0]:
-            gx = (grad * scale).to(grad.dtype)
-        if ctx.has_weight and grad_needed(ctx, 1):
-            gw = (grad * ((x - mean) * invstd)).sum(_non_channel_dims(grad)).to(grad.dtype)
-        if ctx.has_bias and grad_needed(ctx, 2):
-            gb = grad.sum(_non_channel_dims(grad))
+        with plain_ops():
+            if ctx.needs_input_grad[0]:
+                gx = torch.mul(grad, scale)
+                gx = gx if gx.dtype == grad.dtype else gx.to(grad.dtype)
+            if ctx.has_weight and grad_needed(ctx, 1):
+                gw = (grad * ((x - mean) * invstd)).sum(_non_channel_dims(grad)).to(grad.dtype)
+            if ctx.has_bias and grad_needed(ctx, 2):
+                gb = grad.sum(_non_channel_dims(grad))
         return gx, gw, gb, None, None, None, None
 
 
@@ -172,10 +175,11 @@ _INPLACE_ADD = {torch.Tensor.add_, torch.Tensor.__iadd__}
 
 # --- the rebuilt soft ReLU -----------------------------------------------------------------------------------
 class _RebuiltSoftReLU(torch.autograd.Function):
-    """Forward: the exact ReLU. Backward: ``grad * (1 + erf(x / (sqrt 2 tau))) / 2`` with ``x`` rebuilt."""
+    """Forward: the exact ReLU (or ReLU6/Hardtanh). Backward: ``grad * Phi(x / tau)`` (or the window gate) with
+    ``x`` rebuilt from the terms of its sum."""
 
     @staticmethod
-    def forward(ctx, x, exact, c, inplace, terms):  # type: ignore[no-untyped-def, override]
+    def forward(ctx, x, exact, c, inplace, terms, window):  # type: ignore[no-untyped-def, override]
         tensors, coefs, offset = [], [], None
         for term in sorted(terms, key=lambda t: isinstance(t, _Plain)):  # an affine term first: it carries the offset
             if isinstance(term, _Plain):
@@ -186,13 +190,22 @@ class _RebuiltSoftReLU(torch.autograd.Function):
                 tensors.append(z)
                 coefs.append(scale * c)
                 offset = shift * c if offset is None else offset + shift * c
-        # Tensor coefficients and the offset are per pass: saved like the terms, so autograd frees them after
-        # the backward pass; number coefficients stay on ctx.
+        lo, hi = window if window is not None else (0.0, None)
+        if lo != 0.0:
+            offset = -lo * c if offset is None else offset - lo * c
+        if isinstance(offset, float):
+            offset = torch.tensor(offset, dtype=x.dtype, device=x.device)
+        # Tensor coefficients, the offset and the window's width are per pass: saved like the terms, so autograd
+        # frees them after the backward pass; number coefficients stay on ctx.
+        width = None if hi is None else (hi - lo) * c
         ctx.terms = len(tensors)
         ctx.coefs = [None if isinstance(coef, torch.Tensor) else coef for coef in coefs]
         extra = [coef for coef in coefs if isinstance(coef, torch.Tensor)]
         ctx.has_offset = offset is not None
-        ctx.save_for_backward(*tensors, *extra, *([offset] if offset is not None else []))
+        ctx.window = window is not None
+        ctx.width = width if not isinstance(width, torch.Tensor) else None
+        widths = [width] if isinstance(width, torch.Tensor) else []
+        ctx.save_for_backward(*tensors, *extra, *widths, *([offset] if offset is not None else []))
         out = exact(x)
         if inplace:
             ctx.mark_dirty(x)
@@ -202,24 +215,32 @@ class _RebuiltSoftReLU(torch.autograd.Function):
     @soft_backward
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         saved = list(ctx.saved_tensors)
-        offset = saved.pop() if ctx.has_offset else None
-        zs, extra = saved[: ctx.terms], iter(saved[ctx.terms :])
-        coefs = [next(extra) if coef is None else coef for coef in ctx.coefs]
-        u = zs[0] * coefs[0] if offset is None else torch.addcmul(offset, zs[0], coefs[0])
-        for z, coef in zip(zs[1:], coefs[1:]):
-            if isinstance(coef, float):
-                u.add_(z, alpha=coef)
-            else:
-                u.addcmul_(z, coef)
-        u.erf_()
-        torch.addcmul(grad, grad, u, out=u)
-        return u.mul_(0.5), None, None, None, None
+        with plain_ops():
+            return _rebuilt_adjoint(ctx, grad, saved), None, None, None, None, None
 
 
-def rebuilt_soft_relu(x: torch.Tensor, exact, tau: float | Relative, inplace: bool, terms) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """The soft ReLU of ``x`` whose backward rebuilds ``x`` from ``terms`` (see :func:`rebuildable_terms`)."""
-    t = resolve_temperature(tau, x.detach())
-    return _RebuiltSoftReLU.apply(x, exact, SQRT1_2 / t, inplace, terms)
+def _rebuilt_adjoint(ctx, grad, saved):  # type: ignore[no-untyped-def]
+    """``grad`` times the gate of ``x``, with ``x`` rebuilt from the saved terms."""
+    offset = saved.pop() if ctx.has_offset else None
+    width = saved.pop() if ctx.window and ctx.width is None else ctx.width
+    zs, extra = saved[: ctx.terms], iter(saved[ctx.terms :])
+    coefs = [next(extra) if coef is None else coef for coef in ctx.coefs]
+    # multiply, then add in place: a broadcast addcmul has no vectorised CPU path and costs two passes' time
+    u = torch.mul(zs[0], coefs[0])
+    if offset is not None:
+        u.add_(offset)
+    for z, coef in zip(zs[1:], coefs[1:]):
+        if isinstance(coef, float):
+            u.add_(z, alpha=coef)
+        else:
+            u.addcmul_(z, coef)
+    return phi_adjoint(grad, u) if not ctx.window else window_adjoint(grad, u, width)
+
+
+def rebuilt_soft_relu(x: torch.Tensor, exact, tau: float | Relative, inplace: bool, terms, window=None) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The soft ReLU of ``x`` whose backward rebuilds ``x`` from ``terms`` (see :func:`rebuildable_terms`);
+    ``window = (lo, hi)`` for a clipped ReLU (ReLU6, Hardtanh)."""
+    return _RebuiltSoftReLU.apply(x, exact, erf_scale(resolve_temperature(tau, x)), inplace, terms, window)
 
 
 register_rule(
