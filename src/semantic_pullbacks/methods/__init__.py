@@ -61,7 +61,14 @@ def get_method(name: str) -> type[Explainer]:
     for k, cls in METHODS.items():
         if k.lower() == key:
             return cls
-    raise InvalidInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    from ..peers import PEERS, get_peer  # other projects' methods (Zennit, pytorch-grad-cam, Captum's LRP)
+
+    try:
+        return get_peer(name)
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"unknown method {name!r}; available: {', '.join(METHODS)}; peers (the 'peers' extra): {', '.join(PEERS)}"
+        ) from None
 
 
 def accepted_settings(method: str | type[Explainer]) -> set[str]:
