@@ -44,8 +44,8 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
 
 
-_VIT_LAYERS = {  # class name -> the first norm of the last block
-    "VisionTransformer": ("encoder.layers.{last}.ln_1", "blocks.{last}.norm1"),
+_VIT_LAYERS = {  # class name -> (the container of its blocks, the first norm in a block)
+    "VisionTransformer": (("encoder.layers", "ln_1"), ("blocks", "norm1")),  # torchvision, timm
 }
 
 
@@ -54,27 +54,21 @@ def default_cam_layer(
 ) -> tuple[str, ReshapeTransform | None]:
     """The layer a CAM reads when none is given, and how to fold its output into a (B, C, H, W) map."""
     for name, module in model.named_modules():
-        patterns = _VIT_LAYERS.get(type(module).__name__)
-        if patterns:
-            for pattern in patterns:
-                found = _vit_layer(module, pattern)
-                if found is not None:
-                    return (f"{name}.{found}" if name else found), tokens_to_grid
+        for blocks, norm in _VIT_LAYERS.get(type(module).__name__, ()):
+            found = _last_block_norm(module, blocks, norm)
+            if found is not None:
+                return (f"{name}.{found}" if name else found), tokens_to_grid
     return _last_block(model, x, args), None
 
 
-def _vit_layer(vit: nn.Module, pattern: str) -> str | None:
-    blocks_path = pattern.split(".{last}")[0]
+def _last_block_norm(vit: nn.Module, blocks: str, norm: str) -> str | None:
     try:
-        blocks = vit.get_submodule(blocks_path)
+        children = list(vit.get_submodule(blocks).named_children())
     except AttributeError:
         return None
-    path = pattern.format(last=len(blocks) - 1)
-    try:
-        vit.get_submodule(path)
-    except AttributeError:
+    if not children or not hasattr(children[-1][1], norm):
         return None
-    return path
+    return f"{blocks}.{children[-1][0]}.{norm}"
 
 
 def _last_block(model: nn.Module, x: torch.Tensor, args: tuple[Any, ...]) -> str:

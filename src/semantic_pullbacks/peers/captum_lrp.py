@@ -67,7 +67,7 @@ class CaptumLRP(PeerExplainer, name="Captum-LRP"):
 
         copy = restructure(self.model, run, make_sum=Addition_Module, before_split=_out_of_place)
         _check_rules(copy, type(self.model).__name__)
-        check_same_function(copy, self.model, x, args, type(self).__name__)
+        copy.outputs = check_same_function(copy, self.model, x, args, type(self).__name__)
         return copy
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
@@ -82,13 +82,13 @@ class CaptumLRP(PeerExplainer, name="Captum-LRP"):
                     classes = class_indices(model(x, *args), None, x.shape[0]).tolist()
             if classes is None:  # directions, callables, element tuples, tuple or dict outputs
                 head, captum_target = _Score(model, self.output_selector, target), 0
+            elif max(classes) >= model.outputs:
+                raise InvalidInputError(f"target {target!r} is out of range for an output of {model.outputs} classes")
             else:
                 head, captum_target = model, classes
-            try:
-                with torch.enable_grad():
-                    return LRP(head).attribute(x.detach(), target=captum_target, additional_forward_args=args or None)
-            except IndexError as error:
-                raise InvalidInputError(f"target {target!r} is out of range for the model's output") from error
+            with torch.enable_grad():
+                probe = x.detach().requires_grad_(True)
+                return LRP(head).attribute(probe, target=captum_target, additional_forward_args=args or None)
 
 
 def _out_of_place(model: nn.Module, run: Any) -> None:

@@ -180,14 +180,15 @@ class Restructured(nn.Module):
     ) -> None:
         super().__init__()
         self.inner = inner
-        self.residual_sums = nn.ModuleList(sums)
+        # no empty container when there are no sums: rule packages would take it for a leaf without a rule
+        self.residual_sums = nn.ModuleList(sums) if sums else ()
         self._call = call
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         for module in self.inner.modules():
             if isinstance(module, PerUse):
                 module.calls = 0
-        if not len(self.residual_sums):
+        if not isinstance(self.residual_sums, nn.ModuleList):
             return self.inner(*args, **kwargs)
         with ResidualSums(self.residual_sums, self._call):
             return self.inner(*args, **kwargs)
@@ -244,9 +245,9 @@ class CopyCache:
         return self._copy
 
 
-def check_same_function(copy: nn.Module, model: nn.Module, x: torch.Tensor, args: tuple[Any, ...], method: str) -> None:
+def check_same_function(copy: nn.Module, model: nn.Module, x: torch.Tensor, args: tuple[Any, ...], method: str) -> int:
     """Refuse a restructured copy that does not compute what the caller's model computes (a merge or a split
-    that did not fit the model), rather than explain another function."""
+    that did not fit the model), rather than explain another function. Returns the number of outputs per sample."""
     with torch.enable_grad():
         probe = x.detach().requires_grad_(True)
         mine, theirs = _first_tensor(copy(probe, *args)), _first_tensor(model(probe, *args))
@@ -258,6 +259,7 @@ def check_same_function(copy: nn.Module, model: nn.Module, x: torch.Tensor, args
             f"and batch norms made explicit for the rules) does not reproduce the model's output (largest "
             f"difference {float(gap):.3g} of {float(scale):.3g}); its forward pass may depend on the input"
         )
+    return theirs[0].numel()
 
 
 def _first_tensor(output: Any) -> torch.Tensor:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UnsupportedModelError
 from ..methods.targets import OutputSelector, TargetType, objective, select_output
 from .base import PeerExplainer
 from .structure import CopyCache, Restructured, check_same_function, norm_pairs, restructure
@@ -63,6 +64,13 @@ class _ZennitComposite(PeerExplainer):
 
     def _restructure(self, x: torch.Tensor, args: tuple[Any, ...]) -> Restructured:
         from zennit.layer import Sum
+
+        if self.relevance and any(isinstance(m, nn.MultiheadAttention) for m in self.model.modules()):
+            raise UnsupportedModelError(
+                f"{type(self).__name__}: Zennit has no LRP rule for attention (its composites treat "
+                "nn.MultiheadAttention as an activation and fail on it); LXT's AttnLRP is the LRP method for "
+                "transformers"
+            )
 
         def run(module: nn.Module) -> Any:
             with torch.enable_grad():
