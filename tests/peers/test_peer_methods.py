@@ -154,6 +154,10 @@ def test_zennit_lrp_refuses_attention_rather_than_fail_inside_zennit():
     vit = torchvision.models.VisionTransformer(32, 8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
     with pytest.raises(UnsupportedModelError, match="no LRP rule for attention"):
         ZennitEpsilonPlusFlat(vit).attribute(image(side=32), target=0)
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=3).eval()
+    with pytest.raises(UnsupportedModelError, match="no LRP rule for attention"):  # written with SDPA, not a module
+        ZennitEpsilonPlusFlat(vit).attribute(image(side=32), target=0)
 
 
 def test_cams_fold_vit_tokens_into_their_grid():

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedModelError
@@ -45,6 +46,8 @@ __all__ = [
 
 _SUMS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
          torch.Tensor.add_}  # fmt: skip
+_ATTENTION = {torch.softmax, torch.Tensor.softmax, F.softmax, F.scaled_dot_product_attention,
+              F.multi_head_attention_forward}  # fmt: skip
 
 
 def private_copy(model: nn.Module, *, share_weights: bool) -> nn.Module:
@@ -102,7 +105,8 @@ def _is_residual(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bo
 
 
 class ResidualSums(TorchFunctionMode):
-    """Counts (``sums=None``) or reroutes the sums of two input-dependent tensors of one forward pass.
+    """Counts (``sums=None``) or reroutes the sums of two input-dependent tensors of one forward pass, and counts
+    its softmax and attention calls on such tensors.
 
     In the copies this module builds, parameters do not require gradients, so "requires grad" means "depends on
     the input": a skip connection, never a bias. ``call(module, a, b)`` runs a sum module of the peer's package.
@@ -117,9 +121,12 @@ class ResidualSums(TorchFunctionMode):
         self.sums = sums
         self.call = call
         self.seen = 0
+        self.attention = 0  # softmax and attention calls on input-dependent tensors
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if func in _ATTENTION and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            self.attention += 1
         if not _is_residual(func, args, kwargs):
             return func(*args, **kwargs)
         k, self.seen = self.seen, self.seen + 1
@@ -216,7 +223,9 @@ def restructure(
         before_split(own, lambda: run(own))
     _split_reused(own, {m: n for m, n in calls.items() if n > 1})
     sums = [make_sum() for _ in range(counter.seen)] if make_sum is not None else []
-    return Restructured(own, sums, call)
+    restructured = Restructured(own, sums, call)
+    restructured.attention_ops = counter.attention
+    return restructured
 
 
 def _split_reused(model: nn.Module, reused: dict[nn.Module, int]) -> None:

@@ -66,11 +66,7 @@ class _ZennitComposite(PeerExplainer):
         from zennit.layer import Sum
 
         if self.relevance and any(isinstance(m, nn.MultiheadAttention) for m in self.model.modules()):
-            raise UnsupportedModelError(
-                f"{type(self).__name__}: Zennit has no LRP rule for attention (its composites treat "
-                "nn.MultiheadAttention as an activation and fail on it); LXT's AttnLRP is the LRP method for "
-                "transformers"
-            )
+            raise _no_attention_rule(self)
 
         def run(module: nn.Module) -> Any:
             with torch.enable_grad():
@@ -83,6 +79,8 @@ class _ZennitComposite(PeerExplainer):
             call=lambda module, a, b: module(torch.stack([a, b], dim=-1)),
             before_split=_merge_batch_norms if self.relevance else None,
         )
+        if self.relevance and copy.attention_ops:
+            raise _no_attention_rule(self)
         check_same_function(copy, self.model, x, args, type(self).__name__)
         return copy
 
@@ -96,6 +94,14 @@ class _ZennitComposite(PeerExplainer):
                 score = objective(output, target, x.shape[0])
                 (grad,) = torch.autograd.grad(score.sum(), probe)
         return grad
+
+
+def _no_attention_rule(method: PeerExplainer) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"{type(method).__name__}: Zennit has no LRP rule for attention or softmax (its composites would pass "
+        "relevance through them as plain gradients, or fail on nn.MultiheadAttention); LXT's AttnLRP is the LRP "
+        "method for transformers"
+    )
 
 
 def _merge_batch_norms(model: nn.Module, run: Callable[[], Any]) -> None:
