@@ -8,6 +8,10 @@ Each needs its package, installed by the ``peers`` extra (``pip install 'semanti
 building the method raises :class:`~semantic_pullbacks.errors.MissingDependencyError` naming the extra. Importing
 this package imports none of them. :func:`semantic_pullbacks.methods.get_method` (and so ``evaluate --methods``,
 ``compare --methods``) finds the peers by their table names, separators ignored (``zennit_epsilonplusflat``).
+
+A new peer is a :class:`PeerExplainer` subclass in a module of its own here, named with the class keyword
+(``class AttnLRP(PeerExplainer, name="LXT-AttnLRP")``), its modules in ``requires``, its package in the ``peers``
+extra (or, where its pins clash with ours, a documented environment of its own), and an entry in :data:`PEERS`.
 """
 
 from __future__ import annotations
