@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ImageLoadError",
     "InvalidInputError",
+    "MissingDependencyError",
     "NotDifferentiableError",
     "SemanticPullbacksError",
     "UnexpectedArgumentError",
@@ -56,3 +57,7 @@ class ImageLoadError(SemanticPullbacksError, OSError):
 
 class UnexpectedArgumentError(InvalidInputError, TypeError):
     """A keyword argument the function does not take: refused rather than ignored (a TypeError, as Python's own)."""
+
+
+class MissingDependencyError(SemanticPullbacksError, ImportError):
+    """An optional package a method needs is not installed; the message names the extra that brings it."""

@@ -12,6 +12,7 @@ from .deeplift import DeepLift, PullbackDeepLift
 from .guided_gradcam import GuidedGradCam, GuidedPullbackCam
 from .noise import FusionGrad, FusionPullback, SmoothGrad, SmoothPullback
 from .paths import GradientShap, IntegratedGradients, IntegratedPullbacks, PullbackShap
+from .peers import PEERS, get_peer
 from .pullback import DoublePullback, Gradient, SoftPullback
 
 __all__ = ["METHODS", "PAIRS", "available_methods", "counterpart", "get_method"]
@@ -44,12 +45,18 @@ def available_methods() -> list[str]:
 
 
 def get_method(name: str) -> type[Explainer]:
-    """Look a method up by name, case- and separator-insensitively (``soft-pullback`` works)."""
+    """Look a method up by name, case- and separator-insensitively (``soft-pullback`` works); other projects'
+    methods (:mod:`.peers`) by their table names, so they can be baselines wherever ours are."""
     key = name.replace("-", "").replace("_", "").lower()
     for k, cls in METHODS.items():
         if k.lower() == key:
             return cls
-    raise InvalidInputError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    try:
+        return get_peer(name)
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"unknown method {name!r}; available: {', '.join(METHODS)}; peers (the 'peers' extra): {', '.join(PEERS)}"
+        ) from None
 
 
 def counterpart(method: str | type[Explainer]) -> str | None:
