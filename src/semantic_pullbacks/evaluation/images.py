@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
-from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, decoded
+from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, combined_digest, decoded, file_digest
 from semantic_pullbacks.evaluation.modality import MethodFactory
 from semantic_pullbacks.evaluation.world import World
 from semantic_pullbacks.methods import available_methods
@@ -294,7 +294,8 @@ def image_items(
     images: Sequence[EvalImage], targets: Sequence[int], *, mosaics: int, seed: int
 ) -> tuple[list[Item], list[str]]:
     """Image items, then ``mosaics`` Focus mosaics (none, with a note, when fewer than 3 classes are present)."""
-    items = [Item(im.id, im.label, t, IMAGE, im.path) for im, t in zip(images, targets)]
+    digests = [file_digest(im.path) for im in images]
+    items = [Item(im.id, im.label, t, IMAGE, im.path, d) for im, t, d in zip(images, targets, digests)]
     if mosaics == 0:
         return items, []
     n_classes = len(set(targets))
@@ -312,5 +313,6 @@ def image_items(
         positions = tuple(bool(p) for p in plan.positions[i].tolist())
         source = _MosaicSource(tuple(im.id for im in chosen), tuple(im.path for im in chosen), positions)  # type: ignore[arg-type]
         target = int(plan.targets[i])
-        items.append(Item(f"mosaic-{i:04d}", target, target, MOSAIC, source))
+        digest = combined_digest(*(digests[j] for j in plan.sources[i].tolist()))
+        items.append(Item(f"mosaic-{i:04d}", target, target, MOSAIC, source, digest))
     return items, []

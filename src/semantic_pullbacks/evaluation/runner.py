@@ -249,11 +249,13 @@ def _open(
             else:
                 store = ResultsStore.open(out, plan.config, resume=resume, force=force, job=job)
                 JobBoard.clear(store.folder)
-            finished = {r.key for r in store.rows()} & plan.keys()
+            finished = {r.key for r in store.rows(plan.digests())} & plan.keys()
             todo = plan.todo(finished)
             decision = {"job": job, "shares": share(todo, w.size)}
             if store.damaged:
                 plan.notes.append(f"{store.damaged} damaged lines in {out}/parts were ignored; their scores recomputed")
+            if store.stale:
+                plan.notes.append(f"{store.stale} stored scores were of files changed since; computed again")
         except Exception as err:  # the other ranks must stop too, with the same message
             if store is not None:
                 store.close()
@@ -336,7 +338,7 @@ def _report(
     """The merged rows in plan order, their statistics and notes; rank 0 writes the report files."""
     wanted = plan.keys()
     order = {key: i for i, key in enumerate(_ordered_keys(plan))}
-    rows = sorted((r for r in store.rows() if r.key in wanted), key=lambda r: order[r.key])
+    rows = sorted((r for r in store.rows(plan.digests()) if r.key in wanted), key=lambda r: order[r.key])
     by_key: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
         by_key.setdefault((r.method, r.metric), {})[r.item] = r.score
