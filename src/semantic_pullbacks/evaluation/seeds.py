@@ -17,4 +17,4 @@ __all__ = ["derive_seed"]
 def derive_seed(seed: int, *names: str) -> int:
     """A 63-bit seed for ``names`` under the run's ``seed``: ``derive_seed(0, "chelsea", "infidelity")``."""
     text = "\x1f".join([str(int(seed)), *names])
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big") >> 1
