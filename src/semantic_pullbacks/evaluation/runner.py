@@ -32,6 +32,7 @@ from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
 from semantic_pullbacks.evaluation.report import write_reports
 from semantic_pullbacks.evaluation.result import EvaluationResult
+from semantic_pullbacks.evaluation.seeds import check_seed
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
 from semantic_pullbacks.evaluation.statistics import PairedDifference, paired_difference, summarise
@@ -182,8 +183,7 @@ class _Request:
         for name, value, least in (("batch_size", batch_size, 1), ("workers", workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InvalidInputError(f"{name} must be an int >= {least}, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InvalidInputError(f"seed must be an int, got {seed!r}")
+        check_seed(seed)
         specs = resolve_methods(methods if methods is not None else modality.default_methods())
         names = resolve_metrics(metrics, modality)
         chosen = get_preset(preset if preset is not None else modality.default_preset(options))
