@@ -76,18 +76,34 @@ class Row:
     def checked_line(self) -> str:
         """The row as one line: a JSON array in ASCII (any character of an id, a newline, a quote or a lone
         surrogate, is escaped, so a line never splits), a space and the CRC-32 of the array."""
-        values = [self.as_record()[f] for f in FIELDS] + [self.digest]
+        values = [_escaped(v) for v in [*(self.as_record()[f] for f in FIELDS), self.digest]]
         body = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
         return f"{body} {_crc(body)}\n"
 
     @classmethod
     def from_fields(cls, values: list[Any]) -> Row:
-        item, label, target, method, metric, score, seconds, digest = values
+        item, label, target, method, metric, score, seconds, digest = (_unescaped(v) for v in values)
         if not all(isinstance(v, str) for v in (item, method, metric, score, seconds, digest)):
             raise ValueError("field types")
         if not all(type(v) is int for v in (label, target)):
             raise ValueError("field types")
         return cls(item, label, target, method, metric, float(score), float(seconds), digest)
+
+
+def _escaped(value: Any) -> Any:
+    """A string with lone surrogates (a Latin-1 file name, a JSON ``\\ud83d`` escape) as ``{"u8": hex}`` of its
+    surrogate-passing UTF-8 bytes: JSON alone would join a lone high and a lone low surrogate into one character."""
+    if isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value):
+        return {"u8": value.encode("utf-8", "surrogatepass").hex()}
+    return value
+
+
+def _unescaped(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {"u8"} or not isinstance(value["u8"], str):
+            raise ValueError("not a field")
+        return bytes.fromhex(value["u8"]).decode("utf-8", "surrogatepass")
+    return value
 
 
 def _crc(text: str) -> str:
