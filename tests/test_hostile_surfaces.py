@@ -94,6 +94,19 @@ def test_an_earlier_versions_part_file_is_refused_with_what_to_do(tmp_path):
         read_part(old)
 
 
+def test_a_results_folder_of_an_earlier_version_is_refused_with_what_to_do(tmp_path):
+    folder, out = tmp_path / "data", tmp_path / "out"
+    folder.mkdir()
+    write_png(folder / "a.png", seed=1)
+    _evaluate(folder, out)
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["format"] = 3  # as an earlier version wrote it
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidInputError, match=r"earlier version of semantic-pullbacks \(results format 3, now 4\)"):
+        _evaluate(folder, out)
+    assert _evaluate(folder, out, force=True).computed_rows == 1
+
+
 HOSTILE_NAMES = ["two\nlines", 'comma, and "quote"', "plain"]
 
 
