@@ -24,7 +24,7 @@ from semantic_pullbacks.methods import Explainer, available_methods
 from semantic_pullbacks.methods.configure import temperatures_for
 from semantic_pullbacks.metrics.presets import Preset
 
-__all__ = ["FORMAT_VERSION", "Plan", "Unit", "resolve_methods"]
+__all__ = ["FORMAT_VERSION", "Plan", "Unit", "item_records", "resolve_methods"]
 
 #: version of the results folder's layout and of how scores are computed; part of every config
 #: (3: rows keyed by ``item``, not ``image``; the config names its modality; 4: part files of JSON rows, each with
@@ -141,7 +141,7 @@ class Plan:
             "modality": modality.name,
             "model": dict(modality.record()),
             "preset": preset.name,
-            "items": _item_records(items),
+            "items": _item_ids(items),
             "methods": {s.label: {"method": s.method, "settings": _record(method_kwargs[s.label])} for s in specs},
             "metrics": {name: _record(vars(m)) for name, m in built.items()},
             "seed": seed,
@@ -190,12 +190,24 @@ def _check_unique(items: Sequence[Item]) -> None:
         seen.add(item.id)
 
 
-def _item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
+def _item_ids(items: Sequence[Item]) -> dict[str, list[Any]]:
     """Which items the run scores, by kind: their ids. What an item holds (its content, label, target, the parts of
     a mosaic) is in its digest instead (:func:`_keyed`), so a changed file is computed again, not refused."""
     out: dict[str, list[Any]] = {}
     for item in items:
         out.setdefault(item.kind, []).append(item.id)
+    return out
+
+
+def item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
+    """What the items were in this run, by kind: id, target, whether labelled, and what a composed source says of
+    itself (a pair's texts and order, a mosaic's photos and quadrants)."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        record: list[Any] = [item.id, item.target, item.label is not None]
+        if hasattr(item.source, "record"):
+            record.append(item.source.record())
+        out.setdefault(item.kind, []).append(record)
     return out
 
 

@@ -29,7 +29,7 @@ from semantic_pullbacks.evaluation.images import ImageModality, compose_mosaics
 from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
-from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
+from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, item_records, resolve_methods
 from semantic_pullbacks.evaluation.report import write_reports
 from semantic_pullbacks.evaluation.result import EvaluationResult
 from semantic_pullbacks.evaluation.seeds import check_seed
@@ -358,6 +358,7 @@ def _report(
         uses_pullback={s.label: s.method_class.uses_pullback for s in plan.specs},
         notes=notes,
         config=store.config,
+        items=item_records(plan.items),
         out=store.out,
         seconds=time.perf_counter() - start,
         computed_rows=sum(s.computed for s in statuses),
