@@ -155,12 +155,14 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tiny, image_folder,
 def test_torn_and_damaged_lines_are_never_read_as_scores(tiny, image_folder, tmp_path):
     out = tmp_path / "torn"
     first = _run(tiny, image_folder, out, metrics=["faithfulness_correlation"])
-    (part,) = (out / "parts").glob("*.rank-0.csv")
+    (part,) = (out / "parts").glob("*.rank-0.jsonl")
     lines = part.read_text().splitlines(keepends=True)
     assert len(lines) == 1 + 12
     # a crash mid-write leaves half a row, whose score would parse as a (wrong) number; and a line damaged on disk
-    image, label, target, method, metric, _ = lines[3].split(",")[:6]
-    damaged = ",".join([image, label, target, method, metric, "0.5", *lines[3].split(",")[6:]])
+    values = json.loads(lines[3].rpartition(" ")[0])
+    image, method, metric = values[0], values[3], values[4]
+    damaged = lines[3].replace(json.dumps(values[5]), '"0.5"')
+    assert damaged != lines[3]
     part.write_text("".join(lines[:3]) + damaged + "".join(lines[4:]) + lines[5][: lines[5].index(metric) + 12])
     rows, bad = read_part(part)
     assert bad == 1 and len(rows) == 11 and all(r.score != 0.5 for r in rows)
@@ -168,7 +170,7 @@ def test_torn_and_damaged_lines_are_never_read_as_scores(tiny, image_folder, tmp
     assert resumed.computed_rows == 1
     assert _scores(resumed.rows) == _scores(first.rows)
     assert any("1 damaged lines" in n for n in resumed.notes)
-    (new,) = set((out / "parts").glob("*.csv")) - {part}  # the resumed job wrote a part of its own
+    (new,) = set((out / "parts").glob("*.jsonl")) - {part}  # the resumed job wrote a part of its own
     assert [r.key for r in read_part(new)[0]] == [(image, method, metric)]
 
 

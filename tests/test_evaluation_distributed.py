@@ -67,7 +67,7 @@ def test_cli_under_torchrun_merges_to_the_single_process_table(tmp_path):
     one, two = _csv_scores(tmp_path / "one" / "scores.csv"), _csv_scores(tmp_path / "two" / "scores.csv")
     assert len(one) == 2 * 2 * 2 and one == two
     parts = sorted((tmp_path / "two" / "parts").iterdir())
-    assert [p.name.split(".", 1)[1] for p in parts] == ["rank-0.csv", "rank-1.csv"]  # a file of its own each
+    assert [p.name.split(".", 1)[1] for p in parts] == ["rank-0.jsonl", "rank-1.jsonl"]  # a file of its own each
     assert all(read_part(p)[0] for p in parts)  # both ranks did work
 
 
@@ -76,7 +76,7 @@ def test_killed_rank_resumed_on_another_number_of_processes_gives_the_same_rows(
     out = tmp_path / "run"
     done, _ = _torchrun(2, WORKER, str(image_folder), str(out), env={"SP_TEST_KILL_RANK": "1", "SP_TEST_AFTER": "4"})
     assert done.returncode != 0
-    parts = [read_part(p)[0] for p in sorted((out / "parts").glob("*.csv"))]
+    parts = [read_part(p)[0] for p in sorted((out / "parts").glob("*.jsonl"))]
     keys = [r.key for part in parts for r in part]
     assert len(keys) == len(set(keys))  # no row twice
     saved = len(keys)
@@ -153,7 +153,7 @@ def test_a_rank_that_hangs_before_a_collective_is_named_after_the_timeout(image_
     finally:
         _stop(procs)
     assert procs[0].returncode != 0
-    assert "rank 0 of 2: not every rank reached the plan within 6 s" in err0
+    assert "rank 0 of 2: not every rank reached the images' digests within 6 s" in err0  # the first collective
     assert re.search(r"Ranks? 1 failed", err0)  # gloo's monitored barrier names the missing rank
     assert seconds < 90
 

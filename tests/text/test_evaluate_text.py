@@ -71,7 +71,7 @@ def test_text_rows_equal_a_direct_computation_and_a_resumed_run(reviews, tmp_pat
                            removal_token(load_text_model().tokenizer))  # fmt: skip
     assert scores[("r2", "SoftPullback", "sufficiency")] == pytest.approx(float(expected[0]), rel=1e-4, abs=1e-6)
     # a pair's row: the two texts joined, the target's segment found by character offsets
-    (pair_id, target, _, (ids, target_first)) = reference.config["items"]["pointing"][0]
+    (pair_id, target, _, (ids, target_first)) = reference.items["pointing"][0]
     texts = {i: t for i, t, _ in REVIEWS}
     joined = f"{texts[ids[0]]} {texts[ids[1]]}"
     relevance, (_, _, result) = _direct(joined, target, "Gradient")
@@ -100,9 +100,10 @@ def test_text_rows_equal_a_direct_computation_and_a_resumed_run(reviews, tmp_pat
     assert "zero-shot accuracy of all-MiniLM-L6-v2 on the 2 labelled texts" in summary
     config = json.loads((out / "config.json").read_text())["settings"]
     assert config["modality"] == "text" and config["model"]["descriptions"] == DESCRIPTIONS
-    with pytest.raises(InvalidInputError, match="other settings"):  # an edited text is noticed on resume
-        reviews.write_text(reviews.read_text().replace("kind staff", "kind staf"))
-        _run(reviews, out)
+    reviews.write_text(reviews.read_text().replace("kind staff", "kind staf"))  # an edited text is recomputed
+    edited = _run(reviews, out)
+    assert edited.computed_rows == 2 * 3 + 2 * 2  # r1's removal rows, and both pairs (each holds r1)
+    assert {r.key: r.score for r in edited.rows} == {r.key: r.score for r in _run(reviews, None).rows}
 
 
 def test_text_evaluate_under_torchrun_equals_one_process(tmp_path):
@@ -314,7 +315,7 @@ def test_a_pairs_label_is_its_texts_label_never_a_prediction(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = _run(path, None, methods=["Gradient"], metrics=["pointing_game"], n_pairs=8)
     labelled = {"r1": 0, "r2": 1}
-    pairs = result.config["items"]["pointing"]
+    pairs = result.items["pointing"]
     chosen = [ids[0] if first else ids[1] for _, _, _, (ids, first) in pairs]
     assert {"r3", "r4"} & set(chosen) and {"r1", "r2"} & set(chosen)  # both kinds drawn
     assert [r[2] for r in pairs] == [c in labelled for c in chosen]

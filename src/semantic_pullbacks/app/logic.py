@@ -186,6 +186,8 @@ def read_image(path: str | os.PathLike[str], loaded: LoadedModel, limits: Limits
     from PIL import Image, UnidentifiedImageError
 
     limits = limits or Limits()
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ImageLoadError("the upload is missing; please upload the image again")
     file = Path(path)
     if not file.is_file():
         raise ImageLoadError("the upload is missing; please upload the image again")
@@ -246,15 +248,40 @@ def temperatures_from_controls(values: Mapping[str, Any], *, relative: bool = Fa
     temperatures, :class:`~semantic_pullbacks.Relative`), which transfer across models better than absolute ones;
     the attention slider stays absolute, as attention temperatures only can be.
     """
+    _check_controls(values)
     settings: dict[str, Any] = {}
     for family in SLIDER_FAMILIES:
         value = float(values.get(family, paper_temperatures()[family]))
-        if not (math.isfinite(value) and value >= 0):
-            raise InvalidInputError(f"temperature {family!r} must be a number >= 0, got {value}")
         settings[family] = Relative(value) if relative and value > 0 and family != "attention" else value
     for family in FREEZE_FAMILIES:
-        settings[family] = 1.0 if bool(values.get(family, True)) else None
+        settings[family] = 1.0 if values.get(family, True) else None
     return Temperatures.coerce(settings)
+
+
+def _check_controls(values: Any) -> None:
+    """The controls as the UI sends them, checked for direct callers too: a misspelt family would otherwise be
+    dropped and the default kept, a string reach arithmetic."""
+    if not isinstance(values, Mapping):
+        raise InvalidInputError(f"temperatures must be a mapping of family to value, got {type(values).__name__}")
+    unknown = [k for k in values if k not in (*SLIDER_FAMILIES, *FREEZE_FAMILIES)]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown temperature famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; the "
+            f"controls are {', '.join(SLIDER_FAMILIES)} (numbers >= 0) and {', '.join(FREEZE_FAMILIES)} (True/False)"
+        )
+    for family in SLIDER_FAMILIES:
+        if family in values and not _is_number(values[family], minimum=0.0):
+            raise InvalidInputError(f"temperature {family!r} must be a number >= 0, got {values[family]!r}")
+    for family in FREEZE_FAMILIES:
+        if family in values and not isinstance(values[family], bool):
+            raise InvalidInputError(f"{family!r} is a switch: True (frozen) or False, got {values[family]!r}")
+
+
+def _is_number(value: Any, *, minimum: float) -> bool:
+    """Whether ``value`` is a real number (not a bool, not a string), finite and at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= minimum
 
 
 # ---------------------------------------------------------------------------------------------- explaining
@@ -342,6 +369,12 @@ def _batch(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != (3, size, size):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise InvalidInputError(f"x must be one image tensor of shape (3, {size}, {size}), got {shape}")
+    if not x.is_floating_point():
+        raise InvalidInputError(
+            f"x must be a floating-point tensor as read_image returns it (the model's input range), got {x.dtype}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError("x has NaN or infinite pixels: read the image with read_image, or clean the tensor")
     return x.unsqueeze(0).to(loaded.device)
 
 
@@ -372,7 +405,7 @@ def _check(request: ExplainRequest, limits: Limits) -> list[str]:
         raise InvalidInputError(f"at most {limits.max_methods} methods per request, got {len(names)}")
     if isinstance(request.steps, bool) or not isinstance(request.steps, int) or not 1 <= request.steps <= 50:
         raise InvalidInputError(f"K (ascent steps) must be an integer from 1 to 50, got {request.steps!r}")
-    if not (math.isfinite(request.alpha) and request.alpha > 0):
+    if not (_is_number(request.alpha, minimum=0.0) and request.alpha > 0):
         raise InvalidInputError(f"α (step size) must be a positive number, got {request.alpha!r}")
     return names
 

@@ -34,6 +34,9 @@ class TextAnswer:
 
 def explain_text(text: str, mode: str, other: str, method: str = "SoftPullback") -> TextAnswer:
     """One request of the Text tab: validate, explain with the embedded model, render."""
+    for name, value in (("text", text), ("mode", mode), ("other", other), ("method", method)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"{name} must be a string, got {type(value).__name__}")
     if not text or not text.strip():
         raise InvalidInputError("Text is empty: type a sentence to explain")
     if len(text) > MAX_CHARS or len(other or "") > MAX_CHARS:

@@ -114,6 +114,14 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def seed_int(text: str) -> int:
+    """A seed: a whole number from 0 to 2**63 - 1."""
+    value = _int_at_least(text, 0)
+    if value > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got {value}")
+    return value
+
+
 def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
@@ -205,7 +213,9 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         type=positive_or_none,
         help="pullback-ascent step length; 'none' for raw steps (default 20, or the settings file's)",
     )
-    group.add_argument("--seed", type=int, default=0, help="seed of stochastic methods (default: %(default)s)")
+    group.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of stochastic methods, 0 to 2**63-1 (default: %(default)s)"
+    )
 
 
 def add_output_options(

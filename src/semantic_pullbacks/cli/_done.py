@@ -3,8 +3,9 @@ skip them.
 
 Every run appends, per process, a line for each image whose files are all written, to
 ``OUT/.done/<settings fingerprint>.rank-<r>.txt``; a resumed run with the same settings reads the logs of every rank.
-An image is identified by its file (resolved path, size and modification time), never by its name alone: an
-image changed since, or another image that happens to have the same name, is explained again. A log line is
+An image is identified by its resolved path and a digest of its bytes (the rule ``evaluate`` keys its rows by, in
+:func:`~semantic_pullbacks.evaluation.items.file_digest`), never by its name, size or time alone: an image changed
+since, or another image that happens to have the same name, is explained again. A log line is
 written only after the image's files are complete (they are written atomically), and only whole lines count, so an
 image interrupted half-way is simply done again.
 """
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError
+from ..evaluation.items import file_digest
 from ..evaluation.store import fingerprint
 
 __all__ = ["DoneLog", "image_key"]
@@ -25,10 +28,9 @@ FOLDER = ".done"
 
 
 def image_key(path: str | os.PathLike[str]) -> str:
-    """What identifies an image's content cheaply: its resolved path, size and modification time (ns)."""
+    """What identifies an image: its resolved path and the digest of its content."""
     resolved = Path(path).expanduser().resolve()
-    stat = resolved.stat()
-    return json.dumps([str(resolved), stat.st_size, stat.st_mtime_ns])
+    return json.dumps([str(resolved), file_digest(resolved)])
 
 
 class DoneLog:
@@ -44,10 +46,10 @@ class DoneLog:
             self.finished.update(line for line in data.split("\n")[:-1] if line)
 
     def is_done(self, path: str | os.PathLike[str]) -> bool:
-        """Whether this very file (same path, size and modification time) was finished with these settings."""
+        """Whether this very file (same path and content) was finished with these settings."""
         try:
             return image_key(path) in self.finished
-        except OSError:  # gone or unreadable: not done; decoding reports it
+        except (OSError, InvalidInputError):  # gone or unreadable: not done; decoding reports it
             return False
 
     def mark(self, path: str | os.PathLike[str]) -> None:

@@ -23,7 +23,15 @@ from ..calibration import (
 from ..errors import InvalidInputError
 from ..examples import get_example
 from ..models import LoadedModel
-from ._common import add_command, add_image_arguments, add_model_options, add_output_options, load_model, split_list
+from ._common import (
+    add_command,
+    add_image_arguments,
+    add_model_options,
+    add_output_options,
+    load_model,
+    seed_int,
+    split_list,
+)
 from ._images import ImageSource, expand_images
 from ._output import output_folder
 
@@ -55,7 +63,7 @@ def register(subparsers: Any) -> None:
         metavar="METRIC=VALUE",
         help="change one criterion's bound, e.g. 'max_sensitivity=0.4' (ratio to the gradient; repeatable)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the metrics (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the folds and the metrics (default: %(default)s)")
     add_output_options(p, default="calibration", what="output folder", batch_size=False)
 
 

@@ -5,7 +5,7 @@ input ⊙ attribution, overlay); several classes share one forward pass and also
 A plain rerun explains everything again. Under torchrun
 (``torchrun --nproc-per-node N -m semantic_pullbacks explain FOLDER --save-tensors npy``) each rank explains a
 share, so each image is written once, and images finished by an earlier run with the same settings (the same
-file: path, size and modification time) are skipped; ``--resume`` asks for that skipping in one process too.
+file: path and a digest of its bytes) are skipped; ``--resume`` asks for that skipping in one process too.
 Stochastic methods are seeded per image, so a map does not depend on the batch or the rank that computed it.
 """
 
@@ -62,8 +62,8 @@ def register(subparsers: Any) -> None:
         "  semantic-pullbacks explain cat.jpg --target 'tiger cat' --method PullbackAscent\n"
         "  torchrun --nproc-per-node 4 -m semantic_pullbacks explain photos/ --save-tensors pt --device cuda\n\n"
         "Under torchrun each rank explains a share of the images (on cuda:LOCAL_RANK with --device cuda) and, with\n"
-        "--save-tensors, skips those an earlier run with the same settings finished (same file: path, size,\n"
-        "modification time); --resume skips them in one process too, --no-resume never. Stochastic methods are\n"
+        "--save-tensors, skips those an earlier run with the same settings finished (same file: path and a\n"
+        "digest of its bytes); --resume skips them in one process too, --no-resume never. Stochastic methods are\n"
         "seeded per image (from --seed), so maps do not depend on the batch or the number of processes.",
     )
     add_image_arguments(parser)

@@ -123,12 +123,15 @@ class BySize:
     def parse(cls, text: str) -> BySize:
         """Read ``"1*std;56:1.5*std;14:2*std"``: the default first, then ``SIDE:VALUE`` entries."""
         parts = [p.strip() for p in text.split(";") if p.strip()]
+        defaults = [p for p in parts if ":" not in p]  # counted, not read: "none" is a default like any other
+        if len(defaults) > 1:
+            raise InvalidInputError(
+                f"cannot read staged temperature {text!r}: more than one default value ({', '.join(defaults)})"
+            )
         default, sizes = None, {}
         for part in parts:
             side, sep, value = part.partition(":")
             if not sep:
-                if default is not None:
-                    raise InvalidInputError(f"cannot read staged temperature {text!r}: more than one default value")
                 default = _parse(part)
                 continue
             side = side.strip()
@@ -137,7 +140,7 @@ class BySize:
             if int(side) in sizes:
                 raise InvalidInputError(f"cannot read staged temperature {text!r}: side {int(side)} is given twice")
             sizes[int(side)] = _parse(value)
-        if default is None:
+        if not defaults:
             raise InvalidInputError(
                 f"staged temperature {text!r} needs a default value first, e.g. '1*std;56:1.5*std;14:2*std'"
             )

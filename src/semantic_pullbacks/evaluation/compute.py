@@ -102,7 +102,7 @@ class Scorer:
             seconds = time.perf_counter() - start
             score = float(torch.as_tensor(scores).detach().reshape(-1)[0].cpu())
             label_of_item = -1 if item.label is None else int(item.label)
-            yield Row(item.id, label_of_item, item.target, label, name, score, seconds)
+            yield Row(item.id, label_of_item, item.target, label, name, score, seconds, item.digest)
 
     def _method(self, label: str, item: str, metric: str | None = None) -> Any:
         """The method for ``label``: built once if deterministic; for a stochastic one, built with a seed of

@@ -61,7 +61,33 @@ def imagenet_wnids() -> tuple[str, ...]:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """The images directly in ``folder``; a link that leads nowhere is an error, like a corrupt file."""
+    _check_links(folder)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _check_links(folder: Path) -> None:
+    broken = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_symlink() and not _resolves(p))
+    if broken:
+        names = ", ".join(repr(_display(p.name)) for p in broken[:5])
+        raise InvalidInputError(
+            f"images folder {_display(str(folder))!r}: {len(broken)} symbolic link(s) lead nowhere (dangling, or a "
+            f"loop): {names}; remove them or point them at images"
+        )
+
+
+def _resolves(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop
+        return False
+    return True
+
+
+def _display(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a Latin-1 name) as ``\\xe9`` escapes, never lone surrogates
+    that no report, console or seed could encode."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _resolve_folder_class(name: str, class_names: Sequence[str]) -> int:
@@ -161,7 +187,7 @@ def _find(
         for f in files:
             if not f.is_file():
                 raise InvalidInputError(f"image file {str(f)!r} does not exist")
-        return _unique([EvalImage(f.stem, f, None) for f in files])
+        return _unique([EvalImage(_display(f.stem), f, None) for f in files])
     if not isinstance(images, (str, os.PathLike)):
         raise InvalidInputError(f"images must be 'examples', a folder or a list of files, got {type(images)!r}")
     path = Path(images).expanduser()
@@ -170,23 +196,36 @@ def _find(
     if not path.exists():
         raise InvalidInputError(f"images folder {str(path)!r} does not exist (or pass 'examples' for the bundled set)")
     if path.is_file():
-        return [EvalImage(path.stem, path, None)]
+        return [EvalImage(_display(path.stem), path, None)]
+    files = _image_files(path)
     class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     groups = []
     for d in class_dirs:
-        files = _image_files(d)
-        if files:
-            label = _resolve_folder_class(d.name, class_names)
-            groups.append([EvalImage(f"{d.name}/{f.stem}", f, label) for f in files])
+        inside = _image_files(d)
+        if inside:
+            label = _resolve_folder_class(_display(d.name), class_names)
+            groups.append([EvalImage(f"{_display(d.name)}/{_display(f.stem)}", f, label) for f in inside])
     if groups:
+        _refuse_mixed(path, files, [g[0].path.parent for g in groups])
         return _unique(_round_robin(groups))
-    files = _image_files(path)
     if not files:
         raise InvalidInputError(
             f"images folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in class "
             "sub-folders"
         )
-    return _unique([EvalImage(f.stem, f, None) for f in files])
+    return _unique([EvalImage(_display(f.stem), f, None) for f in files])
+
+
+def _refuse_mixed(path: Path, files: list[Path], class_dirs: list[Path]) -> None:
+    """One rule: a folder is either a class tree or a flat folder of images, never both (images beside class
+    folders would have no class, and silently leaving them out loses them)."""
+    if files:
+        names = ", ".join(repr(_display(f.name)) for f in files[:5])
+        folders = ", ".join(repr(_display(d.name) + "/") for d in class_dirs[:3])
+        raise InvalidInputError(
+            f"images folder {_display(str(path))!r} has class sub-folders ({folders}) and {len(files)} image(s) at "
+            f"its top ({names}): move those into the folder of their class, or into a folder of their own"
+        )
 
 
 def _unique(images: list[EvalImage]) -> list[EvalImage]:

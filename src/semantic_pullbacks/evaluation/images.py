@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError
 from semantic_pullbacks.evaluation.dataset import EvalImage, find_images
-from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, decoded
+from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, combined_digest, decoded, file_digest
 from semantic_pullbacks.evaluation.modality import MethodFactory
 from semantic_pullbacks.evaluation.world import World
 from semantic_pullbacks.methods import available_methods
@@ -37,6 +37,7 @@ __all__ = [
     "ImageModality",
     "OutputCache",
     "compose_mosaics",
+    "image_digests",
     "image_items",
     "image_targets",
 ]
@@ -152,7 +153,7 @@ class ImageModality:
         found = find_images(self.images, self.loaded.class_names, self.n_images, labels=self.labels, seed=seed)
         targets = image_targets(self.loaded, found, world, workers=workers)
         mosaics = (self.n_mosaics or len(found)) if "focus" in metrics else 0
-        return image_items(found, targets, mosaics=mosaics, seed=seed)
+        return image_items(found, targets, mosaics=mosaics, seed=seed, digests=image_digests(found, world))
 
     def decoder(self) -> Decoder:
         return ImageDecoder(self.loaded.preprocess)
@@ -290,11 +291,27 @@ def image_targets(loaded: LoadedModel, images: Sequence[EvalImage], world: World
     return targets
 
 
+def image_digests(images: Sequence[EvalImage], world: World) -> list[str]:
+    """Each image's content digest (the key of its rows), each rank hashing a share of the files."""
+    mine = {i: file_digest(images[i].path) for i in range(world.rank, len(images), world.size)}
+    found: dict[int, str] = {}
+    for part in world.all_gather(mine, "the images' digests"):
+        found.update(part)
+    return [found[i] for i in range(len(images))]
+
+
 def image_items(
-    images: Sequence[EvalImage], targets: Sequence[int], *, mosaics: int, seed: int
+    images: Sequence[EvalImage],
+    targets: Sequence[int],
+    *,
+    mosaics: int,
+    seed: int,
+    digests: Sequence[str] | None = None,
 ) -> tuple[list[Item], list[str]]:
-    """Image items, then ``mosaics`` Focus mosaics (none, with a note, when fewer than 3 classes are present)."""
-    items = [Item(im.id, im.label, t, IMAGE, im.path) for im, t in zip(images, targets)]
+    """Image items, then ``mosaics`` Focus mosaics (none, with a note, when fewer than 3 classes are present);
+    ``digests``: the images' content digests, when already known."""
+    digests = list(digests) if digests is not None else [file_digest(im.path) for im in images]
+    items = [Item(im.id, im.label, t, IMAGE, im.path, d) for im, t, d in zip(images, targets, digests)]
     if mosaics == 0:
         return items, []
     n_classes = len(set(targets))
@@ -312,5 +329,6 @@ def image_items(
         positions = tuple(bool(p) for p in plan.positions[i].tolist())
         source = _MosaicSource(tuple(im.id for im in chosen), tuple(im.path for im in chosen), positions)  # type: ignore[arg-type]
         target = int(plan.targets[i])
-        items.append(Item(f"mosaic-{i:04d}", target, target, MOSAIC, source))
+        digest = combined_digest(*(digests[j] for j in plan.sources[i].tolist()))
+        items.append(Item(f"mosaic-{i:04d}", target, target, MOSAIC, source, digest))
     return items, []

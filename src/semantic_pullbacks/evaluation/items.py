@@ -9,6 +9,8 @@ explanation and scoring of the current one. A new modality brings its own items 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,20 +18,52 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["Decoder", "Inputs", "Item", "ItemSource", "decoded"]
+from semantic_pullbacks.errors import InvalidInputError, SemanticPullbacksError
+
+__all__ = ["Decoder", "Inputs", "Item", "ItemSource", "combined_digest", "decoded", "file_digest", "text_digest"]
 
 
 @dataclass(frozen=True)
 class Item:
     """One scored input: ``id`` (unique; the key of its rows), ``label`` (true class, None when unknown),
     ``target`` (class explained), ``kind`` (e.g. ``"image"``, ``"mosaic"``) and ``source`` (what the decoder reads:
-    a path, or the parts of a mosaic)."""
+    a path, or the parts of a mosaic) and ``digest``, a hash of its content: a row is reused on a resumed run only
+    while its item's content is unchanged (see :func:`file_digest`)."""
 
     id: str
     label: int | None
     target: int
     kind: str
     source: Any
+    digest: str = ""
+
+
+def _short(h: Any) -> str:
+    return str(h.hexdigest()[:32])
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """What identifies a file's content: a hash of its bytes, never its name, size or time (a photo replaced by
+    another of the same name and size is a new item). The one rule for ``evaluate`` (images and texts) and
+    ``explain --resume``. Hashing is cheap next to explaining the file."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as err:  # a dangling link, a loop, a file gone: like a corrupt file, never skipped
+        raise InvalidInputError(f"cannot read {os.fsdecode(path)!r}: {err.strerror or err}") from None
+    return _short(h)
+
+
+def text_digest(text: str) -> str:
+    """:func:`file_digest` for a text held in memory (lone surrogates hashed as they are, never refused here)."""
+    return _short(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16))
+
+
+def combined_digest(*digests: str) -> str:
+    """The digest of an item made of other items (a mosaic, a pair of texts), in order."""
+    return text_digest("\x1f".join(digests))
 
 
 @dataclass
@@ -80,8 +114,18 @@ class _Decoding(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, Inputs]:
-        return i, self.decoder(self.items[i])
+    def __getitem__(self, i: int) -> tuple[int, Inputs | _Failed]:
+        try:
+            return i, self.decoder(self.items[i])
+        except SemanticPullbacksError as err:  # in a worker, DataLoader would wrap it in 30 lines of traceback
+            return i, _Failed(err)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A decoding error carried out of a worker process, raised again as it is in the process that reads it."""
+
+    error: SemanticPullbacksError
 
 
 def _keep(batch: Any) -> Any:
@@ -107,4 +151,6 @@ def decoded(
         persistent_workers=False,
     )
     for i, inputs in loader:
+        if isinstance(inputs, _Failed):
+            raise inputs.error
         yield items[i], inputs.to(device)

@@ -9,24 +9,27 @@ texts) come from the modality (:mod:`.modality`).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from semantic_pullbacks.engine import Temperatures
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.evaluation.items import Item
+from semantic_pullbacks.evaluation.items import Item, combined_digest
 from semantic_pullbacks.evaluation.modality import Modality
 from semantic_pullbacks.evaluation.specs import MethodSpec, temperatures_record
 from semantic_pullbacks.methods import Explainer, available_methods
 from semantic_pullbacks.methods.configure import temperatures_for
 from semantic_pullbacks.metrics.presets import Preset
 
-__all__ = ["FORMAT_VERSION", "Plan", "Unit", "resolve_methods"]
+__all__ = ["FORMAT_VERSION", "Plan", "Unit", "item_records", "resolve_methods"]
 
 #: version of the results folder's layout and of how scores are computed; part of every config
-#: (3: rows keyed by ``item``, not ``image``; the config names its modality)
-FORMAT_VERSION = 3
+#: (3: rows keyed by ``item``, not ``image``; the config names its modality; 4: part files of JSON rows, each with
+#: its item's content digest, so a changed file is recomputed rather than refused or reused)
+FORMAT_VERSION = 4
 
 
 def resolve_methods(methods: Sequence[str | MethodSpec] | None) -> list[MethodSpec]:
@@ -115,6 +118,7 @@ class Plan:
         notes: Iterable[str] = (),
     ) -> Plan:
         _check_unique(items)
+        items = [_keyed(item) for item in items]
         kinds = {item.kind for item in items}
         metric_kinds = {m: modality.metric_kind(m) for m in metrics}
         running = [m for m in metrics if metric_kinds[m] in kinds]
@@ -137,7 +141,7 @@ class Plan:
             "modality": modality.name,
             "model": dict(modality.record()),
             "preset": preset.name,
-            "items": _item_records(items),
+            "items": _item_ids(items),
             "methods": {s.label: {"method": s.method, "settings": _record(method_kwargs[s.label])} for s in specs},
             "metrics": {name: _record(vars(m)) for name, m in built.items()},
             "seed": seed,
@@ -166,6 +170,10 @@ class Plan:
                 out.append(Unit(u.item, u.method, missing, u.passes))
         return out
 
+    def digests(self) -> dict[str, str]:
+        """Each item's content digest: stored rows of other content are stale."""
+        return {item.id: item.digest for item in self.items}
+
     def keys(self) -> set[tuple[str, str, str]]:
         return {(self.items[u.item].id, u.method, m) for u in self.units() for m in u.metrics}
 
@@ -182,8 +190,18 @@ def _check_unique(items: Sequence[Item]) -> None:
         seen.add(item.id)
 
 
-def _item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
-    """What identifies the items, by kind: id, target, whether labelled, and what a source says of itself."""
+def _item_ids(items: Sequence[Item]) -> dict[str, list[Any]]:
+    """Which items the run scores, by kind: their ids. What an item holds (its content, label, target, the parts of
+    a mosaic) is in its digest instead (:func:`_keyed`), so a changed file is computed again, not refused."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        out.setdefault(item.kind, []).append(item.id)
+    return out
+
+
+def item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
+    """What the items were in this run, by kind: id, target, whether labelled, and what a composed source says of
+    itself (a pair's texts and order, a mosaic's photos and quadrants)."""
     out: dict[str, list[Any]] = {}
     for item in items:
         record: list[Any] = [item.id, item.target, item.label is not None]
@@ -191,6 +209,14 @@ def _item_records(items: Sequence[Item]) -> dict[str, list[Any]]:
             record.append(item.source.record())
         out.setdefault(item.kind, []).append(record)
     return out
+
+
+def _keyed(item: Item) -> Item:
+    """``item`` with a digest of everything its rows depend on: its content (the source's digest), its label and
+    target, and what a composed source says of itself. A stored row of another digest is stale."""
+    record = item.source.record() if hasattr(item.source, "record") else None
+    facts = json.dumps([item.kind, item.label, item.target, record], default=repr)
+    return dataclasses.replace(item, digest=combined_digest(item.digest, facts))
 
 
 def _record(settings: Mapping[str, Any]) -> dict[str, Any]:

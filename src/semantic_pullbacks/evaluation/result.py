@@ -34,6 +34,8 @@ class EvaluationResult:
     higher_is_better: dict[str, bool]
     notes: list[str]
     config: dict[str, Any]
+    #: what each item was, by kind: ``[id, target, labelled, source record]`` (a pair's texts, a mosaic's photos)
+    items: dict[str, list[Any]] = field(default_factory=dict)
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0

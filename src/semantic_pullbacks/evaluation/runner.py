@@ -29,9 +29,10 @@ from semantic_pullbacks.evaluation.images import ImageModality, compose_mosaics
 from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
-from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, resolve_methods
+from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, item_records, resolve_methods
 from semantic_pullbacks.evaluation.report import write_reports
 from semantic_pullbacks.evaluation.result import EvaluationResult
+from semantic_pullbacks.evaluation.seeds import check_seed
 from semantic_pullbacks.evaluation.shard import share
 from semantic_pullbacks.evaluation.specs import MethodSpec
 from semantic_pullbacks.evaluation.statistics import PairedDifference, paired_difference, summarise
@@ -182,8 +183,7 @@ class _Request:
         for name, value, least in (("batch_size", batch_size, 1), ("workers", workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InvalidInputError(f"{name} must be an int >= {least}, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InvalidInputError(f"seed must be an int, got {seed!r}")
+        check_seed(seed)
         specs = resolve_methods(methods if methods is not None else modality.default_methods())
         names = resolve_metrics(metrics, modality)
         chosen = get_preset(preset if preset is not None else modality.default_preset(options))
@@ -249,11 +249,13 @@ def _open(
             else:
                 store = ResultsStore.open(out, plan.config, resume=resume, force=force, job=job)
                 JobBoard.clear(store.folder)
-            finished = {r.key for r in store.rows()} & plan.keys()
+            finished = {r.key for r in store.rows(plan.digests())} & plan.keys()
             todo = plan.todo(finished)
             decision = {"job": job, "shares": share(todo, w.size)}
             if store.damaged:
                 plan.notes.append(f"{store.damaged} damaged lines in {out}/parts were ignored; their scores recomputed")
+            if store.stale:
+                plan.notes.append(f"{store.stale} stored scores were of files changed since; computed again")
         except Exception as err:  # the other ranks must stop too, with the same message
             if store is not None:
                 store.close()
@@ -336,7 +338,7 @@ def _report(
     """The merged rows in plan order, their statistics and notes; rank 0 writes the report files."""
     wanted = plan.keys()
     order = {key: i for i, key in enumerate(_ordered_keys(plan))}
-    rows = sorted((r for r in store.rows() if r.key in wanted), key=lambda r: order[r.key])
+    rows = sorted((r for r in store.rows(plan.digests()) if r.key in wanted), key=lambda r: order[r.key])
     by_key: dict[tuple[str, str], dict[str, float]] = {}
     for r in rows:
         by_key.setdefault((r.method, r.metric), {})[r.item] = r.score
@@ -356,6 +358,7 @@ def _report(
         uses_pullback={s.label: s.method_class.uses_pullback for s in plan.specs},
         notes=notes,
         config=store.config,
+        items=item_records(plan.items),
         out=store.out,
         seconds=time.perf_counter() - start,
         computed_rows=sum(s.computed for s in statuses),

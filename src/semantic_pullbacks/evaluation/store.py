@@ -3,9 +3,10 @@
 A benchmark can run for hours on many processes; an interruption (Ctrl-C, a crash, a killed rank, a lost node)
 must cost at most the work in flight. Layout of ``out/``:
 
-- ``parts/<job>.rank-<r>.csv``: the rows rank ``r`` of job ``<job>`` computed, appended and flushed to disk one by
-  one. Each line ends with a checksum of itself, so a torn or damaged line is never read as a score: it is left out
-  and recomputed. No two processes ever append to one file, not even a straggler of an earlier job.
+- ``parts/<job>.rank-<r>.jsonl``: the rows rank ``r`` of job ``<job>`` computed, appended and flushed to disk one
+  by one. Each row is one line (a JSON array in ASCII: an id with any character, a newline included, stays on its
+  line) ending with a checksum of itself, so a torn or damaged line is never read as a score: it is left out and
+  recomputed. No two processes ever append to one file, not even a straggler of an earlier job.
 - ``config.json``: the settings and their fingerprint; results computed under other settings are never mixed in.
 - ``.lock``: the job that owns the folder (host, pid, job id), refreshed while it runs (see :mod:`.lock`).
 - ``scores.csv``, ``summary.md``, ...: derived from the parts at the end, written atomically.
@@ -15,9 +16,7 @@ A resumed run reads every part, whatever number of processes wrote them, and ski
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -39,13 +38,16 @@ FIELDS = ("item", "label", "target", "method", "metric", "score", "seconds")
 SCORES = "scores.csv"
 CONFIG = "config.json"
 PARTS = "parts"
-_PART_HEADER = ",".join((*FIELDS, "check"))
+#: first line of a part file (rows: ``[item, label, target, method, metric, score, seconds, digest] crc``)
+_PART_HEADER = "semantic-pullbacks part 2: JSON rows"
+_OLD_PART_HEADER = ",".join((*FIELDS, "check"))  # version 1: CSV rows, split by an id holding a newline
 
 
 @dataclass(frozen=True)
 class Row:
     """One score: ``item`` id (an image, a mosaic, a text), its ``label`` (-1 when unknown), the ``target``
-    explained, method, metric, ``score`` (NaN when the metric is undefined for this map) and ``seconds`` it took."""
+    explained, method, metric, ``score`` (NaN when the metric is undefined for this map), ``seconds`` it took, and
+    the ``digest`` of the item's content it was computed on (a row of a changed item is stale, never reused)."""
 
     item: str
     label: int
@@ -54,6 +56,7 @@ class Row:
     metric: str
     score: float
     seconds: float
+    digest: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -71,43 +74,73 @@ class Row:
         }
 
     def checked_line(self) -> str:
-        """The row as one CSV line ending in the CRC-32 of everything before it."""
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="").writerow([self.as_record()[f] for f in FIELDS])
-        body = buffer.getvalue()
-        return f"{body},{_crc(body)}\n"
+        """The row as one line: a JSON array in ASCII (any character of an id, a newline, a quote or a lone
+        surrogate, is escaped, so a line never splits), a space and the CRC-32 of the array."""
+        values = [_escaped(v) for v in [*(self.as_record()[f] for f in FIELDS), self.digest]]
+        body = json.dumps(values, ensure_ascii=True, separators=(",", ":"))
+        return f"{body} {_crc(body)}\n"
 
     @classmethod
-    def from_fields(cls, values: list[str]) -> Row:
-        item, label, target, method, metric, score, seconds = values
-        return cls(item, int(label), int(target), method, metric, float(score), float(seconds))
+    def from_fields(cls, values: list[Any]) -> Row:
+        item, label, target, method, metric, score, seconds, digest = (_unescaped(v) for v in values)
+        if not all(isinstance(v, str) for v in (item, method, metric, score, seconds, digest)):
+            raise ValueError("field types")
+        if not all(type(v) is int for v in (label, target)):
+            raise ValueError("field types")
+        return cls(item, label, target, method, metric, float(score), float(seconds), digest)
+
+
+def _escaped(value: Any) -> Any:
+    """A string with lone surrogates (a Latin-1 file name, a JSON ``\\ud83d`` escape) as ``{"u8": hex}`` of its
+    surrogate-passing UTF-8 bytes: JSON alone would join a lone high and a lone low surrogate into one character."""
+    if isinstance(value, str) and any("\ud800" <= ch <= "\udfff" for ch in value):
+        return {"u8": value.encode("utf-8", "surrogatepass").hex()}
+    return value
+
+
+def _unescaped(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {"u8"} or not isinstance(value["u8"], str):
+            raise ValueError("not a field")
+        return bytes.fromhex(value["u8"]).decode("utf-8", "surrogatepass")
+    return value
 
 
 def _crc(text: str) -> str:
-    return f"{zlib.crc32(text.encode('utf-8')):08x}"
+    return f"{zlib.crc32(text.encode('ascii')):08x}"
 
 
 def read_part(path: Path) -> tuple[list[Row], int]:
     """The intact rows of one part file, and how many complete lines were damaged.
 
     Only lines that end in a newline and whose checksum matches are rows: a line torn by a crash mid-write, or
-    damaged on disk, is never read as a score.
+    damaged on disk, is never read as a score. The writer puts nothing but ASCII in a line, so anything else in
+    one is damage too.
     """
-    data = path.read_bytes().decode("utf-8", errors="replace")
-    lines = data.split("\n")[:-1]  # the text after the last newline is an unfinished line
+    data = path.read_bytes()
+    lines = data.split(b"\n")[:-1]  # the text after the last newline is an unfinished line
     if not lines:
         return [], 0
-    if lines[0] != _PART_HEADER:
-        raise InvalidInputError(f"{str(path)!r} is not a part file of this version (header {lines[0][:80]!r})")
+    header = lines[0].decode("utf-8", errors="replace")
+    if header != _PART_HEADER:
+        old = header == _OLD_PART_HEADER
+        raise InvalidInputError(
+            f"{str(path)!r} is a part file of an earlier version of semantic-pullbacks (rows not keyed by content); "
+            "pass --force to move those results to a previous-* sub-folder and start over, or choose another --out"
+            if old
+            else f"{str(path)!r} is not a part file of this version (header {header[:80]!r})"
+        )
     rows, damaged = [], 0
-    for line in lines[1:]:
-        body, _, check = line.rpartition(",")
+    for raw in lines[1:]:
         try:
+            body, _, check = raw.decode("ascii").rpartition(" ")
             if check != _crc(body):
                 raise ValueError("checksum")
-            (values,) = list(csv.reader([body]))
+            values = json.loads(body)
+            if not isinstance(values, list):
+                raise ValueError("not a row")
             rows.append(Row.from_fields(values))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             damaged += 1
     return rows, damaged
 
@@ -119,7 +152,7 @@ class PartWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("x", encoding="utf-8", newline="")
+        self._file = path.open("x", encoding="ascii", newline="")
         self.append([])
 
     def append(self, rows: Iterable[Row]) -> None:
@@ -181,6 +214,7 @@ class ResultsStore:
         self.config = _as_read_back(config)
         self.lock = lock
         self.damaged = 0
+        self.stale = 0
         self._memory: list[Row] = []
 
     # ------------------------------------------------------------------------------------------ opening
@@ -241,6 +275,7 @@ class ResultsStore:
             _move_aside(folder)
         elif fingerprint(old.get("settings", {})) != fingerprint(self.config):
             if not force:
+                _refuse_other_format(folder, old.get("settings", {}), self.config)
                 changed = ", ".join(_diff(old.get("settings", {}), self.config)[:12])
                 raise InvalidInputError(
                     f"{str(folder)!r} holds results computed with other settings (changed: {changed}); "
@@ -260,23 +295,32 @@ class ResultsStore:
         """Where rank ``rank`` of job ``job`` appends its rows."""
         if self.out is None:
             return _MemoryWriter(self._memory)
-        return PartWriter(self.folder / PARTS / f"{job}.rank-{rank}.csv")
+        return PartWriter(self.folder / PARTS / f"{job}.rank-{rank}.jsonl")
 
-    def rows(self) -> list[Row]:
+    def rows(self, digests: Mapping[str, str] | None = None) -> list[Row]:
         """Every finished row, from every part (duplicates keep the first; damaged lines are counted in
-        ``damaged`` and left out)."""
-        if self.out is None:
-            return list(self._memory)
+        ``damaged`` and left out). With ``digests`` (item id -> content digest), a row computed on other content
+        than the item's now is stale: counted in ``stale`` and left out, so its score is computed again."""
+        found = list(self._memory) if self.out is None else self._read_parts()
         rows: list[Row] = []
         seen: set[tuple[str, str, str]] = set()
+        self.stale = 0
+        for r in found:
+            if digests is not None and r.item in digests and r.digest != digests[r.item]:
+                self.stale += 1
+            elif r.key not in seen:
+                seen.add(r.key)
+                rows.append(r)
+        return rows
+
+    def _read_parts(self) -> list[Row]:
+        rows: list[Row] = []
         self.damaged = 0
-        for path in sorted((self.folder / PARTS).glob("*.csv")):
+        parts = (self.folder / PARTS).glob("*")
+        for path in sorted(p for p in parts if p.suffix in (".jsonl", ".csv")):  # .csv: an earlier version's
             part, damaged = read_part(path)
             self.damaged += damaged
-            for r in part:
-                if r.key not in seen:
-                    seen.add(r.key)
-                    rows.append(r)
+            rows += part
         return rows
 
     def close(self) -> None:
@@ -299,6 +343,18 @@ class _MemoryWriter:
 def _as_read_back(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as it reads back from disk (JSON types), so fingerprints compare like with like."""
     return json.loads(json.dumps(dict(config), sort_keys=True, default=repr))
+
+
+def _refuse_other_format(folder: Path, old: Any, new: Mapping[str, Any]) -> None:
+    """Results of another version of the folder's format are refused by name: their rows cannot be trusted
+    to mean the same (before format 4, a row did not say which content of its item it was computed on)."""
+    before = old.get("format") if isinstance(old, dict) else None
+    if before is not None and before != new.get("format"):
+        raise InvalidInputError(
+            f"{str(folder)!r} holds results of an earlier version of semantic-pullbacks (results format {before}, "
+            f"now {new.get('format')}); pass --force to move them to a previous-* sub-folder and start over, or "
+            "choose another --out"
+        )
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ Tokenising is cheaper than a hop to a worker process, so text items are decoded 
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import string
 import warnings
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
-from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
+from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item, combined_digest, text_digest
 from semantic_pullbacks.evaluation.modality import MethodFactory
 from semantic_pullbacks.evaluation.seeds import derive_seed
 from semantic_pullbacks.evaluation.world import World
@@ -58,10 +57,6 @@ _PREDICT_CHUNK = 16  # texts per forward pass when predicting; fixed chunks, so 
 @dataclass(frozen=True)
 class _Text:
     text: str
-
-    def record(self) -> str:
-        """What identifies the text in the run's settings: a digest, so an edited file is noticed."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -315,7 +310,10 @@ class TextModality:
         labels = [every[i] for i in kept]
         predicted = self._predictions([t.text for t in texts], world)
         targets = [lab if lab is not None else p for lab, p in zip(labels, predicted)]
-        items = [Item(t.id, lab, tgt, TEXT, _Text(t.text)) for t, lab, tgt in zip(texts, labels, targets)]
+        digests = [text_digest(t.text) for t in texts]
+        items = [
+            Item(t.id, lab, tgt, TEXT, _Text(t.text), d) for t, lab, tgt, d in zip(texts, labels, targets, digests)
+        ]
         notes = label_notes + self._notes(texts, labels, predicted)
         if "pointing_game" not in metrics:
             return items, notes
@@ -327,7 +325,8 @@ class TextModality:
         for i, (a, b, first) in enumerate(pointing_pairs(targets, self.n_pairs or len(texts), seed)):
             order = (a, b) if first else (b, a)
             pair = _Pair((texts[order[0]].id, texts[order[1]].id), (texts[order[0]].text, texts[order[1]].text), first)
-            items.append(Item(f"pair-{i:04d}", labels[a], targets[a], POINTING, pair))  # the label: the data's
+            digest = combined_digest(digests[order[0]], digests[order[1]])
+            items.append(Item(f"pair-{i:04d}", labels[a], targets[a], POINTING, pair, digest))  # the label: the data's
         return items, notes
 
     def _labels(self) -> tuple[list[int | None], list[str]]:

@@ -71,7 +71,7 @@ class World:
         import torch.distributed as dist
 
         handed = dist.is_available() and dist.is_initialized()
-        launched = all(k in os.environ for k in _ENV) and int(os.environ.get("WORLD_SIZE", "1")) >= 1
+        launched = all(k in os.environ for k in _ENV) and _launch_variables()["WORLD_SIZE"] >= 1
         world = cls(timeout=float(timeout))
         created = False
         if handed or launched:
@@ -80,11 +80,12 @@ class World:
             span = datetime.timedelta(seconds=float(timeout))
             if not handed:
                 _check_rendezvous()
-                dist.init_process_group("gloo", timeout=span)
+                _rendezvous(span)
                 created = True
             world.rank, world.size = dist.get_rank(), dist.get_world_size()
-            world.local_rank = int(os.environ.get("LOCAL_RANK", world.rank))
-            world.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+            variables = _launch_variables()
+            world.local_rank = variables.get("LOCAL_RANK", world.rank)
+            world.local_size = variables.get("LOCAL_WORLD_SIZE", world.size)
             # a handed group may be nccl-only: the small objects the ranks exchange go over a gloo group of ours
             world.group = dist.new_group(backend="gloo", timeout=span) if handed else None
             world.connected = True
@@ -172,3 +173,72 @@ def _check_rendezvous() -> None:
             "semantic_pullbacks ...), or set MASTER_ADDR and MASTER_PORT to rank 0's address and a free port, or "
             "unset RANK and WORLD_SIZE for a single process"
         )
+
+
+def _launch_variables() -> dict[str, int]:
+    """RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as set, checked before any work (``WORLD_SIZE=two`` would
+    fail in torch with a bare ValueError, ``RANK=5 WORLD_SIZE=2`` hang until the timeout)."""
+    out: dict[str, int] = {}
+    for name in (*_ENV, "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        try:
+            out[name] = int(text.strip())
+        except ValueError:
+            raise InvalidInputError(
+                f"{name}={text!r} is not a whole number: launch with torchrun, which sets it, or unset it"
+            ) from None
+    for size, rank in (("WORLD_SIZE", "RANK"), ("LOCAL_WORLD_SIZE", "LOCAL_RANK")):
+        if size in out and out[size] < 1:
+            raise InvalidInputError(f"{size}={out[size]}: a job has at least 1 process")
+        if rank in out and not 0 <= out[rank] < out.get(size, out[rank] + 1):
+            raise InvalidInputError(
+                f"{rank}={out[rank]} is not a rank of {size}={out.get(size)} (ranks are 0 to {size} - 1)"
+            )
+    return out
+
+
+def _rendezvous(span: datetime.timedelta) -> None:
+    """Join the process group; when rank 0 never answers, one error naming the address instead of torch's
+    traceback (torch's own log lines of the attempt are dropped then, kept otherwise)."""
+    import torch.distributed as dist
+
+    address = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    with _captured_stderr() as failed:
+        try:
+            dist.init_process_group("gloo", timeout=span)
+        except (RuntimeError, ValueError) as err:  # DistNetworkError, DistStoreError: RuntimeErrors
+            failed.append(True)
+            rank = os.environ.get("RANK")
+            raise JobFailedError(
+                f"rank {rank} could not meet the other ranks at {address} within {span.total_seconds():g} s "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}): start every rank (torchrun "
+                "does), check MASTER_ADDR and MASTER_PORT (rank 0's address and a free port), or raise --timeout"
+            ) from None
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[bool]]:
+    """Hold what is written to file descriptor 2 (torch's C++ logs) meanwhile; replay it unless the caller
+    marks the attempt failed."""
+    import sys
+    import tempfile
+
+    failed: list[bool] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded): nothing to hold
+        yield failed
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield failed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())

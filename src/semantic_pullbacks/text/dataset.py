@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, UnknownClassError
+from .checks import check_text
 
 __all__ = ["BUNDLED", "LabelledText", "TextSet", "bundled_texts", "read_texts"]
 
@@ -98,6 +99,12 @@ class TextSet:
         """The distinct class names of the labels, in order of first appearance (index labels excluded)."""
         names = (t.label for t in self.texts if isinstance(t.label, str) and _as_index(t.label) is None)
         return list(dict.fromkeys(names))
+
+
+def _labels_a_class_by_index(label: str | int) -> bool:
+    """Whether ``label`` is a class index (a negative one marks an unlabelled text, whatever the others are)."""
+    index = _as_index(label)
+    return index is not None and index >= 0
 
 
 def _as_index(label: str | int) -> int | None:
@@ -209,6 +216,7 @@ def _texts(records: list[dict[str, Any]], path: Path, prefix: str) -> list[Label
         text = row.get(text_col)
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"texts file {str(path)!r}: row {n} has no text in column {text_col!r}")
+        check_text(text, f"texts file {str(path)!r}: the text of row {n}")
         label = row.get(label_col) if label_col else None
         if isinstance(label, str):
             label = label.strip() or None
@@ -218,8 +226,22 @@ def _texts(records: list[dict[str, Any]], path: Path, prefix: str) -> list[Label
             )
         ident = row.get(id_col) if id_col else None
         ident = str(ident).strip() if ident is not None and str(ident).strip() else f"{prefix}-{n:05d}"
+        check_text(ident, f"texts file {str(path)!r}: the id of row {n}", printable=False)
         out.append(LabelledText(ident, text, label))
+    _check_label_kinds(out, f"texts file {str(path)!r}")
     return out
+
+
+def _check_label_kinds(texts: Sequence[LabelledText], source: str) -> None:
+    """Labels are class names or class indices, never both in one source: an index beside names has no class
+    order to point into but the order the names happen to appear in (reordering the file would change it)."""
+    named = next((t for t in texts if t.label is not None and _as_index(t.label) is None), None)
+    indexed = next((t for t in texts if t.label is not None and _labels_a_class_by_index(t.label)), None)
+    if named is not None and indexed is not None:
+        raise InvalidInputError(
+            f"the labels of {source} mix class names and class indices (text {named.id!r}: {named.label!r}, text "
+            f"{indexed.id!r}: {indexed.label!r}): label every text by name, or every text by index"
+        )
 
 
 def _unique(texts: list[LabelledText]) -> list[LabelledText]:
@@ -278,6 +300,7 @@ def _read_folder(folder: Path, split: str | None) -> TextSet:
     for f in files:
         prefix = str(f.relative_to(folder).with_suffix("")).replace(os.sep, "/")
         texts += _texts(_records(f), f, prefix=prefix)
+    _check_label_kinds(texts, repr(str(folder)))
     if not texts:
         raise InvalidInputError(f"texts folder {str(folder)!r} holds no texts")
     return TextSet(tuple(_unique(texts)), tuple(_class_names(folder)), source=repr(str(folder)))

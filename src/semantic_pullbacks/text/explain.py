@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
 from ..methods import get_method
+from .checks import check_text
 from .model import Encoded, TextModel, _check_texts
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
@@ -138,6 +139,7 @@ class TextExplainer:
         per-token results with ``per_token=True``)."""
         single = isinstance(texts, str)
         tm = self.text_model
+        _check_per_token(per_token, continuation)
         if continuation is not None:
             if tm.kind != "causal-lm":
                 raise InvalidInputError("continuation= needs a causal language model")
@@ -203,6 +205,7 @@ class TextExplainer:
         tm = self.text_model
         if (pair is None) == (labels is None):
             raise InvalidInputError("an embedding model explains a similarity: give pair= (another text) or labels=")
+        _check_labels(labels)
         b = enc.input_ids.shape[0]
         if pair is not None:
             others = [pair] * b if isinstance(pair, str) else list(pair)
@@ -225,13 +228,15 @@ class TextExplainer:
             if target not in descriptions:
                 raise UnknownClassError(f"unknown label {target!r}; the labels are: {descriptions}")
             target = descriptions.index(target)
-        if not isinstance(target, int) or not 0 <= target < len(descriptions):
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(descriptions):
             raise UnknownClassError(f"target {target!r} is not a label index in 0..{len(descriptions) - 1}")
         return SimilarityTarget(refs[target], label=descriptions[target])
 
     def _single_token(self, text: Any, name: str) -> int:
         if isinstance(text, int) and not isinstance(text, bool):
-            return text
+            return _token_in_vocabulary(text, name, self.text_model)
+        if isinstance(text, str):
+            check_text(text, name, printable=False)
         ids = self.text_model.tokenizer(str(text), add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise InvalidInputError(
@@ -244,8 +249,9 @@ class TextExplainer:
     def _continuation(self, texts: Any, continuation: str, per_token: bool) -> list[Any]:
         tm = self.text_model
         prompts = _check_texts(texts)
-        if not continuation:
+        if not isinstance(continuation, str) or not continuation:
             raise InvalidInputError("continuation is empty: give the text whose tokens are explained")
+        check_text(continuation, "continuation", printable=False)
         cont = tm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         if not cont:
             raise InvalidInputError(f"continuation {continuation!r} is no token for this tokenizer: give some text")
@@ -316,3 +322,34 @@ class _PerSample:
 def _label(target: Any, i: int) -> str:
     label = getattr(target, "label", "")
     return label[i] if isinstance(label, Mapping) else str(label)
+
+
+def _check_per_token(per_token: Any, continuation: Any) -> None:
+    """``per_token`` splits a continuation into its tokens; without one there is nothing to split, and ignoring
+    the flag would return another shape than asked for."""
+    if not isinstance(per_token, bool):
+        raise InvalidInputError(f"per_token must be True or False, got {per_token!r}")
+    if per_token and continuation is None:
+        raise InvalidInputError(
+            "per_token=True explains each token of a continuation=: it needs a causal language model and "
+            "continuation= (the CLI: --continuation); leave it out otherwise"
+        )
+
+
+def _check_labels(labels: Any) -> None:
+    """``labels`` is a list of descriptions; one string would be read letter by letter."""
+    if isinstance(labels, str):
+        parts = [p.strip() for p in labels.split(",") if p.strip()]
+        raise InvalidInputError(
+            f"labels= is one string ({labels!r}); pass a list of label descriptions, e.g. labels={parts!r}"
+        )
+    if labels is not None and not all(isinstance(d, str) for d in labels):
+        raise InvalidInputError("labels= must be a list of strings (label descriptions)")
+
+
+def _token_in_vocabulary(token: int, name: str, text_model: TextModel) -> int:
+    """A token id given as a number must be a row of the model's embedding."""
+    rows = text_model.model.get_input_embeddings().num_embeddings
+    if not 0 <= token < rows:
+        raise InvalidInputError(f"{name} token id {token} is outside the vocabulary (0..{rows - 1})")
+    return token

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
 from ..methods.checks import warn_if_training
 from ..models._weights import offline_reason
+from .checks import check_text
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
@@ -101,6 +102,11 @@ class TextModel:
         """Check that ``model`` and ``tokenizer`` belong together and work out the model's kind."""
         if not isinstance(model, nn.Module):
             raise UnsupportedModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if tokenizer is None or not callable(tokenizer):
+            raise InvalidInputError(
+                f"{type(model).__name__} needs its tokenizer: pass it too, e.g. TextExplainer(model, "
+                "AutoTokenizer.from_pretrained(folder)), or load both with load_text_model(folder)"
+            )
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         if not isinstance(embedding, nn.Embedding):
             raise UnsupportedModelError(
@@ -196,8 +202,7 @@ def _check_texts(texts: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InvalidInputError(f"texts[{i}] must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise InvalidInputError(f"texts[{i}] is empty: give some text to explain")
+        check_text(t, f"texts[{i}]")
     return list(texts)
 
 
