@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,7 @@ def calls(model: torch.nn.Module, seq: int, cfg: argparse.Namespace, device: tor
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", default="512,2048,8192")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per method (0: time the first call)")
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--ig-batch", type=int, default=4)
     parser.add_argument("--impl", default="sdpa", choices=["sdpa", "eager"])
@@ -95,10 +96,22 @@ def main() -> None:
         if cfg.no_ig:
             del runs["LayerIG"]
         memory = {name: perf.peak_memory(fn, device) for name, fn in runs.items()}
-        timed = perf.interleaved(runs, cfg.repeats, device)["median"]
+        timed = perf.interleaved(runs, cfg.repeats, device)["median"] if cfg.repeats else _once(runs, device)
         for name in runs:
             print(f"| {seq} | {name} | {memory[name] / 2**20:.0f} | {memory[name] / memory['Gradient']:.2f} | "
                   f"{timed[name]:.2f} | {timed[name] / timed['Gradient']:.2f} |", flush=True)  # fmt: skip
+
+
+def _once(runs: dict[str, Callable], device: torch.device) -> dict[str, float]:
+    """One call per method, timed after the memory measurement's calls warmed it (``--repeats 0``)."""
+    times = {}
+    for name, fn in runs.items():
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times[name] = time.perf_counter() - start
+    return times
 
 
 if __name__ == "__main__":
