@@ -40,17 +40,18 @@ def folder(tmp_path_factory):
     return path
 
 
-def test_bfloat16_with_a_device_map_loads_and_its_forward_is_bit_identical_in_the_mode(folder):
-    tm = load_text_model(folder, offline=True, dtype=torch.bfloat16, device_map="cpu")
-    assert next(tm.model.parameters()).dtype == torch.bfloat16
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_with_a_device_map_loads_and_its_forward_is_bit_identical_in_the_mode(folder, dtype):
+    tm = load_text_model(folder, offline=True, dtype=dtype, device_map="cpu")
+    assert next(tm.model.parameters()).dtype == dtype
     enc = tm.encode([PROMPT])
     emb = tm.embed(enc.input_ids).requires_grad_(True)
     reference = tm.forward_module(emb, enc.attention_mask)
     with pullback_mode() as pb:
         out = tm.forward_module(emb, enc.attention_mask)
         (pullback,) = torch.autograd.grad(out[0, -1, 5].float(), emb)
-    assert torch.equal(out, reference) and out.dtype == torch.bfloat16
-    assert pullback.dtype == torch.bfloat16 and torch.isfinite(pullback).all()
+    assert torch.equal(out, reference) and out.dtype == dtype
+    assert pullback.dtype == dtype and torch.isfinite(pullback).all()
     assert not pb.coverage.unhandled and not pb.coverage.ordinary, str(pb.coverage)
     result = TextExplainer(tm).attribute(PROMPT, continuation=CONTINUATION)
     assert all(map(torch.isfinite, torch.tensor(result.relevance)))
