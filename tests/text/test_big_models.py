@@ -57,6 +57,12 @@ def test_half_precision_with_a_device_map_loads_and_its_forward_is_bit_identical
     assert all(map(torch.isfinite, torch.tensor(result.relevance)))
 
 
+def test_the_embedded_model_loads_in_half_precision_too():
+    tm = load_text_model(dtype=torch.bfloat16)
+    assert next(tm.model.parameters()).dtype == torch.bfloat16 and tm.name == "all-MiniLM-L6-v2"
+    assert next(load_text_model().model.parameters()).dtype == torch.float32  # the shared copy is untouched
+
+
 def test_relevance_of_half_precision_maps_is_summed_in_float32():
     torch.manual_seed(0)
     emb = torch.randn(2, 5, 512).to(torch.bfloat16)

@@ -234,7 +234,10 @@ def load_text_model(
     import transformers
 
     if name is None or str(name) == DEFAULT_TEXT_MODEL:
-        return _embedded()
+        if dtype is None and device_map is None and quantization_config is None:
+            return _embedded()
+        options = dict(dtype=dtype, device_map=device_map, quantization_config=quantization_config)
+        return load_text_model(_embedded_path(), offline=True, **options)._replace_name(DEFAULT_TEXT_MODEL)
     else:
         path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
     offline_because = offline_reason(offline)
