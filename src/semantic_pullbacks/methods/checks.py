@@ -116,7 +116,8 @@ def _check_against_parameters(inputs: torch.Tensor, model: Any) -> None:
         reference = next((b for b in model.buffers() if b.is_floating_point()), None)
     if reference is None:
         return
-    if reference.device != inputs.device:
+    # weights offloaded by accelerate wait on the meta device; its hooks bring them to the inputs' device
+    if reference.device.type != "meta" and reference.device != inputs.device:
         raise InvalidInputError(
             f"inputs are on {inputs.device} but the model is on {reference.device}; move one of them (nothing is "
             "moved silently)"

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
 from ..methods import get_method
+from .big_models import relevance_dtype
 from .checks import check_text
 from .model import Encoded, TextModel, _check_texts
 from .result import TokenAttribution
@@ -34,9 +35,11 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 
 def token_relevance(embeddings: torch.Tensor, attribution: torch.Tensor, multiplies_by_inputs: bool = False):  # type: ignore[no-untyped-def]
     """``(signed, l2)`` per token: ``sum_h e * a`` (or ``sum_h a`` for maps that already contain the input), and
-    ``||a||_2`` over the hidden dimension."""
-    signed = attribution.sum(-1) if multiplies_by_inputs else (embeddings * attribution).sum(-1)
-    return signed, attribution.norm(dim=-1)
+    ``||a||_2`` over the hidden dimension, in float32 at least."""
+    dtype = relevance_dtype(embeddings, attribution)  # half-precision products summed in float32
+    a = attribution.to(dtype)
+    signed = a.sum(-1) if multiplies_by_inputs else (embeddings.to(dtype) * a).sum(-1)
+    return signed, a.norm(dim=-1)
 
 
 def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import InvalidInputError, UnsupportedModelError, WeightsUnavailableError
 from ..methods.checks import warn_if_training
 from ..models._weights import offline_reason
+from .big_models import check_quantised_layers, execution_device, loading_options
 from .checks import check_text
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
@@ -123,6 +124,7 @@ class TextModel:
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
         tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
         warn_if_training(model, stacklevel=2)  # the caller's model keeps its mode: never call eval() on it
+        check_quantised_layers(model)
         return cls(model, tokenizer, kind, name or type(model).__name__, int(min(limit, tok_limit)))
 
     def _replace_name(self, name: str) -> TextModel:
@@ -140,7 +142,8 @@ class TextModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the input ids go: the embedding layer's device (a model sharded by accelerate spans several)."""
+        return execution_device(self.model.get_input_embeddings())
 
     def encode(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> Encoded:
         """Tokenise with padding (encoders on the right, where their absolute positions need it; causal LMs on
@@ -215,8 +218,19 @@ def _kind_of(model: nn.Module) -> Kind:
     return "embedding"
 
 
-def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool = False) -> TextModel:
+def load_text_model(
+    name: str | os.PathLike[str] | None = None,
+    *,
+    offline: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device_map: Any = None,
+    quantization_config: Any = None,
+) -> TextModel:
     """Load a Hugging Face model folder or hub name (``None``: the embedded all-MiniLM-L6-v2, always offline).
+
+    Big models: ``dtype=torch.bfloat16`` (or float16, ``"auto"``) loads the weights in that precision and
+    ``device_map="auto"`` (accelerate) spreads the layers over the GPUs and the CPU; ``quantization_config``
+    (e.g. ``transformers.BitsAndBytesConfig(load_in_4bit=True)``) is handed to ``from_pretrained`` as it is.
 
     A hub name downloads on first use when online, as transformers does. Offline (``offline=True``, the CLI's
     ``--offline``, or any of ``SEMANTIC_PULLBACKS_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` set: the
@@ -225,22 +239,30 @@ def load_text_model(name: str | os.PathLike[str] | None = None, *, offline: bool
     import transformers
 
     if name is None or str(name) == DEFAULT_TEXT_MODEL:
-        return _embedded()
+        if dtype is None and device_map is None and quantization_config is None:
+            return _embedded()
+        options = dict(dtype=dtype, device_map=device_map, quantization_config=quantization_config)
+        return load_text_model(_embedded_path(), offline=True, **options)._replace_name(DEFAULT_TEXT_MODEL)
     else:
         path = Path(name).expanduser() if Path(str(name)).expanduser().exists() else str(name)
     offline_because = offline_reason(offline)
+    options = loading_options(dtype, device_map, transformers.__version__)
+    if quantization_config is not None:
+        options["quantization_config"] = quantization_config
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a local load is quick; keep stderr for messages that matter
     try:
-        return _load(transformers, path, name, offline_because)
+        return _load(transformers, path, name, offline_because, options)
     finally:
         if bar:
             hf_logging.enable_progress_bar()
 
 
-def _load(transformers: Any, path: Any, name: Any, offline_because: str | None) -> TextModel:
+def _load(
+    transformers: Any, path: Any, name: Any, offline_because: str | None, options: dict[str, Any] | None = None
+) -> TextModel:
     local_only = offline_because is not None
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_only)
@@ -251,7 +273,7 @@ def _load(transformers: Any, path: Any, name: Any, offline_because: str | None) 
                 "causal-lm": transformers.AutoModelForCausalLM, "embedding": transformers.AutoModel}[kind]  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = auto.from_pretrained(path, local_files_only=local_only)
+            model = auto.from_pretrained(path, local_files_only=local_only, **(options or {}))
     except ValueError as e:  # a folder without a model in it
         raise InvalidInputError(f"{str(name)!r} is not a Hugging Face model folder or name: {e}") from None
     except OSError as e:

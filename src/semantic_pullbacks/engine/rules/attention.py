@@ -93,6 +93,34 @@ def attention_weights(
     return torch.nan_to_num(w, nan=0.0)
 
 
+def _has_empty_rows(mask: Any) -> bool:
+    """Whether some query attends to no key: the fused kernels give NaN there, the frozen weights give zero."""
+    if not isinstance(mask, torch.Tensor):
+        return False
+    keep = mask if mask.dtype == torch.bool else mask != float("-inf")
+    return bool((~keep.any(-1)).any())
+
+
+def _values_pullback_by_kernel(q, k, mask, is_causal, scale, tau, grad, v_shape):  # type: ignore[no-untyped-def]
+    """``softmax(q k^T s / tau)^T grad`` as the value gradient of an SDPA call with detached queries and keys.
+
+    That is what SDPA's own backward computes for the values, so the fused kernels (flash, memory-efficient)
+    do it without the seq x seq weights; the values' contents do not enter, so zeros stand in for them.
+    Grouped-query keys are repeated to the queries' heads and the value gradient folded back.
+    """
+    heads = q.shape[-3] if q.dim() >= 3 else 1
+    if k.dim() >= 3 and k.shape[-3] != heads:
+        k = k.repeat_interleave(heads // k.shape[-3], dim=-3)
+    s = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    shape = (*q.shape[:-2], k.shape[-2], v_shape[-1])
+    zeros = torch.zeros(shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
+    qd, kd = q.detach().to(grad.dtype), k.detach().to(grad.dtype)
+    with torch.enable_grad():
+        out = F.scaled_dot_product_attention(qd, kd, zeros, attn_mask=mask, is_causal=is_causal, scale=s / tau)
+        (gv,) = torch.autograd.grad(out, zeros, grad)
+    return gv
+
+
 class _FrozenSDPA(torch.autograd.Function):
     """Forward: the output the exact op already computed outside (see :func:`_sdpa_rule`). Backward: values
     through the frozen, softened weights, recomputed from the saved queries and keys."""
@@ -108,8 +136,11 @@ class _FrozenSDPA(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         q, k, mask = ctx.saved_tensors  # read first: under checkpointing this recomputes the forward, with the rules on
         with plain_ops():
-            w = attention_weights(q, k, mask, ctx.is_causal, ctx.scale, ctx.tau)
-            gv = w.transpose(-2, -1) @ grad.to(w.dtype)
+            if ctx.tau > 0.0 and not _has_empty_rows(mask):  # the kernels' path: no seq x seq weights kept
+                gv = _values_pullback_by_kernel(q, k, mask, ctx.is_causal, ctx.scale, ctx.tau, grad, ctx.v_shape)
+            else:
+                w = attention_weights(q, k, mask, ctx.is_causal, ctx.scale, ctx.tau)
+                gv = w.transpose(-2, -1) @ grad.to(w.dtype)
             if gv.shape != ctx.v_shape:  # grouped-query attention: fold the repeated heads back
                 h_kv = ctx.v_shape[-3]
                 gv = gv.unflatten(-3, (h_kv, gv.shape[-3] // h_kv)).sum(-3)

@@ -369,8 +369,30 @@ def _tensor_product(func, args, kwargs, ctx, previous, a, b, divide):  # type: i
 
 
 def _computed(t: torch.Tensor) -> bool:
-    """Input-dependent: requires grad and is not a leaf (a parameter times a tensor is linear)."""
-    return t.requires_grad and t.grad_fn is not None
+    """Input-dependent: requires grad and is not a leaf or a function of parameters alone (a parameter, or
+    Gemma's ``1 + weight``, times a tensor is linear)."""
+    return t.requires_grad and t.grad_fn is not None and not _of_parameters_only(t.grad_fn)
+
+
+#: Graph nodes looked at before a tensor is taken to depend on the input (parameter expressions are short).
+_PARAMETER_GRAPH_LIMIT = 8
+
+
+def _of_parameters_only(node: Any) -> bool:
+    """Whether every leaf a short autograd graph reaches is an ``nn.Parameter`` (so no input flows in)."""
+    stack, seen = [node], 0
+    while stack:
+        n = stack.pop()
+        seen += 1
+        if seen > _PARAMETER_GRAPH_LIMIT:
+            return False
+        variable = getattr(n, "variable", None)
+        if variable is not None:
+            if not isinstance(variable, torch.nn.Parameter):
+                return False
+            continue
+        stack.extend(child for child, _ in n.next_functions if child is not None)
+    return True
 
 
 _INPLACE = {torch.Tensor.mul_, torch.Tensor.__imul__, torch.Tensor.div_, torch.Tensor.__itruediv__}
