@@ -210,7 +210,7 @@ class TextExplainer:
                 raise InvalidInputError(f"pair= has {len(others)} texts for {b} texts to explain")
             other = tm.encode(others)
             reference = tm.output(other.input_ids, other.attention_mask)
-            return SimilarityTarget(reference, label=f"similarity to {others[0]!r}")
+            return SimilarityTarget(reference, label={i: f"similarity to {o!r}" for i, o in enumerate(others)})
         descriptions = list(labels)
         if len(descriptions) < 2:
             raise InvalidInputError("labels= needs at least two label descriptions")
