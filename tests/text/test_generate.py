@@ -123,8 +123,7 @@ def test_a_prompt_longer_than_the_context_is_refused():
     tok = word_tokenizer()
     tok.model_max_length = 8
     with pytest.raises(InvalidInputError, match="context of 8"):
-        with pytest.warns(UserWarning, match="truncated"):
-            TextExplainer(model, tok).attribute("the cat sat on the warm mat and the dog", max_new_tokens=1)
+        TextExplainer(model, tok).attribute("the cat sat on the warm mat and the dog", max_new_tokens=1)
 
 
 def test_words_aggregation_and_files_round_trip(explainer, tmp_path):
@@ -144,7 +143,7 @@ def test_words_aggregation_and_files_round_trip(explainer, tmp_path):
     html = matrix_html(m, level="tokens")
     assert html.count("<tr>") == 1 + 3 and html.count('class="na"') == int(m.matrix.isnan().sum())
     assert save_matrix_png(m, tmp_path / "m.png").stat().st_size > 1000
-    with pytest.raises(InvalidInputError, match="TokenMatrix.load"):
+    with pytest.raises(InvalidInputError, match=r"TokenMatrix\.load"):
         TokenAttribution.load(tmp_path / "m.json")
 
 

@@ -83,8 +83,8 @@ def prompt_ids(tm: TextModel, prompt: str) -> list[int]:
 
 def generate_causal(tm: TextModel, prompt: str, settings: GenerationSettings) -> tuple[list[int], list[int]]:
     """``(prompt ids, generated ids)``, trailing end-of-sequence tokens dropped."""
+    check_room(tm, len(tm.tokenizer(prompt)["input_ids"]), settings)  # before encoding would truncate it
     ids = prompt_ids(tm, prompt)
-    check_room(tm, len(ids), settings)
     pad = tm.tokenizer.pad_token_id if tm.tokenizer.pad_token_id is not None else tm.tokenizer.eos_token_id
     out = run_generate(tm.model, torch.tensor([ids], device=tm.device), settings, pad_token_id=pad)
     return ids, strip_end(tm.tokenizer, out[0, len(ids) :].tolist(), prompt)
