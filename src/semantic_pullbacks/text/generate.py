@@ -67,7 +67,10 @@ def run_generate(model: Any, input_ids: torch.Tensor, settings: GenerationSettin
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
-        return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        try:
+            return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        except (TypeError, ValueError) as e:  # generate checks its own keywords
+            raise InvalidInputError(f"the model's generate refused these settings: {e}") from None
 
 
 def prompt_ids(tm: TextModel, prompt: str) -> list[int]:
