@@ -15,6 +15,7 @@ __all__ = [
     "MatrixScores",
     "TokenScores",
     "matrix_html",
+    "matrix_rich",
     "save_html",
     "save_matrix_html",
     "save_matrix_png",
@@ -264,3 +265,23 @@ def save_matrix_png(result: MatrixScores, path: str | Path, level: str = "words"
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def matrix_rich(result: MatrixScores, level: str = "words") -> Any:
+    """The prompt coloured by its relevance summed over every generated token, then the generated text."""
+    from rich.text import Text
+
+    shown, values, _ = _cells(result, level)
+    first = values[0] if values else []
+    prompt = [j for j, v in enumerate(first) if v == v]  # what the first generated token sees: the prompt
+    totals = [sum(row[j] for row in values if row[j] == row[j]) for j in prompt]
+    scale = _scale(totals)
+    text = Text()
+    text.append(f"{result.method or 'attribution'}, summed over {len(shown.target_tokens)} generated tokens", "bold")
+    text.append(f" (colour scale ±{scale:.3g})\n")
+    for j, total in zip(prompt, totals):
+        r, g, b = _rgb(total, scale)
+        text.append(shown.source_tokens[j], style=f"{_ink(total, scale)} on rgb({r},{g},{b})")
+        text.append(" ")
+    text.append(result.continuation.strip(), style="bold underline")
+    return text
