@@ -254,8 +254,9 @@ class TextModality:
         tm, data = self.text_model, self.texts
         if tm.kind == "causal-lm":
             raise UnsupportedModelError(
-                f"evaluate's text mode explains classes; {tm.name} is a causal language model. Give a sequence "
-                "classifier or an embedding model (zero-shot against label descriptions)"
+                f"evaluate's class-based text mode got {tm.name}, a causal language model: give it as a local "
+                "model folder (or a TextModel) to score its continuation tokens, or give a sequence classifier "
+                "or an embedding model (zero-shot against label descriptions)"
             )
         if tm.kind == "classifier":
             if self.classes is not None or self.template is not None:
