@@ -173,3 +173,20 @@ def test_a_list_of_results_has_its_own_loader(tmp_path):
         TokenAttribution.load(path)
     assert load_all(path) == results
     assert load_all(results[0].save(tmp_path / "one.json")) == [results[0]]
+
+
+def test_the_app_generates_and_explains_from_a_local_folder(tmp_path):
+    from semantic_pullbacks.app.text_tab import MODES, explain_text
+
+    folder = tmp_path / "tiny"
+    tiny_causal("llama").save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    answer = explain_text(PROMPT, MODES[2], str(folder), "Gradient", 3)
+    same = TextExplainer(tiny_causal("llama"), word_tokenizer(), method="Gradient")
+    expected = same.attribute(PROMPT, max_new_tokens=3)
+    assert answer.html == matrix_html(expected, standalone=False)
+    assert f"generated **{expected.continuation.strip()}**" in answer.summary
+    for folder_text, n, message in [(str(tmp_path / "none"), 3, "not a folder"), (str(folder), 0, "1 to 64"),
+                                    ("", 3, "local model folder"), (str(folder), 2.5, "whole number")]:  # fmt: skip
+        with pytest.raises(InvalidInputError, match=message):
+            explain_text(PROMPT, MODES[2], folder_text, "Gradient", n)
