@@ -288,7 +288,9 @@ class TextExplainer:
                 f"max_new_tokens= generates text: it needs a causal LM or an encoder-decoder, and this is a {tm.kind}"
             )
         if max_new_tokens is None:
-            raise InvalidInputError("generation keywords were given without max_new_tokens=: say how many tokens")
+            raise InvalidInputError(
+                f"{', '.join(sorted(kwargs))}: generation keywords need max_new_tokens= (how many tokens to write)"
+            )
         settings = generation_settings(max_new_tokens, kwargs)
         ids, new = generate_causal(tm, prompt, settings)
         enc = sequence_encoding(tm, prompt, ids, new)
