@@ -252,6 +252,10 @@ class TextModality:
     def _classes(self) -> tuple[list[str], list[str]]:
         """The classes texts are explained for, and (embedding models) the descriptions they are compared with."""
         tm, data = self.text_model, self.texts
+        if tm.kind == "seq2seq":
+            raise UnsupportedModelError(
+                f"evaluate does not score encoder-decoders yet ({tm.name}); explain them with TextExplainer"
+            )
         if tm.kind == "causal-lm":
             raise UnsupportedModelError(
                 f"evaluate's class-based text mode got {tm.name}, a causal language model: give it as a local "
