@@ -104,7 +104,7 @@ def generation(args: argparse.Namespace, kind: str, labels: Any) -> dict[str, An
     if args.max_new_tokens is not None:
         generation_settings(args.max_new_tokens, settings)  # sampling without a seed fails here
     elif args.continuation is None:
-        raise InvalidInputError("an encoder-decoder needs decoder inputs: add --continuation TEXT or --max-new-tokens N")
+        raise InvalidInputError("an encoder-decoder needs decoder inputs: add --continuation or --max-new-tokens N")
     return {"continuation": args.continuation, "max_new_tokens": args.max_new_tokens, **settings}
 
 
