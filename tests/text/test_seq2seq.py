@@ -128,3 +128,21 @@ def test_the_kind_comes_from_the_saved_architecture(tmp_path, model):
     model.save_pretrained(tmp_path)
     tokenizer().save_pretrained(tmp_path)
     assert load_text_model(tmp_path).kind == "seq2seq"
+
+
+def test_explain_text_on_an_encoder_decoder_folder(tmp_path, capsys):
+    from semantic_pullbacks.cli import main
+
+    folder = tmp_path / "t5"
+    tiny_seq2seq("t5").save_pretrained(folder)
+    tokenizer().save_pretrained(folder)
+    out = tmp_path / "out"
+    assert main(["explain-text", SOURCE, "--model", str(folder), "--out", str(out / "none")]) == 2
+    assert "decoder inputs" in capsys.readouterr().err and not (out / "none").exists()
+    assert main(["explain-text", SOURCE, "--model", str(folder), "--continuation", TARGET, "--json",
+                 "--out", str(out)]) == 0  # fmt: skip
+    (path,) = out.glob("*.json")
+    expected = TextExplainer(tiny_seq2seq("t5"), tokenizer()).attribute(SOURCE, continuation=TARGET)
+    loaded = TokenMatrix.load(path)
+    assert loaded.source_tokens == expected.source_tokens
+    torch.testing.assert_close(loaded.matrix, expected.matrix, equal_nan=True)
