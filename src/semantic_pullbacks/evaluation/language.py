@@ -40,7 +40,7 @@ from semantic_pullbacks.text.targets import TokenLogProb
 
 __all__ = ["LANGUAGE", "LanguageModality", "is_causal_lm"]
 
-LANGUAGE = "lm-token"
+LANGUAGE = "token"  # the kind of item, and the modality's name: reports count "320 tokens"
 LM_METRICS = ("comprehensiveness", "sufficiency", "deletion_abc")
 #: SP against the gradient (x input) and Integrated Gradients
 LM_METHODS = ("SoftPullback", "Gradient", "IntegratedGradients")
@@ -120,8 +120,8 @@ class LanguageModality:
     max_new_tokens: int = DEFAULT_NEW_TOKENS
     given: tuple[str | None, ...] = field(default=())
 
-    name = "lm"
-    noun = "continuation tokens"
+    name = LANGUAGE
+    noun = "tokens"
 
     @classmethod
     def metric_names(cls) -> list[str]:
