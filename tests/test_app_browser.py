@@ -177,3 +177,27 @@ def test_text_tab_explains_a_similarity_and_zero_shot_labels(app_url: str, brows
     page.wait_for_selector(".toast-body >> text=Text is empty")
     assert foreign == [], f"the page contacted other hosts (it must work offline): {foreign}"
     page.close()
+
+
+def test_text_tab_generates_and_explains_with_a_local_model_folder(app_url: str, browser, tmp_path: Path) -> None:
+    from text.test_generate import tiny_causal, word_tokenizer
+
+    folder = tmp_path / "tiny-llama"
+    tiny_causal("llama").save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(STEP_TIMEOUT_MS * 3)
+    page.goto(app_url)
+    page.get_by_role("tab", name="Text").click()
+    page.get_by_label("Generate and explain (local model folder)").check()
+    page.wait_for_function("() => document.querySelector('#text-other textarea').value === ''")
+    page.locator("#text-input textarea").fill("the cat sat on the")
+    page.locator("#text-other textarea").fill(str(folder))
+    page.locator("#text-new-tokens input").fill("3")
+    page.click("#text-explain")
+    page.wait_for_selector("#text-summary >> text=generated")
+    assert page.locator("#text-result .sp-matrix tr").count() == 1 + 3  # the header and 3 generated tokens
+    page.locator("#text-other textarea").fill(str(tmp_path / "missing"))
+    page.click("#text-explain")
+    page.wait_for_selector(".toast-body >> text=not a folder on this machine")
+    page.close()

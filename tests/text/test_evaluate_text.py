@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("transformers")
 
 from distributed_worker import torchrun
-from semantic_pullbacks.errors import InvalidInputError, UnknownClassError, UnsupportedModelError
+from semantic_pullbacks.errors import InvalidInputError, UnknownClassError
 from semantic_pullbacks.evaluation import evaluate
 from semantic_pullbacks.evaluation.store import ResultsStore
 from semantic_pullbacks.text import TextExplainer, TextModel, load_text_model
@@ -138,7 +138,7 @@ def _tiny(auto: str, model_type: str, **kw):  # type: ignore[no-untyped-def]
     return getattr(transformers, auto).from_config(config).eval()
 
 
-def test_a_classifier_explains_its_own_labels_and_a_language_model_is_refused(reviews):
+def test_a_classifier_explains_its_own_labels_and_a_language_model_takes_no_classes(reviews):
     tokenizer = load_text_model().tokenizer
     model = _tiny("AutoModelForSequenceClassification", "bert", num_labels=2, id2label={0: "NEGATIVE", 1: "Positive"})
     classifier = TextModel.wrap(model, tokenizer, name="tiny-bert")
@@ -148,8 +148,8 @@ def test_a_classifier_explains_its_own_labels_and_a_language_model_is_refused(re
     with pytest.raises(InvalidInputError, match="classifier with its own labels: NEGATIVE, Positive"):
         evaluate(classifier, texts=reviews, classes=["a", "b"], progress=False)
     lm = TextModel.wrap(_tiny("AutoModelForCausalLM", "llama", num_key_value_heads=2), tokenizer, name="tiny-llama")
-    with pytest.raises(UnsupportedModelError, match="causal language model"):
-        evaluate(lm, texts=reviews, progress=False)
+    with pytest.raises(InvalidInputError, match="a language model has none"):  # scored per token, not per class
+        evaluate(lm, texts=reviews, classes=["a", "b"], progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

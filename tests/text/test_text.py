@@ -53,8 +53,9 @@ PAIRS = [
 def test_minilm_similarity_puts_top_relevance_on_the_shared_word(minilm):
     explainer = TextExplainer(minilm)
     results = explainer.attribute([a for a, _, _ in PAIRS], pair=[b for _, b, _ in PAIRS])
-    for (_, _, word), result in zip(PAIRS, results):
+    for (_, other, word), result in zip(PAIRS, results):
         assert result.top_words(1)[0].text.lower() == word, [(w.text, w.relevance) for w in result.words()]
+        assert result.target == f"similarity to {other!r}"  # each text names its own pair, not the first one
     cov = explainer.coverage
     assert cov.unhandled == {} and cov.ordinary == {}, str(cov)
 

@@ -18,6 +18,7 @@ from ..errors import InvalidInputError, SemanticPullbacksError
 from ..evaluation import ABLATION_METHODS, EvaluationResult, MethodSpec, World, ablation_specs, evaluate, parse_ablation
 from ..evaluation.images import ImageModality
 from ..evaluation.job import JobFailedError
+from ..evaluation.language import LanguageModality, is_causal_lm
 from ..evaluation.modality import Modality, resolve_metrics
 from ..evaluation.plan import resolve_methods
 from ..evaluation.texts import TextModality
@@ -211,6 +212,8 @@ _TEXT_ONLY = (("--split", "split"), ("--classes", "classes"), ("--template", "te
 def run(args: argparse.Namespace) -> int:
     _check_modality(args)
     modality: type[Modality] = TextModality if args.texts is not None else ImageModality
+    if args.texts is not None and args.model is not None and is_causal_lm(args.model):
+        modality = LanguageModality  # type: ignore[assignment]
     if args.texts is None and args.model is None:
         args.model = "efficientnet_lite0"
     settings = settings_from_args(args)
@@ -258,6 +261,10 @@ def _data(args: argparse.Namespace, modality: type[Modality]) -> dict[str, Any]:
     """What to score on, as :func:`evaluate` takes it; a bad text file fails here, before the model loads."""
     if args.texts is None:
         return {"images": args.images, "n_images": args.n_images, "labels": args.labels}
+    if modality is LanguageModality:
+        given = {"classes": args.classes, "template": args.template, "n_pairs": args.n_pairs, "split": args.split}
+        modality.prepare(texts=args.texts, n_texts=args.n_texts, **given)  # a bad file fails before the model loads
+        return {"texts": args.texts, "n_texts": args.n_texts}
     return {
         "texts": modality.prepare(texts=args.texts, split=args.split)["texts"],
         "template": args.template,

@@ -28,6 +28,7 @@ from semantic_pullbacks.evaluation.compute import Scorer, collapse_skips
 from semantic_pullbacks.evaluation.images import ImageModality, compose_mosaics
 from semantic_pullbacks.evaluation.items import decoded
 from semantic_pullbacks.evaluation.job import JobBoard, JobFailedError, RankStatus
+from semantic_pullbacks.evaluation.language import LanguageModality, is_causal_lm
 from semantic_pullbacks.evaluation.modality import Modality, resolve_metrics
 from semantic_pullbacks.evaluation.plan import Plan, Unit, check_ascent, item_records, resolve_methods
 from semantic_pullbacks.evaluation.report import write_reports
@@ -154,6 +155,8 @@ def _modality(
     if stray:
         mode, fix = ("a text run", "pass images= for an image run") if text else ("an image run", "pass texts=")
         raise InvalidInputError(f"{', '.join(f'{k}=' for k in stray)} cannot be used in {mode}; {fix}")
+    if text and is_causal_lm(model):
+        return LanguageModality, {"texts": "examples" if texts is None else texts, **chosen}  # type: ignore[return-value]
     if text:
         return TextModality, {"texts": "examples" if texts is None else texts, **chosen}  # type: ignore[return-value]
     return ImageModality, {"images": images, **chosen}  # type: ignore[return-value]

@@ -247,10 +247,15 @@ class TextModality:
     def _classes(self) -> tuple[list[str], list[str]]:
         """The classes texts are explained for, and (embedding models) the descriptions they are compared with."""
         tm, data = self.text_model, self.texts
+        if tm.kind == "seq2seq":
+            raise UnsupportedModelError(
+                f"evaluate does not score encoder-decoders yet ({tm.name}); explain them with TextExplainer"
+            )
         if tm.kind == "causal-lm":
             raise UnsupportedModelError(
-                f"evaluate's text mode explains classes; {tm.name} is a causal language model. Give a sequence "
-                "classifier or an embedding model (zero-shot against label descriptions)"
+                f"evaluate's class-based text mode got {tm.name}, a causal language model: give it as a local "
+                "model folder (or a TextModel) to score its continuation tokens, or give a sequence classifier "
+                "or an embedding model (zero-shot against label descriptions)"
             )
         if tm.kind == "classifier":
             if self.classes is not None or self.template is not None:

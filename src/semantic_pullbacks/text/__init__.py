@@ -9,8 +9,9 @@ The input space is the token embeddings; relevance per token is ``embedding . pu
 """
 
 from .explain import TextExplainer, token_relevance
+from .matrix import TokenMatrix
 from .model import DEFAULT_TEXT_MODEL, EmbeddingsForward, Encoded, TextModel, load_text_model
-from .result import TokenAttribution, WordScore
+from .result import TokenAttribution, WordScore, load_all, save_all
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb
 from .views import save_html, save_png, to_html, to_rich
 
@@ -26,8 +27,11 @@ __all__ = [
     "TextModel",
     "TokenAttribution",
     "TokenLogProb",
+    "TokenMatrix",
     "WordScore",
+    "load_all",
     "load_text_model",
+    "save_all",
     "save_html",
     "save_png",
     "to_html",

