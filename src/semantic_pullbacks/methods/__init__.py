@@ -12,6 +12,7 @@ from .catalog import METHODS, PAIRS, available_methods, counterpart, get_method
 from .configure import accepted_settings
 from .deeplift import DeepLift, PullbackDeepLift
 from .guided_gradcam import GuidedGradCam, GuidedPullbackCam
+from .layer_targets import Direction, Feature, LayerTarget, Neuron, layer_names, resolve_layer
 from .noise import FusionGrad, FusionPullback, SmoothGrad, SmoothPullback
 from .paths import GradientShap, IntegratedGradients, IntegratedPullbacks, PullbackShap
 from .pullback import DoublePullback, Gradient, SoftPullback
@@ -23,8 +24,10 @@ __all__ = [
     "PAIRS",
     "AscentResult",
     "DeepLift",
+    "Direction",
     "DoublePullback",
     "Explainer",
+    "Feature",
     "FusionGrad",
     "FusionPullback",
     "Gradient",
@@ -34,6 +37,8 @@ __all__ = [
     "GuidedPullbackCam",
     "IntegratedGradients",
     "IntegratedPullbacks",
+    "LayerTarget",
+    "Neuron",
     "PullbackAscent",
     "PullbackDeepLift",
     "PullbackShap",
@@ -45,5 +50,7 @@ __all__ = [
     "available_methods",
     "counterpart",
     "get_method",
+    "layer_names",
     "quantus_explain_func",
+    "resolve_layer",
 ]
