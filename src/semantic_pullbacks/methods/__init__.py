@@ -12,7 +12,17 @@ from .catalog import METHODS, PAIRS, available_methods, counterpart, get_method
 from .configure import accepted_settings
 from .deeplift import DeepLift, PullbackDeepLift
 from .guided_gradcam import GuidedGradCam, GuidedPullbackCam
-from .layer_targets import Direction, Feature, LayerTarget, Neuron, layer_names, resolve_layer
+from .layer_targets import (
+    Direction,
+    Feature,
+    LayerInfo,
+    LayerTarget,
+    Neuron,
+    layer_names,
+    layer_shapes,
+    resolve_layer,
+    target_value,
+)
 from .noise import FusionGrad, FusionPullback, SmoothGrad, SmoothPullback
 from .paths import GradientShap, IntegratedGradients, IntegratedPullbacks, PullbackShap
 from .pullback import DoublePullback, Gradient, SoftPullback
@@ -37,6 +47,7 @@ __all__ = [
     "GuidedPullbackCam",
     "IntegratedGradients",
     "IntegratedPullbacks",
+    "LayerInfo",
     "LayerTarget",
     "Neuron",
     "PullbackAscent",
@@ -51,6 +62,8 @@ __all__ = [
     "counterpart",
     "get_method",
     "layer_names",
+    "layer_shapes",
     "quantus_explain_func",
     "resolve_layer",
+    "target_value",
 ]

@@ -34,7 +34,19 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnknownLayerError
 
-__all__ = ["Direction", "Feature", "LayerCut", "LayerTap", "LayerTarget", "Neuron", "layer_names", "resolve_layer"]
+__all__ = [
+    "Direction",
+    "Feature",
+    "LayerCut",
+    "LayerInfo",
+    "LayerTap",
+    "LayerTarget",
+    "Neuron",
+    "layer_names",
+    "layer_shapes",
+    "resolve_layer",
+    "target_value",
+]
 
 Index = tuple[int, ...]
 
@@ -65,6 +77,44 @@ def resolve_layer(model: Any, name: Any) -> str:
     raise UnknownLayerError(
         f"the model has no layer {name!r}{hint} (list them with `semantic-pullbacks layers` or model.named_modules())"
     )
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A module as one forward pass met it: its name, type, output shape (``None`` for a non-tensor output) and
+    how many times it ran (0: never reached; more than 1: a target there needs ``call=``)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    calls: int
+
+
+def layer_shapes(model: nn.Module, *inputs: Any) -> list[LayerInfo]:
+    """Every named module of ``model`` with the output shape of its first call on ``inputs`` (one forward pass
+    without gradients; the hooks are removed afterwards, also on failure)."""
+    seen: dict[str, list[Any]] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            entry = seen.setdefault(name, [None, 0])
+            if entry[1] == 0 and not isinstance(output, torch.Tensor) and isinstance(output, (tuple, list)):
+                output = output[0] if len(output) == 1 else output
+            if entry[1] == 0 and isinstance(output, torch.Tensor):
+                entry[0] = tuple(output.shape)
+            entry[1] += 1
+
+        return hook
+
+    modules = [(name, module) for name, module in model.named_modules() if name]
+    handles = [module.register_forward_hook(record(name)) for name, module in modules]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [LayerInfo(name, type(m).__name__, *seen.get(name, [None, 0])) for name, m in modules]
 
 
 # --- what is read at the layer -------------------------------------------------------------------------------
@@ -337,6 +387,12 @@ class LayerTap:
             raise InvalidInputError(f"layer {self.layer!r}'s output does not depend on the inputs through autograd")
         (g,) = torch.autograd.grad(score, activation, retain_graph=retain_graph)
         return g
+
+
+def target_value(model: nn.Module, target: LayerTarget, *inputs: Any) -> torch.Tensor:
+    """The target's value per sample, ``(B,)``, without gradients (what an ascent raises)."""
+    with torch.no_grad():
+        return target.score(LayerCut(model, target)(*inputs))
 
 
 # --- checks --------------------------------------------------------------------------------------------------
