@@ -38,19 +38,21 @@ def parse_neurons(model: LoadedModel, specs: Sequence[str]) -> list[Neuron]:
 
 def explain_neurons(
     model: LoadedModel, explainer: Explainer, method: str, neurons: list[Neuron], sources: list[ImageSource],
-    out: Output, batch_size: int,
+    out: Output, batch_size: int, save_tensors: str | None = None,
 ) -> None:  # fmt: skip
-    """One figure per image and neuron: the image, the channel's signed map, input ⊙ map and the overlay."""
+    """One figure per image and neuron: the image, the channel's signed map, input ⊙ map and the overlay (and
+    the raw map, with ``save_tensors``)."""
     for batch in iter_batches(model, sources, batch_size, out.fail):
         for neuron in neurons:
-            _each_image(batch, out, lambda x, n=neuron: explainer.attribute(x, target=n), neuron, model, method)
+            attribute = lambda x, n=neuron: explainer.attribute(x, target=n)
+            _each_image(batch, out, attribute, neuron, model, method, save_tensors)
         for _ in batch.sources:
             out.advance()
 
 
 def _each_image(
     batch: ImageBatch, out: Output, attribute: Callable[[torch.Tensor], torch.Tensor], neuron: Neuron,
-    model: LoadedModel, method: str,
+    model: LoadedModel, method: str, save_tensors: str | None,
 ) -> None:  # fmt: skip
     start = time.perf_counter()
     maps = attribute(batch.tensor)
@@ -63,6 +65,8 @@ def _each_image(
             batch.tensor[i], maps[i], model.domain, image_title=source.name, class_name=label, method=method
         )
         out.figure(fig, f"{source.name}_{method}_{slug(name)}")
+        if save_tensors:
+            out.tensor(maps[i], f"{source.name}_{method}_{slug(name)}", save_tensors)
 
 
 def accentuate_neurons(

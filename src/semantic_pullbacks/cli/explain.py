@@ -126,7 +126,7 @@ def _explain_neurons(
 ) -> int:
     neurons = parse_neurons(model, args.neuron)
     with Output(args.out, len(sources), "explain") as out:
-        explain_neurons(model, explainer, method, neurons, sources, out, args.batch_size)
+        explain_neurons(model, explainer, method, neurons, sources, out, args.batch_size, args.save_tensors)
     return out.finish()
 
 
