@@ -46,9 +46,9 @@ _LAZY_EXPORTS = {
     "semantic_pullbacks.methods": (
         "AscentResult", "DeepLift", "Direction", "DoublePullback", "Explainer", "Feature", "FusionGrad",
         "FusionPullback", "Gradient", "GradientAscent", "GradientShap", "GuidedGradCam", "GuidedPullbackCam",
-        "IntegratedGradients", "IntegratedPullbacks", "Neuron", "PullbackAscent", "PullbackDeepLift", "PullbackShap",
-        "SmoothGrad", "SmoothPullback", "SoftPullback", "available_methods", "get_method", "layer_names",
-        "quantus_explain_func",
+        "IntegratedGradients", "IntegratedPullbacks", "LayerInfo", "LayerTarget", "Neuron", "PullbackAscent",
+        "PullbackDeepLift", "PullbackShap", "SmoothGrad", "SmoothPullback", "SoftPullback", "available_methods",
+        "get_method", "layer_names", "layer_shapes", "quantus_explain_func", "resolve_layer", "target_value",
     ),
     "semantic_pullbacks.models": ("LoadedModel", "NormalizedModel", "load", "wrap"),
     "semantic_pullbacks.calibration": ("Settings", "load_settings", "recommended_settings"),
