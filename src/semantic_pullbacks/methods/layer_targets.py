@@ -145,6 +145,11 @@ class LayerTarget:
     def __call__(self, activation: torch.Tensor) -> torch.Tensor:
         return self.score(activation)
 
+    @property
+    def label(self) -> str:
+        """A short name for figures and results: ``layer:channel``, ``layer[index]``..."""
+        return f"{type(self).__name__.lower()} at {self.layer}"
+
     def _channels_last(self, activation: torch.Tensor) -> torch.Tensor:
         """The activation with its channels moved last: ``(B, *positions, C)``."""
         if activation.dim() < 2:
@@ -189,6 +194,12 @@ class Neuron(LayerTarget):
             raise InvalidInputError("index= names a whole unit already; position= goes with channel=")
         object.__setattr__(self, "position", _as_index(self.position, "position"))
         object.__setattr__(self, "index", _as_index(self.index, "index"))
+
+    @property
+    def label(self) -> str:
+        if self.index is not None:
+            return f"{self.layer}{list(self.index)}"
+        return f"{self.layer}:{self.channel}" + ("" if self.position is None else f" at {self.position}")
 
     def score(self, activation: torch.Tensor) -> torch.Tensor:
         if self.index is not None:
@@ -253,6 +264,10 @@ class Feature(LayerTarget):
         object.__setattr__(self, "index", _as_index(self.index, "index"))
         if self.index is None:
             raise InvalidInputError("a Feature needs index=, the latent to explain")
+
+    @property
+    def label(self) -> str:
+        return f"latent {self.index} at {self.layer}"
 
     def score(self, activation: torch.Tensor) -> torch.Tensor:
         latents = self.encode(activation)
