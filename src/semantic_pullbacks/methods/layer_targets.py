@@ -43,6 +43,7 @@ __all__ = [
     "LayerTarget",
     "Neuron",
     "layer_names",
+    "layer_output",
     "layer_shapes",
     "resolve_layer",
     "target_value",
@@ -402,6 +403,14 @@ class LayerTap:
             raise InvalidInputError(f"layer {self.layer!r}'s output does not depend on the inputs through autograd")
         (g,) = torch.autograd.grad(score, activation, retain_graph=retain_graph)
         return g
+
+
+def layer_output(model: nn.Module, layer: str, *inputs: Any, **target_options: Any) -> torch.Tensor:
+    """Layer ``layer``'s output on ``inputs``, without gradients, read as layer targets read it (same names, same
+    refusals; ``call=``, ``output_selector=`` and ``channel_dim=`` as for targets)."""
+    reader = Neuron(layer, index=(0,), **target_options)
+    with torch.no_grad():
+        return LayerCut(model, reader)(*inputs)
 
 
 def target_value(model: nn.Module, target: LayerTarget, *inputs: Any) -> torch.Tensor:
