@@ -26,7 +26,7 @@ from semantic_pullbacks import (
     pullback_mode,
 )
 from semantic_pullbacks.errors import InvalidInputError, UnknownLayerError
-from semantic_pullbacks.methods import layer_names
+from semantic_pullbacks.methods import layer_names, target_value
 from small_methods import ignoring_captum_notes, small_net
 
 
@@ -326,3 +326,29 @@ def test_layer_attribution_refuses_double_pullback_and_unknown_layers() -> None:
         DoublePullback(model).attribute(x, target=0, layer="4")
     with pytest.raises(UnknownLayerError, match="closest"):
         SoftPullback(model).attribute(x, target=0, layer="44")
+
+
+@ignoring_captum_notes
+def test_every_gradient_type_method_takes_layer_targets() -> None:
+    from semantic_pullbacks.methods import METHODS
+
+    model = small_net()
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 8, 8)
+    target = Neuron("4", channel=3)
+    gradient = Gradient(model).attribute(x, target=target)
+    # noise-free SmoothGrad is the gradient; Integrated Gradients is complete for the unit as for a logit
+    smooth = METHODS["SmoothGrad"](model, nt_samples=2, stdevs=0.0, seed=0).attribute(x, target=target)
+    torch.testing.assert_close(smooth, gradient, rtol=1e-5, atol=1e-7)
+    ig = METHODS["IntegratedGradients"](model, n_steps=256).attribute(x, target=target)
+    change = target_value(model, target, x) - target_value(model, target, torch.zeros_like(x))
+    torch.testing.assert_close(ig.flatten(1).sum(1), change, rtol=0, atol=2e-4)
+    for name in ("DoublePullback", "SmoothPullback", "FusionPullback", "FusionGrad", "IntegratedPullbacks",
+                 "PullbackShap", "GradientShap"):  # fmt: skip
+        settings = {"nt_samples": 2, "model_samples": 2, "n_steps": 3, "n_samples": 2}
+        cls = METHODS[name]
+        kept = {k: v for k, v in settings.items() if k in getattr(cls, "defaults", {})}
+        explainer = cls(model, **kept, **({"seed": 0} if cls.stochastic else {}))
+        maps = explainer.attribute(x, target=target)
+        assert maps.shape == x.shape and bool(torch.isfinite(maps).all()) and float(maps.abs().sum()) > 0, name
+    assert all(not m._forward_hooks for m in model.modules())
