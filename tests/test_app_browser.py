@@ -201,3 +201,26 @@ def test_text_tab_generates_and_explains_with_a_local_model_folder(app_url: str,
     page.click("#text-explain")
     page.wait_for_selector(".toast-body >> text=not a folder on this machine")
     page.close()
+
+
+def test_neuron_mode_explains_a_channel_of_an_inner_layer(app_url: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    page.goto(app_url)
+    page.wait_for_selector("#explain")
+    _upload(page, example_path("chelsea"))
+    page.wait_for_selector("#top5 >> text=Egyptian cat")
+    page.click("#neuron-mode button")  # unfold the accordion
+    page.locator("#neuron-layer input").fill("_blocks.5")
+    page.keyboard.press("Enter")
+    page.locator("#neuron-channel input").fill("3")
+    page.click("#explain-neuron")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#neuron-results img'); "
+        "return i && i.complete && i.naturalWidth > 200; }",
+        timeout=STEP_TIMEOUT_MS,
+    )
+    summary = page.locator("#neuron-summary")
+    summary.locator("text=Most active channels").wait_for()
+    assert "_blocks.5:3" in summary.inner_text()
+    page.close()

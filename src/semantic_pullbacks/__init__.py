@@ -35,6 +35,7 @@ from .errors import (
     SemanticPullbacksError,
     UnexpectedArgumentError,
     UnknownClassError,
+    UnknownLayerError,
     UnknownModelError,
     UnsupportedModelError,
     WeightsUnavailableError,
@@ -43,10 +44,12 @@ from .errors import (
 #: what each subpackage lends the top level, imported on first access: the one list of these names
 _LAZY_EXPORTS = {
     "semantic_pullbacks.methods": (
-        "AscentResult", "DeepLift", "DoublePullback", "Explainer", "FusionGrad", "FusionPullback", "Gradient",
-        "GradientAscent", "GradientShap", "GuidedGradCam", "GuidedPullbackCam", "IntegratedGradients",
-        "IntegratedPullbacks", "PullbackAscent", "PullbackDeepLift", "PullbackShap", "SmoothGrad", "SmoothPullback",
-        "SoftPullback", "available_methods", "get_method", "quantus_explain_func",
+        "AscentResult", "DeepLift", "Direction", "DoublePullback", "Explainer", "Feature", "FusionGrad",
+        "FusionPullback", "Gradient", "GradientAscent", "GradientShap", "GuidedGradCam", "GuidedPullbackCam",
+        "IntegratedGradients", "IntegratedPullbacks", "LayerInfo", "LayerTarget", "Neuron", "PullbackAscent",
+        "PullbackDeepLift", "PullbackShap", "SmoothGrad", "SmoothPullback", "SoftPullback", "available_methods",
+        "get_method", "layer_names", "layer_output", "layer_shapes", "quantus_explain_func", "resolve_layer",
+        "target_value",
     ),
     "semantic_pullbacks.models": ("LoadedModel", "NormalizedModel", "load", "wrap"),
     "semantic_pullbacks.calibration": ("Settings", "load_settings", "recommended_settings"),
@@ -86,6 +89,7 @@ __all__ = [
     "Temperatures",
     "UnexpectedArgumentError",
     "UnknownClassError",
+    "UnknownLayerError",
     "UnknownModelError",
     "UnsupportedModelError",
     "WeightsUnavailableError",

@@ -10,6 +10,7 @@ __all__ = [
     "SemanticPullbacksError",
     "UnexpectedArgumentError",
     "UnknownClassError",
+    "UnknownLayerError",
     "UnknownModelError",
     "UnsupportedModelError",
     "WeightsUnavailableError",
@@ -46,6 +47,13 @@ class WeightsUnavailableError(SemanticPullbacksError, RuntimeError):
 
 class UnknownClassError(SemanticPullbacksError, KeyError):
     """A target class name or index does not match the model's classes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(SemanticPullbacksError, KeyError):
+    """A layer name that is not one of the model's ``named_modules()`` names; the message lists the closest."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -30,7 +30,7 @@ from semantic_pullbacks.examples import list_examples
 from semantic_pullbacks.models import DEFAULT_MODEL, LoadedModel
 from semantic_pullbacks.visualize import save_figure
 
-from . import logic
+from . import logic, neuron
 from .text_tab import with_text_tab
 
 __all__ = ["AppConfig", "build_app", "launch"]
@@ -119,11 +119,14 @@ class _Figures:
         self._slots = itertools.cycle(range(slots))
 
     def save(self, result: logic.ExplainResult) -> str:
-        name = "".join(c if c.isalnum() else "_" for c in result.target_name.lower()).strip("_") or "target"
+        return self.save_figure(logic.result_figure(result), result.target_name)
+
+    def save_figure(self, figure: Any, title: str) -> str:
+        name = "".join(c if c.isalnum() else "_" for c in title.lower()).strip("_") or "target"
         slot = self.folder / str(next(self._slots))
         if slot.exists():
             shutil.rmtree(slot)
-        return str(save_figure(logic.result_figure(result), slot / f"semantic_pullbacks_{name}.png"))
+        return str(save_figure(figure, slot / f"semantic_pullbacks_{name}.png"))
 
 
 def _user_error(error: Exception) -> gr.Error:
@@ -202,6 +205,23 @@ class _Handlers:
         except Exception as error:
             raise _user_error(error) from error
         return png, gr.update(value=png, interactive=True), _summary(result)
+
+    def on_neuron(self, path: str | None, model_name: str, layer: str | None, channel: float | None) -> tuple[Any, Any]:
+        """Neuron mode: the channel's activation on the photo, its soft pullback and its accentuation."""
+        if not path:
+            raise gr.Error("Upload an image or pick one of the examples first.")
+        loaded = self.load_model(model_name)
+        try:
+            x = logic.read_image(path, loaded, self.config.limits)
+            result = neuron.explain_neuron(loaded, x, layer or "", channel)
+            png = self.figures.save_figure(neuron.neuron_figure(result), f"{result.layer}_{result.channel}")
+        except Exception as error:
+            raise _user_error(error) from error
+        return png, result.summary()
+
+    def on_neuron_model(self, model_name: str) -> Any:
+        layers = neuron.neuron_layers(self.load_model(model_name))
+        return gr.update(choices=layers, value=layers[len(layers) // 2] if layers else None)
 
     def _request(
         self,
@@ -331,6 +351,31 @@ def _settings_panel(config: AppConfig, start: Settings, defaults: dict[str, Any]
     return _SettingsPanel(steps, alpha, preset, relative, sliders, switches, reset)
 
 
+@dataclass(frozen=True)
+class _NeuronPanel:
+    layer: gr.Dropdown
+    channel: gr.Number
+    run: gr.Button
+    figure: gr.Image
+    summary: gr.Markdown
+
+
+def _neuron_panel(default_model: LoadedModel) -> _NeuronPanel:
+    """Target mode "neuron": a layer and a channel of it instead of a class, for the image chosen above."""
+    with gr.Accordion("Target mode: neuron (a channel of an inner layer)", open=False, elem_id="neuron-mode"):
+        layers = neuron.neuron_layers(default_model)
+        layer = gr.Dropdown(
+            choices=layers, value=layers[len(layers) // 2] if layers else None, label="Layer", elem_id="neuron-layer"
+        )
+        channel = gr.Number(value=0, precision=0, minimum=0, label="Channel", elem_id="neuron-channel")
+        run = gr.Button("Explain neuron", elem_id="explain-neuron")
+        figure = gr.Image(
+            type="filepath", format="png", interactive=False, show_label=False, buttons=[], elem_id="neuron-results"
+        )
+        summary = gr.Markdown(elem_id="neuron-summary")
+    return _NeuronPanel(layer, channel, run, figure, summary)
+
+
 def _results_panel() -> _Results:
     """The model's top-5, the figure of the explanation, its summary and the download button."""
     top5 = gr.Label(num_top_classes=5, label="Model's top-5", show_heading=False, elem_id="top5")
@@ -374,6 +419,15 @@ def _wire(
     settings.reset.click(lambda: paper, None, settings.components(), queue=False)
 
 
+def _wire_neurons(handlers: _Handlers, inputs: _Inputs, panel: _NeuronPanel) -> None:
+    heavy = {"concurrency_id": "model", "concurrency_limit": 1}
+    inputs.model.change(handlers.on_neuron_model, [inputs.model], [panel.layer], **heavy)
+    panel.run.click(
+        handlers.on_neuron, [inputs.image, inputs.model, panel.layer, panel.channel], [panel.figure, panel.summary],
+        **heavy,
+    )  # fmt: skip
+
+
 def build_app(config: AppConfig | None = None) -> gr.Blocks:
     """The page: inputs and settings on the left, top-5 and results on the right; the Text tab beside it."""
     config = config or AppConfig()
@@ -392,9 +446,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             with gr.Column(scale=4, min_width=320):
                 inputs = _input_panel(config, handlers.default_model)
                 settings = _settings_panel(config, start, defaults)
+                neurons = _neuron_panel(handlers.default_model)
             with gr.Column(scale=7, min_width=480):
                 results = _results_panel()
         _wire(handlers, inputs, settings, results, defaults)
+        _wire_neurons(handlers, inputs, neurons)
     demo = with_text_tab(demo, _user_error)
     demo.queue(default_concurrency_limit=1, max_size=config.queue_size)
     return demo

@@ -75,6 +75,7 @@ COMMANDS = {
             "counterfactuals", "vision", "turn images towards target classes (pullback ascent) and show what changed"
         ),
         Command("classes", "vision", "search ImageNet class names"),
+        Command("layers", "vision", "list the model's layers and output shapes (for --neuron LAYER:CHANNEL)"),
         Command(
             "evaluate", "vision", "benchmark methods with the paper's metrics: one table with confidence intervals"
         ),

@@ -38,6 +38,7 @@ from ._common import (
     took,
 )
 from ._images import ImageBatch, ImageSource, expand_images, iter_batches
+from ._neurons import accentuate_neurons, parse_neurons
 from ._output import Output
 
 __all__ = ["MAX_GRID_IMAGES", "register", "run"]
@@ -66,6 +67,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--top-k", type=positive_int, default=3, metavar="K", help="classes per image without --classes (default: 3)"
+    )
+    parser.add_argument(
+        "--neuron",
+        action="append",
+        metavar="LAYER:CHANNEL",
+        help="accentuate channel CHANNEL of layer LAYER instead of turning towards classes, repeatable or "
+        "comma-separated; `semantic-pullbacks layers` lists the layers",
     )
     parser.add_argument(
         "--show",
@@ -133,6 +141,13 @@ def run(args: argparse.Namespace) -> int:
     ascent = build_method(method_name, model, settings, seed=args.seed, clip="last")
     if not isinstance(ascent, PullbackAscent):
         raise InvalidInputError(f"--method {args.method!r} is not an ascent; use PullbackAscent or GradientAscent")
+    if args.neuron:
+        if args.classes:
+            raise InvalidInputError("give --classes or --neuron, not both")
+        neurons = parse_neurons(model, args.neuron)
+        with Output(args.out, len(sources), "counterfactuals") as out:
+            accentuate_neurons(model, ascent, method_name, neurons, sources, out, args.batch_size)
+        return out.finish()
     draw = _Figure(model, args.show, _title(method_name, settings))
     kept: list[_Row] = []  # for the combined grid
     with Output(args.out, len(sources), "counterfactuals") as out:

@@ -45,6 +45,7 @@ from ._common import (
 )
 from ._done import DoneLog
 from ._images import ImageBatch, ImageSource, expand_images, iter_batches
+from ._neurons import explain_neurons, parse_neurons
 from ._output import Output, slug
 
 __all__ = ["register", "run"]
@@ -81,6 +82,13 @@ def register(subparsers: Any) -> None:
         help="class name or index to explain, repeatable or comma-separated (default: each image's top-1)",
     )
     which.add_argument("--top-k", type=positive_int, metavar="K", help="explain each image's K most likely classes")
+    which.add_argument(
+        "--neuron",
+        action="append",
+        metavar="LAYER:CHANNEL",
+        help="explain channel CHANNEL of layer LAYER (its mean over positions) instead of a class, repeatable or "
+        "comma-separated; `semantic-pullbacks layers` lists the layers",
+    )
     parser.add_argument(
         "--save-tensors", choices=("npy", "pt"), help="also save each raw (3, H, W) attribution in this format"
     )
@@ -102,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args, device=world.device)
         fixed = resolve_targets(model, split_list(args.target)) if args.target else None
         explainer = build_method(method_name, model, settings, seed=args.seed)
+        if args.neuron:
+            return _explain_neurons(args, model, explainer, method_name, everything)
         job = _Job(model, explainer, method_name, args.seed, fixed, args.top_k or 1, args.save_tensors)
         done = DoneLog(args.out, job.record(settings), world.rank)
         sources = _still_to_do(args, world, everything, done)[world.rank :: world.size]  # each image by one rank
@@ -109,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
             for batch in iter_batches(model, sources, args.batch_size, out.fail):
                 job.explain(batch, out, done)
         return out.finish()
+
+
+def _explain_neurons(
+    args: argparse.Namespace, model: LoadedModel, explainer: Explainer, method: str, sources: list[ImageSource]
+) -> int:
+    neurons = parse_neurons(model, args.neuron)
+    with Output(args.out, len(sources), "explain") as out:
+        explain_neurons(model, explainer, method, neurons, sources, out, args.batch_size, args.save_tensors)
+    return out.finish()
 
 
 def _still_to_do(

@@ -12,6 +12,18 @@ from .catalog import METHODS, PAIRS, available_methods, counterpart, get_method
 from .configure import accepted_settings
 from .deeplift import DeepLift, PullbackDeepLift
 from .guided_gradcam import GuidedGradCam, GuidedPullbackCam
+from .layer_targets import (
+    Direction,
+    Feature,
+    LayerInfo,
+    LayerTarget,
+    Neuron,
+    layer_names,
+    layer_output,
+    layer_shapes,
+    resolve_layer,
+    target_value,
+)
 from .noise import FusionGrad, FusionPullback, SmoothGrad, SmoothPullback
 from .paths import GradientShap, IntegratedGradients, IntegratedPullbacks, PullbackShap
 from .pullback import DoublePullback, Gradient, SoftPullback
@@ -23,8 +35,10 @@ __all__ = [
     "PAIRS",
     "AscentResult",
     "DeepLift",
+    "Direction",
     "DoublePullback",
     "Explainer",
+    "Feature",
     "FusionGrad",
     "FusionPullback",
     "Gradient",
@@ -34,6 +48,9 @@ __all__ = [
     "GuidedPullbackCam",
     "IntegratedGradients",
     "IntegratedPullbacks",
+    "LayerInfo",
+    "LayerTarget",
+    "Neuron",
     "PullbackAscent",
     "PullbackDeepLift",
     "PullbackShap",
@@ -45,5 +62,10 @@ __all__ = [
     "available_methods",
     "counterpart",
     "get_method",
+    "layer_names",
+    "layer_output",
+    "layer_shapes",
     "quantus_explain_func",
+    "resolve_layer",
+    "target_value",
 ]

@@ -77,8 +77,9 @@ class PullbackAscent(Explainer):
     def run(self, inputs: torch.Tensor, target: TargetType = None, additional_forward_args: Any = None) -> AscentResult:
         """The full ascent: counterfactual, attribution, per-step target scores and (optionally) the path."""
         x0 = self._check_inputs(inputs)
+        ascent, target = self._for_target(target)
         with self._caller_state():
-            return self._run(x0, target, forward_args(additional_forward_args))
+            return ascent._run(x0, target, forward_args(additional_forward_args))
 
     def _run(
         self, x0: torch.Tensor, target: TargetType, args: tuple[Any, ...], final_score: bool = True

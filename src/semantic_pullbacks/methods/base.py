@@ -13,6 +13,7 @@ from torch import nn
 from ..engine import check_model_supported
 from ..errors import InvalidInputError
 from .checks import check_inputs, model_state_kept, warn_if_training
+from .layer_targets import LayerCut, LayerTarget
 from .model_settings import AcceptsLoadedModels
 from .targets import OutputSelector, TargetType, objective, select_output
 
@@ -83,8 +84,9 @@ class Explainer(metaclass=AcceptsLoadedModels):
     ) -> torch.Tensor:
         """Attribution of ``target`` for ``inputs``, shaped like ``inputs``."""
         x = self._check_inputs(inputs)
+        explainer, target = self._for_target(target)
         with self._caller_state():
-            out = self._attribute(x, target, forward_args(additional_forward_args), **kwargs)
+            out = explainer._attribute(x, target, forward_args(additional_forward_args), **kwargs)
         return out.detach()
 
     def has_convergence_delta(self) -> bool:
@@ -106,6 +108,8 @@ class Explainer(metaclass=AcceptsLoadedModels):
         """
         x = self._check_inputs(inputs)
         per_target = _split_targets(targets, x.shape[0])
+        if any(isinstance(t, LayerTarget) for t in per_target):  # each its own cut model: one call per target
+            return torch.stack([self.attribute(x, t, additional_forward_args, **kwargs) for t in per_target])
         with self._caller_state():
             out = self._attribute_targets(x, per_target, forward_args(additional_forward_args), **kwargs)
         return out.detach()
@@ -124,6 +128,18 @@ class Explainer(metaclass=AcceptsLoadedModels):
 
     def _objective(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...]) -> torch.Tensor:
         return objective(self._output(x, args), target, x.shape[0])
+
+    def _for_target(self, target: TargetType) -> tuple[Explainer, TargetType]:
+        """The explainer to run and the target it explains: for a layer target, a copy bound to the model cut at
+        that layer (its output selection is the target's own), explaining the target's score of the layer."""
+        if not isinstance(target, LayerTarget):
+            return self, target
+        if not isinstance(self.model, nn.Module):
+            raise InvalidInputError("layer targets read a module's output: the model must be an nn.Module")
+        bound = self.rebind(LayerCut(self.model, target))
+        for explainer in (bound, *(v for v in vars(bound).values() if isinstance(v, Explainer))):
+            explainer.output_selector = None
+        return bound, target
 
     # --- checks ------------------------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Any) -> torch.Tensor:

@@ -174,8 +174,9 @@ class ConvergenceDelta:
         """Captum's ``return_convergence_delta``: ``(attributions, delta)`` with delta per sample."""
         x = self._check_inputs(inputs)  # type: ignore[attr-defined]
         given = {k: v for k, v in call.items() if v is not None}
+        explainer, target = self._for_target(target)  # type: ignore[attr-defined]
         with self._caller_state():  # type: ignore[attr-defined]
-            out = self._attribute(  # type: ignore[attr-defined]
+            out = explainer._attribute(
                 x, target, forward_args(additional_forward_args), return_convergence_delta=delta, **given
             )
         if delta:

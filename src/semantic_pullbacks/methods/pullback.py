@@ -11,8 +11,10 @@ from torch import nn
 
 from ..engine import Temperatures, pullback_mode
 from ..engine.coverage import CoverageReport
+from ..errors import UnexpectedArgumentError
 from .base import Explainer
 from .checks import input_pullback, positive_number
+from .layer_targets import LayerTap
 from .targets import OutputSelector, TargetType, objective
 
 __all__ = ["DoublePullback", "Gradient", "SoftPullback", "normalise_step"]
@@ -24,12 +26,19 @@ class _Backward(Explainer):
     def _context(self, backward_passes: int = 1):  # type: ignore[no-untyped-def]
         return contextlib.nullcontext()
 
-    def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
+    def _attribute(
+        self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], layer: str | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """``layer=``: the pullback with respect to that layer's output instead of the input (Captum's
+        ``LayerGradient`` convention)."""
         _reject(kwargs)
         x = x.requires_grad_(True)
-        with torch.enable_grad(), self._context():
+        tap = contextlib.nullcontext() if layer is None else LayerTap(self.model, layer)
+        with torch.enable_grad(), self._context(), tap:
             output = self._output(x, args)
             score = objective(output, target, x.shape[0])
+            if layer is not None:
+                return tap.pullback(score.sum())
             return input_pullback(score.sum(), x, output, self.model)
 
     def _attribute_targets(
@@ -119,6 +128,8 @@ class DoublePullback(SoftPullback):
         self.alpha = positive_number("alpha", alpha, none_means="raw steps")
 
     def _attribute(self, x: torch.Tensor, target: TargetType, args: tuple[Any, ...], **kwargs: Any) -> torch.Tensor:
+        if "layer" in kwargs:
+            raise UnexpectedArgumentError("DoublePullback moves the input by its first map: it has no layer= maps")
         if target is None:  # fix the class at the starting point, so both pullbacks explain the same thing
             with torch.no_grad():
                 target = self._output(x, args).reshape(x.shape[0], -1).argmax(1)

@@ -3,7 +3,9 @@
 A target turns the model's output into one scalar per sample whose pullback is the explanation:
 ``None`` (each sample's top-1 class), an ``int`` (same class for all), a list or ``(B,)`` tensor (one class
 per sample), a float tensor shaped like the output (an output-space direction), or a callable
-``f(output) -> (B,)`` (a segmentation region, a single-logit model, a hidden direction).
+``f(output) -> (B,)`` (a segmentation region, a single-logit model, a hidden direction), or a layer target
+(:class:`~.layer_targets.Neuron`, :class:`~.layer_targets.Direction`, :class:`~.layer_targets.Feature`): a unit
+inside the model, explained through the model cut at its layer.
 
 As in Captum, a *tuple* indexes one element of a multi-dimensional output per sample: ``(row, col)`` explains
 ``output[i, row, col]`` for every sample ``i``, and a list of tuples gives each sample its own element.
@@ -19,6 +21,7 @@ from typing import Any, Union
 import torch
 
 from ..errors import InvalidInputError, UnknownClassError
+from .layer_targets import LayerTarget
 
 __all__ = ["OutputSelector", "TargetType", "objective", "select_output"]
 
@@ -30,6 +33,7 @@ TargetType = Union[
     Sequence[tuple[int, ...]],
     torch.Tensor,
     Callable[[torch.Tensor], torch.Tensor],
+    LayerTarget,
 ]
 OutputSelector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
-from ..methods import get_method
+from ..methods import LayerTarget, get_method, target_value
 from . import seq2seq
 from .big_models import relevance_dtype
 from .checks import check_text
@@ -135,7 +135,7 @@ class TextExplainer:
     def attribute(
         self,
         texts: str | Sequence[str],
-        target: int | str | None = None,
+        target: int | str | LayerTarget | None = None,
         *,
         pair: str | Sequence[str] | None = None,
         labels: Sequence[str] | None = None,
@@ -148,7 +148,11 @@ class TextExplainer:
         """One :class:`TokenAttribution` per text (a single one for a single string; a list per text of
         per-token results with ``per_token=True``). With ``max_new_tokens=`` the model first writes a
         continuation with its own ``generate`` (``generate_kwargs`` go there; sampling needs ``seed=``) and the
-        result is a :class:`~.matrix.TokenMatrix` per prompt, every generated token explained."""
+        result is a :class:`~.matrix.TokenMatrix` per prompt, every generated token explained.
+
+        ``target`` may also be a hidden unit: ``Neuron("encoder.layer.3", index=(token, dim))``, a
+        :class:`~semantic_pullbacks.methods.Direction` or a :class:`~semantic_pullbacks.methods.Feature` of a
+        layer's hidden states (names as in the Hugging Face model's ``named_modules()``)."""
         single = isinstance(texts, str)
         tm = self.text_model
         if max_new_tokens is not None or generate_kwargs or tm.kind == "seq2seq":
@@ -165,7 +169,7 @@ class TextExplainer:
             results = self._continuation(texts, continuation, per_token)
         else:
             enc = tm.encode(texts)
-            targets = [self.target_for(enc, target, pair, labels, foil)]
+            targets = [_layer_target(target, pair, labels, foil) or self.target_for(enc, target, pair, labels, foil)]
             results = [r[0] for r in self.explain_encoded(enc, targets)]
         return results[0] if single else results
 
@@ -316,7 +320,7 @@ class TextExplainer:
         signed, l2 = token_maps(self.explainer, tm, enc.input_ids, mask, targets)
         with torch.no_grad():
             out = tm.forward_module(tm.embed(enc.input_ids), mask)
-            scores = torch.stack([t(out) for t in targets])  # (T, B)
+            scores = torch.stack([_score(t, tm, enc, out) for t in targets])  # (T, B)
         results = []
         for i in range(enc.input_ids.shape[0]):
             keep = mask[i].nonzero().flatten().tolist()  # the text's own tokens, padded on either side
@@ -366,6 +370,21 @@ def _position(target: Any, i: int, keep: list[int]) -> dict[str, int]:
     if isinstance(target, TokenLogProb) and target.positions[i] + 1 in keep:
         return {"position": keep.index(target.positions[i] + 1)}
     return {}
+
+
+def _layer_target(target: Any, pair: Any, labels: Any, foil: Any) -> LayerTarget | None:
+    """An internal target (a neuron, direction or latent of a hidden state) as given; it takes no pair/labels/foil."""
+    if not isinstance(target, LayerTarget):
+        return None
+    if pair is not None or labels is not None or foil is not None:
+        raise InvalidInputError("a Neuron/Direction/Feature target explains a hidden unit: drop pair=, labels=, foil=")
+    return target
+
+
+def _score(target: Any, tm: TextModel, enc: Encoded, out: torch.Tensor) -> torch.Tensor:
+    if isinstance(target, LayerTarget):
+        return target_value(tm.forward_module, target, tm.embed(enc.input_ids), enc.attention_mask)
+    return target(out)
 
 
 def _label(target: Any, i: int) -> str:
