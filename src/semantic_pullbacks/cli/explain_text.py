@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import InvalidInputError
-from ..methods import get_method
+from ..text.peers import get_text_method
 from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
 from ..text.result import save_all
 from ._common import add_command, add_output_options
@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    get_method(args.method)  # validate before loading anything
+    get_text_method(args.method)  # validate before loading anything
     if not args.text.strip():
         raise InvalidInputError("TEXT is empty: give some text to explain")
     labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None
