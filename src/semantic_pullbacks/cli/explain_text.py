@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import InvalidInputError
-from ..text.peers import get_text_method
 from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
+from ..text.peers import get_text_method
 from ..text.result import save_all
 from ._common import add_command, add_output_options
 from ._output import Output, slug

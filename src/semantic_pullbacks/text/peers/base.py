@@ -24,6 +24,7 @@ __all__ = ["TEXT_PEERS_ENV", "TextPeer", "require_text_peer"]
 
 #: the documented environment whose transformers the text peers that need transformers < 5 run on
 TEXT_PEERS_ENV = "benchmarks/envs/text-peers"
+ENV_COMMANDS = f"uv sync --locked --project {TEXT_PEERS_ENV}, then uv run --project {TEXT_PEERS_ENV} ..."
 
 
 def require_text_peer(modules: tuple[str, ...], method: str) -> None:
@@ -37,7 +38,7 @@ def require_text_peer(modules: tuple[str, ...], method: str) -> None:
             if importlib.util.find_spec(top) is None:
                 how = f"pip install 'semantic-pullbacks[{EXTRA}]' (in a checkout: uv sync --extra {EXTRA})"
                 if top in ("lxt", "inseq"):
-                    how = f"in a checkout: uv sync --locked --project {TEXT_PEERS_ENV}, then uv run --project {TEXT_PEERS_ENV} ..."
+                    how = f"in a checkout, run it in its environment: {ENV_COMMANDS}"
                 raise MissingDependencyError(
                     f"{method} needs the package {top!r}, which is not installed: {how}"
                 ) from error
@@ -45,8 +46,7 @@ def require_text_peer(modules: tuple[str, ...], method: str) -> None:
 
             raise MissingDependencyError(
                 f"{method}: {top!r} is installed but does not import with transformers {transformers.__version__} "
-                f"({error}); run it in the environment that pins a working transformers: uv sync --locked --project "
-                f"{TEXT_PEERS_ENV}, then uv run --project {TEXT_PEERS_ENV} ..."
+                f"({error}); run it in the environment that pins a working transformers: {ENV_COMMANDS}"
             ) from error
 
 
