@@ -209,3 +209,75 @@ def test_attnlrp_leaves_the_modeling_files_and_other_methods_as_found():
     assert {m: dict(vars(m)) for m in before} == before
     assert (modeling_llama.LlamaMLP.forward, torch.nn.LayerNorm.forward, torch.nn.Dropout.forward) == forwards
     assert TextExplainer(tm, method="Gradient").attribute(PAIR[0], pair=PAIR[1]).relevance == gradient
+
+
+# ------------------------------------------------------------------------------------------------ inseq
+
+try:
+    importlib.import_module("inseq")
+    INSEQ_REASON = ""
+except ImportError as error:
+    INSEQ_REASON = (
+        f"inseq does not import here ({error}): run this file with "
+        "uv run --project benchmarks/envs/text-peers pytest tests/text/test_text_peers.py"
+    )
+needs_inseq = pytest.mark.skipif(bool(INSEQ_REASON), reason=INSEQ_REASON)
+PROMPT, NEXT = "the cat sat on", "the"
+
+
+def tiny_bos_llama() -> TextModel:
+    from .test_causal_lm import bos_tokenizer
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                                      eos_token_id=2)  # fmt: skip
+    return TextModel.wrap(transformers.LlamaForCausalLM(config).eval(), bos_tokenizer(), "causal-lm")
+
+
+def inseq_direct(tm: TextModel, method: str, **options) -> torch.Tensor:
+    import inseq
+
+    model = inseq.load_model(tm.model, method, tokenizer=tm.tokenizer)
+    out = model.attribute(PROMPT, f"{PROMPT} {NEXT}", attributed_fn="probability", logprob=True,
+                          show_progress=False, **options)  # fmt: skip
+    return out.sequence_attributions[0].target_attributions[:-1, 0]
+
+
+@needs_inseq
+@pytest.mark.parametrize(
+    ("name", "method", "reduce"),
+    [
+        ("inseq-InputXGradient", "input_x_gradient", lambda a: a.sum(-1)),
+        ("inseq-IntegratedGradients", "integrated_gradients", lambda a: a.sum(-1)),
+        ("inseq-Attention", "attention", lambda a: a.reshape(a.shape[0], -1).mean(-1)),
+    ],
+)
+def test_inseq_peers_equal_inseq_called_directly(name, method, reduce):
+    tm = tiny_bos_llama()
+    result = TextExplainer(tm, method=name).attribute(PROMPT, target=NEXT)
+    if method == "attention":
+        tm.model.config._attn_implementation = "eager"  # inseq reads attention weights only from eager attention
+    direct = reduce(inseq_direct(tm, method).float())
+    torch.testing.assert_close(torch.tensor(result.relevance), direct, rtol=1e-4, atol=1e-6)
+
+
+@needs_inseq
+def test_inseq_gradients_are_our_gradient_and_the_attention_setting_is_restored():
+    """Signed saliency scored ``e . grad`` and input x gradient are both our ``Gradient``: one quantity, three
+    code paths. Attention switches the model to eager attention only while it runs."""
+    tm = tiny_bos_llama()
+    before = tm.model.config._attn_implementation
+    ours = TextExplainer(tm, method="Gradient").attribute(PROMPT, target=NEXT).relevance
+    for name in ("inseq-Saliency", "inseq-InputXGradient"):
+        theirs = TextExplainer(tm, method=name).attribute(PROMPT, target=NEXT).relevance
+        torch.testing.assert_close(torch.tensor(theirs), torch.tensor(ours), rtol=1e-4, atol=1e-7)
+    TextExplainer(tm, method="inseq-Attention").attribute(PROMPT, target=NEXT)
+    assert tm.model.config._attn_implementation == before
+
+
+@needs_inseq
+def test_inseq_refuses_targets_it_cannot_express():
+    tm = tiny_bos_llama()
+    with pytest.raises(InvalidInputError, match="one next token"):
+        TextExplainer(tm, method="inseq-Saliency").attribute(PROMPT, continuation=" the mat")

@@ -47,7 +47,8 @@ def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, atte
     args = (attention_mask,)
     if getattr(method, "takes_token_ids", False):  # peers that start from ids, as Captum's layer methods do
         special = torch.isin(input_ids, torch.tensor(text_model.tokenizer.all_special_ids, device=input_ids.device))
-        maps = torch.stack([method.attribute_tokens(input_ids, attention_mask, t, special) for t in targets])
+        tok = text_model.tokenizer
+        maps = torch.stack([method.attribute_tokens(input_ids, attention_mask, t, special, tok) for t in targets])
     elif len(targets) == 1:
         maps = method.attribute(emb, target=targets[0], additional_forward_args=args)[None]
     else:

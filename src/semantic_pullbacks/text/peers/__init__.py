@@ -1,11 +1,12 @@
-"""Other projects' attribution methods for text models, run through this library: LXT's AttnLRP and Captum's
-``LayerIntegratedGradients`` on the embedding layer.
+"""Other projects' attribution methods for text models, run through this library: LXT's AttnLRP, Captum's
+``LayerIntegratedGradients`` on the embedding layer, and inseq's saliency, input x gradient, integrated gradients
+and attention for causal LMs.
 
 >>> TextExplainer(load_text_model(), method="LXT-AttnLRP")                  # doctest: +SKIP
 
 They are found by :func:`get_text_method` (our methods and the image peers too), which ``TextExplainer`` and
 ``evaluate --texts --methods`` use; importing this package imports none of their packages. Captum comes with the
-``text``/``vision`` extras; LXT 2.1 needs transformers < 5 and runs in the environment of
+``text``/``vision`` extras; LXT 2.1 needs transformers < 5, and it and inseq run in the environment of
 ``benchmarks/envs/text-peers`` (without it, building the method raises
 :class:`~semantic_pullbacks.errors.MissingDependencyError` saying so).
 """
@@ -18,10 +19,14 @@ from ...methods.base import Explainer
 from ...methods.peers import normalised
 from .base import TEXT_PEERS_ENV, TextPeer, require_text_peer
 from .captum_layers import CaptumLayerIG
+from .inseq_methods import InseqAttention, InseqInputXGradient, InseqIntegratedGradients, InseqSaliency
 from .lxt_attnlrp import AttnLRP
 
 #: table name -> text peer
-TEXT_PEERS: dict[str, type[TextPeer]] = {cls.__name__: cls for cls in (AttnLRP, CaptumLayerIG)}
+TEXT_PEERS: dict[str, type[TextPeer]] = {
+    cls.__name__: cls
+    for cls in (AttnLRP, CaptumLayerIG, InseqSaliency, InseqInputXGradient, InseqIntegratedGradients, InseqAttention)
+}
 
 
 def installed_text_peers() -> list[str]:
@@ -54,6 +59,10 @@ __all__ = [
     "TEXT_PEERS_ENV",
     "AttnLRP",
     "CaptumLayerIG",
+    "InseqAttention",
+    "InseqInputXGradient",
+    "InseqIntegratedGradients",
+    "InseqSaliency",
     "TextPeer",
     "get_text_method",
     "installed_text_peers",

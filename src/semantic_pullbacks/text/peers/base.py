@@ -73,6 +73,8 @@ class TextPeer(PeerExplainer):
     def hf_model(self) -> nn.Module:
         return self.model.model
 
-    def attribute_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any) -> torch.Tensor:
-        """Relevance ``(B, T, H)`` of ``target`` (a callable on the module's output) for these token ids."""
+    def attribute_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any,
+                         special: torch.Tensor | None = None, tokenizer: Any = None) -> torch.Tensor:  # fmt: skip
+        """Relevance ``(B, T, H)`` of ``target`` (a callable on the module's output) for these token ids
+        (``special``: the special tokens' mask; ``tokenizer``: the model's, for peers that read text)."""
         raise NotImplementedError

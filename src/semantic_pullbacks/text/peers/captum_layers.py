@@ -59,9 +59,8 @@ class CaptumLayerIG(TextPeer, name="Captum-LayerIG"):
         pad = getattr(config, "pad_token_id", None)
         return int(pad) if pad is not None else 0
 
-    def attribute_tokens(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any, special: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def attribute_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any,
+                         special: torch.Tensor | None = None, tokenizer: Any = None) -> torch.Tensor:  # fmt: skip
         from captum.attr import LayerIntegratedGradients
 
         score = _FromIds(self.model, target, self.output_selector)
