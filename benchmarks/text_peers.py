@@ -5,15 +5,17 @@
 (the text-peers environment has LXT, which needs transformers < 5; in the main environment the LXT rows are
 listed as not installed and the rest runs.)
 
-1. Quality: the embedded all-MiniLM-L6-v2 on the bundled reviews (zero-shot against the class descriptions), scored
-   by ``evaluate --texts`` itself: comprehensiveness, sufficiency, deletion and the Sequence Pointing Game, each
-   method's mean and its paired difference from SoftPullback with a bootstrap 95 % CI.
+1. Quality (all but inseq, which explains generation): the embedded all-MiniLM-L6-v2 on the bundled reviews
+   (zero-shot against the class descriptions), scored by ``evaluate --texts`` itself: comprehensiveness,
+   sufficiency, deletion and the Sequence Pointing Game, each method's mean and its paired difference from
+   SoftPullback with a bootstrap 95 % CI.
 2. Cost: a random-weight Llama-style model at 512 and 2048 tokens, the log-probability of the next token: time
    (interleaved rounds, median) and peak CPU tensor memory above the start (the profiler method of
    benchmarks/performance.py), each method as a ratio to the gradient, side by side in one run.
 
-Captum-LayerIG runs ``--ig-steps`` steps (50, Captum's default) in chunks of ``--ig-batch`` (Captum's
-``internal_batch_size``): its peak memory grows with the chunk, its time with the steps; both are printed beside it.
+Captum-LayerIG and inseq-IntegratedGradients run ``--ig-steps`` steps (50, Captum's default) in chunks of
+``--ig-batch`` (Captum's ``internal_batch_size``): peak memory grows with the chunk, time with the steps; both are
+printed beside them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 import transformers
 
 from semantic_pullbacks.evaluation import evaluate
-from semantic_pullbacks.text import TextExplainer, TextModel, TokenLogProb, load_text_model
+from semantic_pullbacks.text import TextExplainer, TextModel, TokenLogProb
 from semantic_pullbacks.text.explain import token_maps
 from semantic_pullbacks.text.peers import TEXT_PEERS, installed_text_peers
 
@@ -67,8 +69,8 @@ def main() -> None:
     if missing:
         print(f"not installed here (see benchmarks/envs/text-peers): {', '.join(missing)}")
     methods = OURS + installed
-    if not args.skip_quality:
-        quality(methods, args)
+    if not args.skip_quality:  # inseq explains generation: not the embedding model's similarities
+        quality([m for m in methods if not m.startswith("inseq")], args)
     cost(["SoftPullback", "Gradient", *installed], args)
 
 
@@ -92,8 +94,21 @@ def llama(vocab: int) -> TextModel:
                                       num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
                                       max_position_embeddings=4096)  # fmt: skip
     model = transformers.LlamaForCausalLM(config).eval()
-    tokenizer = load_text_model().tokenizer  # only its special ids are read (Captum-LayerIG's baseline keeps them)
+    tokenizer = word_tokenizer(vocab)
     return TextModel(model, tokenizer, "causal-lm", "random Llama-style (4 layers, 256 wide)", 4096)
+
+
+def word_tokenizer(vocab: int) -> Any:
+    """Words ``w4 .. w{vocab-1}`` and a beginning-of-sequence token: decoded ids tokenise back to the same ids, as
+    inseq (which reads text) needs."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(4, vocab)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>", unk_token="<unk>")  # fmt: skip
 
 
 def cost(methods: list[str], args: argparse.Namespace) -> None:
@@ -103,21 +118,24 @@ def cost(methods: list[str], args: argparse.Namespace) -> None:
     print("| tokens | method | time (s) | time / Gradient | peak memory (MiB) | memory / Gradient |")
     print("|---:|---|---:|---:|---:|---:|")
     for length in (128, 256) if args.quick else (512, 2048):
-        ids = torch.randint(1000, tm.model.config.vocab_size, (1, length))
+        ids = torch.cat([torch.ones(1, 1, dtype=torch.long), torch.randint(4, 8192, (1, length - 1))], 1)
         mask = torch.ones_like(ids)
         target = TokenLogProb(int(ids[0, -1]), (length - 1,))
         runs = {m: _run(tm, m, ids, mask, target, args) for m in methods}
         res = perf.interleaved(runs, args.repeats, torch.device("cpu"))
         mem = {m: perf.peak_memory(f, torch.device("cpu")) for m, f in runs.items()}
         for m in methods:
-            label = f"{m} ({args.ig_steps} steps, internal batch {args.ig_batch})" if m == "Captum-LayerIG" else m
+            ig = m in ("Captum-LayerIG", "inseq-IntegratedGradients")
+            label = f"{m} ({args.ig_steps} steps, internal batch {args.ig_batch})" if ig else m
             t = res["median"][m]
             print(f"| {length} | {label} | {t:.3g} | {perf.paired_ratio(res, m, 'Gradient'):.2f} | "
                   f"{mem[m] / 2**20:.0f} | {mem[m] / mem['Gradient']:.2f} |")  # fmt: skip
 
 
 def _run(tm: TextModel, method: str, ids: torch.Tensor, mask: torch.Tensor, target: Any, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    settings = {"n_steps": args.ig_steps, "internal_batch_size": args.ig_batch} if method == "Captum-LayerIG" else {}
+    settings: dict[str, Any] = {}
+    if method == "Captum-LayerIG" or method == "inseq-IntegratedGradients":
+        settings = {"n_steps": args.ig_steps, "internal_batch_size": args.ig_batch}
     explainer = TextExplainer(tm, method=method, **settings).explainer
     return lambda: token_maps(explainer, tm, ids, mask, [target])
 

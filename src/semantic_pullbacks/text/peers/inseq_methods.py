@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, UnsupportedModelError
 from ..targets import TokenLogProb, tile
 from .base import TextPeer
 
@@ -52,10 +52,12 @@ class _Inseq(TextPeer):
     options: dict[str, Any] = {}
     attention: str | None = None
 
-    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    def __init__(self, model: nn.Module, *, output_selector: Any = None, **options: Any) -> None:
+        """``options`` go to inseq's ``attribute`` (e.g. ``n_steps`` for integrated gradients)."""
+        super().__init__(model, output_selector=output_selector)
         if getattr(self.model, "kind", None) != "causal-lm":
-            raise InvalidInputError(f"{type(self).__name__}: inseq explains generation, so it needs a causal LM")
+            raise UnsupportedModelError(f"{type(self).__name__}: inseq explains generation, so it needs a causal LM")
+        self.options = {**type(self).options, **options}
         self._loaded: tuple[Any, Any] | None = None
 
     def _inseq_model(self, tokenizer: Any) -> Any:
