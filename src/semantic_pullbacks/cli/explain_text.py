@@ -15,10 +15,10 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import InvalidInputError
-from ..methods import get_method
 from ..text import TextExplainer, load_text_model, save_html, save_png, to_rich
 from ..text.generate import generation_settings
 from ..text.matrix import TokenMatrix
+from ..text.peers import get_text_method
 from ..text.views import matrix_rich, save_matrix_html, save_matrix_png
 from ._common import add_command, add_output_options, non_negative_int, positive_int
 from ._output import Output, slug
@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    get_method(args.method)  # validate before loading anything
+    get_text_method(args.method)  # validate before loading anything
     if not args.text.strip():
         raise InvalidInputError("TEXT is empty: give some text to explain")
     labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None

@@ -16,7 +16,8 @@ from torch import nn
 
 from semantic_pullbacks.engine import FAMILIES, Temperatures
 from semantic_pullbacks.errors import InvalidInputError
-from semantic_pullbacks.methods import Explainer, accepted_settings, get_method
+from semantic_pullbacks.methods import Explainer, accepted_settings
+from semantic_pullbacks.text.peers import get_text_method
 
 __all__ = ["ABLATION_METHODS", "MethodSpec", "ablation_specs", "parse_ablation", "temperatures_record"]
 
@@ -40,12 +41,13 @@ class MethodSpec:
     method_class: type[Explainer] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method_class", get_method(self.method))
+        object.__setattr__(self, "method_class", get_text_method(self.method))
 
     @classmethod
     def of(cls, name: str, settings: Mapping[str, Any] | None = None) -> MethodSpec:
-        """The method called ``name`` (any spelling :func:`get_method` accepts), labelled by its class name."""
-        canonical = get_method(name).__name__
+        """The method called ``name`` (any spelling :func:`~semantic_pullbacks.text.peers.get_text_method` accepts,
+        text peers too), labelled by its class name."""
+        canonical = get_text_method(name).__name__
         return cls(canonical, canonical, MappingProxyType(dict(settings or {})))
 
     def resolved(

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, UnknownClassError
-from ..methods import LayerTarget, get_method, target_value
+from ..methods import LayerTarget, target_value
 from . import seq2seq
 from .big_models import relevance_dtype
 from .checks import check_text
 from .generate import generate_causal, generation_settings, sequence_encoding
 from .matrix import TokenMatrix
 from .model import Encoded, TextModel, _check_texts
+from .peers import get_text_method
 from .result import TokenAttribution
 from .targets import ClassTarget, ContrastTarget, SimilarityTarget, SumOfLogProbs, TokenLogProb, tile
 
@@ -52,7 +53,11 @@ def token_maps(method: Any, text_model: TextModel, input_ids: torch.Tensor, atte
     forward pass."""
     emb = text_model.embed(input_ids)
     args = (attention_mask,)
-    if len(targets) == 1:
+    if getattr(method, "takes_token_ids", False):  # peers that start from ids, as Captum's layer methods do
+        special = torch.isin(input_ids, torch.tensor(text_model.tokenizer.all_special_ids, device=input_ids.device))
+        tok = text_model.tokenizer
+        maps = torch.stack([method.attribute_tokens(input_ids, attention_mask, t, special, tok) for t in targets])
+    elif len(targets) == 1:
         maps = method.attribute(emb, target=targets[0], additional_forward_args=args)[None]
     else:
         maps = method.attribute_targets(emb, list(targets), additional_forward_args=args)
@@ -118,8 +123,8 @@ class TextExplainer:
         **settings: Any,
     ) -> None:
         self.text_model = model if isinstance(model, TextModel) else TextModel.wrap(model, tokenizer)
-        self.method_name = get_method(method).__name__
-        cls = get_method(method)
+        cls = get_text_method(method)
+        self.method_name = cls.__name__
         kwargs = dict(settings)
         if temperatures is not None:
             kwargs["temperatures"] = temperatures
