@@ -21,7 +21,9 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 def render(script: Path) -> Path:
     notebook = jupytext.read(script)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}
+    ).execute()
     target = script.with_suffix(".ipynb")
     jupytext.write(notebook, target)
     return target

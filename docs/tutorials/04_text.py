@@ -32,7 +32,9 @@ r  # a notebook shows the words coloured by their score
 # With `labels=`, the text is explained for the label whose sentence embedding it is closest to.
 
 # %%
-r = explainer.attribute("A moving film with a wonderful cast.", labels=["This review is positive.", "This review is negative."])
+r = explainer.attribute(
+    "A moving film with a wonderful cast.", labels=["This review is positive.", "This review is negative."]
+)
 print(r.target, [(w.text, round(w.relevance, 3)) for w in r.words()])
 
 # %%
