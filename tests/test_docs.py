@@ -149,9 +149,9 @@ def test_the_site_in_a_browser(served, tmp_path):
             )
         shot = SCREENSHOT if os.environ.get("SP_UPDATE_SCREENSHOT") else tmp_path / "site.png"
         page.screenshot(path=str(shot))
-        page.locator("label.md-search__icon, label[for=__search]").first.click()
-        page.locator("input.md-search__input").fill("counterfactual")
-        page.wait_for_selector(".md-search-result__item", timeout=30_000)
+        page.locator("input.md-search__input").click()
+        page.keyboard.type("counterfactual", delay=20)  # key by key, as the search box listens to keystrokes
+        page.wait_for_selector(".md-search-result__item", timeout=60_000)
         assert page.locator(".md-search-result__item").count() > 0
         page.goto(served + "/tutorials/01_first_explanation/", wait_until="load")
         assert "Your first explanation" in page.content()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jupytext
 import nbclient
+import nbformat
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 
@@ -21,9 +22,13 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 def render(script: Path) -> Path:
     notebook = jupytext.read(script)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbclient.NotebookClient(
+    # figures made without pyplot (the library's own) are shown as a cell's value: the inline formatter must be on
+    notebook.cells.insert(0, nbformat.v4.new_code_cell("%matplotlib inline"))
+    client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}
-    ).execute()
+    )
+    client.execute()
+    notebook.cells.pop(0)
     target = script.with_suffix(".ipynb")
     jupytext.write(notebook, target)
     return target

@@ -7,7 +7,6 @@
 # `uv run python docs/tutorials/01_first_explanation.py`.
 
 # %%
-import matplotlib.pyplot as plt
 import torch
 
 from semantic_pullbacks import Gradient, SoftPullback, load
@@ -31,7 +30,7 @@ sp = SoftPullback(model)
 attr = sp.attribute(x, target=target)
 print(attr.shape, f"positive share: {(attr > 0).float().mean():.2f}")
 fig = viz.plot_explanation(x[0], attr[0], class_name="Egyptian cat", method="SoftPullback")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # ## Against the gradient
@@ -42,7 +41,7 @@ plt.show()
 # %%
 maps = {"Gradient": Gradient(model).attribute(x, target=target), "SoftPullback": attr}
 fig = viz.plot_method_grid(x, maps, class_name="Egyptian cat")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # ## What the engine softened
@@ -70,4 +69,4 @@ settings = {
 }
 maps = {name: SoftPullback(model.model, t).attribute(x, target=target) for name, t in settings.items()}
 fig = viz.plot_method_grid(x, maps, class_name="Egyptian cat")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it

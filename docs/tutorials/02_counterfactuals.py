@@ -6,7 +6,6 @@
 # change — a **counterfactual**. This tutorial does both on two bundled photos with the embedded model.
 
 # %%
-import matplotlib.pyplot as plt
 import torch
 
 from semantic_pullbacks import PullbackAscent, load
@@ -34,7 +33,7 @@ print("top-1 probability before:", probs_before.detach())
 
 # %%
 fig = viz.plot_counterfactual(x[0], result.counterfactual[0], class_name="Egyptian cat")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # ## Counterfactual: ascend another class
@@ -53,7 +52,7 @@ for name, b, a in zip(["tiger cat", "espresso maker"], before, after):
 
 # %%
 fig = viz.plot_counterfactual_grid(x, counter.counterfactual[:, None], [["tiger cat"], ["espresso maker"]])
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # `GradientAscent` runs the same loop with the ordinary gradient: its steps look like noise to a person, which is

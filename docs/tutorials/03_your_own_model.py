@@ -7,7 +7,6 @@
 # Inputs are small (112 × 112) to keep the tutorial fast; use the model's own size in practice.
 
 # %%
-import matplotlib.pyplot as plt
 import timm
 import torch
 import torchvision
@@ -39,7 +38,7 @@ maps = {
     "SoftPullback": SoftPullback(resnet.model).attribute(x, target=target),
 }
 fig = viz.plot_method_grid(x, maps, domain=(0.0, 1.0), class_name=f"class {target} (random weights)")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # The library's own loader does the same for named models: `load("torchvision:resnet50")` or
@@ -77,7 +76,7 @@ explainer = SoftPullback(hf, output_selector="logits")
 attr = explainer.attribute(x, target=3)
 print(explainer.coverage)
 fig = viz.plot_explanation(x[0], attr[0], domain=(0.0, 1.0), class_name="label 3 (random weights)")
-plt.show()
+fig  # a notebook shows the figure; fig.savefig(...) writes it
 
 # %% [markdown]
 # What is refused, and why: TorchScript and `torch.compile`d models hide their ops from the engine, so explaining
