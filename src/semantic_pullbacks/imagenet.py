@@ -63,8 +63,10 @@ def top_k(logits: torch.Tensor, k: int = 5, class_names: Sequence[str] | None = 
     ``logits`` is ``(N, C)`` or a single ``(C,)`` vector (treated as one sample); the result always has one
     list per sample. ``class_names`` defaults to ImageNet-1k.
 
+    ```pycon
     >>> top_k(model(x), k=3)[0][0].name
     'tiger cat'
+    ```
     """
     names = _names(class_names)
     if logits.ndim == 1:

@@ -71,11 +71,13 @@ class BySize:
 
     Text form (settings files, ``--temperatures``): the default, then ``SIDE:VALUE`` entries, separated by ``;``.
 
+    ```pycon
     >>> staged = BySize(Relative(1.0), {56: Relative(1.5), 14: Relative(2.0)})  # [56, ∞): 1.5, [14, 56): 2, else 1
     >>> [staged.for_side(side).scale for side in (112, 56, 28, 14, 7)]
     [1.5, 1.5, 2.0, 2.0, 1.0]
     >>> str(BySize.parse("1*std; 56:1.5*std; 14:2*std"))
     '1*std;56:1.5*std;14:2*std'
+    ```
     """
 
     default: float | Relative
