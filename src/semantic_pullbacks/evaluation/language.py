@@ -13,7 +13,6 @@ there is no embedded one, and a random-weight model only shows that the pipeline
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -23,18 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from semantic_pullbacks.errors import InvalidInputError, UnsupportedModelError
 from semantic_pullbacks.evaluation.items import Decoder, Inputs, Item
 from semantic_pullbacks.evaluation.modality import MethodFactory
-from semantic_pullbacks.evaluation.seeds import derive_seed
+from semantic_pullbacks.evaluation.texts import TextModelBenchmark
 from semantic_pullbacks.evaluation.world import World
-from semantic_pullbacks.metrics.presets import Preset
 from semantic_pullbacks.text.dataset import BUNDLED, TextSet, _records, read_texts
 from semantic_pullbacks.text.explain import continuation_positions, token_maps
 from semantic_pullbacks.text.generate import GenerationSettings, generate_causal
-from semantic_pullbacks.text.metrics import get_text_metric, removal_token
+from semantic_pullbacks.text.metrics import removal_token
 from semantic_pullbacks.text.model import TextModel, _kind_from_architectures, load_text_model
 from semantic_pullbacks.text.targets import TokenLogProb
 
@@ -109,7 +107,7 @@ def read_prompts(texts: Any) -> tuple[TextSet, tuple[str | None, ...]]:
 
 
 @dataclass
-class LanguageModality:
+class LanguageModality(TextModelBenchmark):
     """A language-model benchmark: ``texts`` (``"examples"``: the bundled prompts, or a file with a ``text``
     column and an optional ``continuation`` one), ``n_texts`` of them (default: all), continued greedily by
     ``max_new_tokens`` tokens where no continuation is given."""
@@ -155,29 +153,11 @@ class LanguageModality:
         tm = model if isinstance(model, TextModel) else load_text_model(model)
         if tm.kind != "causal-lm":
             raise UnsupportedModelError(f"{tm.name} is a {tm.kind}, not a causal language model")
-        if tm.device != torch.device(device):
-            tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
-        return cls(tm, **options)
+        return cls(cls.on_device(tm, device), **options)
 
     def __post_init__(self) -> None:
         self._module = self.text_model.forward_module
         self.replace_id = removal_token(self.text_model.tokenizer)
-
-    @property
-    def device(self) -> torch.device:
-        return self.text_model.device
-
-    @property
-    def model_name(self) -> str:
-        return self.text_model.name
-
-    @property
-    def module(self) -> nn.Module:
-        return self._module
-
-    @property
-    def method_settings(self) -> dict[str, Any]:
-        return {}
 
     def record(self) -> dict[str, Any]:
         tm = self.text_model
@@ -199,14 +179,6 @@ class LanguageModality:
                  f"own greedy {self.max_new_tokens} tokens"]  # fmt: skip
         return items, notes
 
-    def _subset(self, seed: int) -> list[int]:
-        """``n_texts`` prompts ranked first by a hash of (seed, id), in the data's order (all when None)."""
-        texts = self.texts.texts
-        if self.n_texts is None or self.n_texts >= len(texts):
-            return list(range(len(texts)))
-        ranked = sorted(range(len(texts)), key=lambda i: derive_seed(seed, "text subset", texts[i].id))
-        return sorted(ranked[: self.n_texts])
-
     def _continuation(self, prompt: str, given: str | None) -> tuple[list[int], list[int]]:
         tm = self.text_model
         if given is None:
@@ -224,12 +196,6 @@ class LanguageModality:
     def metric_kind(self, metric: str) -> str:
         return LANGUAGE
 
-    def metric_settings(self, metric: str, preset: Preset) -> dict[str, Any]:
-        return {}
-
-    def build_metric(self, metric: str, settings: Mapping[str, Any], *, batch_size: int, seed: int) -> Any:
-        return get_text_metric(metric, **settings)
-
     def _target(self, item: Item, inputs: Inputs) -> TokenLogProb:
         return TokenLogProb(int(item.target), (inputs.x.shape[1] - 1,))
 
@@ -242,10 +208,6 @@ class LanguageModality:
     def score(
         self, metric: str, scorer: Any, item: Item, inputs: Inputs, explanation: Tensor, method: MethodFactory
     ) -> Tensor:
-        target, tm, module = self._target(item, inputs), self.text_model, self._module
-
-        def score_fn(ids: Tensor, mask: Tensor) -> Tensor:
-            return target(module(tm.embed(ids), mask))
-
+        score_fn = self._score_fn(self._target(item, inputs))
         return scorer(score_fn, inputs.x, inputs.extra["attention_mask"], explanation, inputs.extra["protected"],
                       self.replace_id)  # fmt: skip

@@ -128,6 +128,65 @@ def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
     return resolved(a) == resolved(b)
 
 
+class TextModelBenchmark:
+    """What every benchmark over a :class:`~semantic_pullbacks.text.TextModel` shares, whatever it scores: the model
+    on the run's device, the seeded subset of texts, the text metrics, and scoring a target on the model's output.
+    Subclasses hold ``text_model``, ``texts`` (a :class:`~semantic_pullbacks.text.dataset.TextSet`), ``n_texts`` and
+    set ``_module`` (the model's forward over embeddings)."""
+
+    text_model: Any
+    texts: Any
+    n_texts: int | None
+    _module: nn.Module
+
+    @staticmethod
+    def on_device(tm: TextModel, device: torch.device | str) -> TextModel:
+        """``tm`` on ``device``: a copy is moved there, the caller's model stays where it is."""
+        if _same_device(tm.device, device):
+            return tm
+        return TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_model.device
+
+    @property
+    def model_name(self) -> str:
+        return self.text_model.name
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        return {}
+
+    def _subset(self, seed: int) -> list[int]:
+        """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);
+        a larger ``n_texts`` adds texts without dropping any."""
+        texts = self.texts.texts
+        if self.n_texts is None or self.n_texts >= len(texts):
+            return list(range(len(texts)))
+        ranked = sorted(range(len(texts)), key=lambda i: derive_seed(seed, "text subset", texts[i].id))
+        return sorted(ranked[: self.n_texts])
+
+    def metric_settings(self, metric: str, preset: Preset) -> dict[str, Any]:
+        return {}
+
+    def build_metric(self, metric: str, settings: Mapping[str, Any], *, batch_size: int, seed: int) -> Any:
+        return get_text_metric(metric, **settings)
+
+    def _score_fn(self, target: Any) -> Any:
+        """The explained quantity as a function of token ids and mask, so removed tokens are judged by it."""
+        tm, module = self.text_model, self._module
+
+        def score_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            return target(module(tm.embed(ids), mask))
+
+        return score_fn
+
+
 def _check_classes(classes: Any) -> None:
     if classes is None or isinstance(classes, str):
         return
@@ -170,7 +229,7 @@ def pointing_pairs(targets: Sequence[int], n: int, seed: int) -> list[tuple[int,
 
 
 @dataclass
-class TextModality:
+class TextModality(TextModelBenchmark):
     """A text benchmark: ``texts`` (``"examples"``, a file, a dataset folder, or a :class:`~semantic_pullbacks.
     text.dataset.TextSet`), ``n_texts`` of them drawn with the seed (default: all), ``n_pairs`` joined pairs for
     the pointing game (default: one per text). Embedding models compare each text with its class's description:
@@ -233,9 +292,7 @@ class TextModality:
                 f"embedded {DEFAULT_TEXT_MODEL}); got {type(model).__name__}"
             )
         tm = model if isinstance(model, TextModel) else load_text_model(model)
-        if not _same_device(tm.device, device):
-            tm = TextModel(copy.deepcopy(tm.model).to(device), tm.tokenizer, tm.kind, tm.name, tm.max_length)
-        return cls(tm, **options)
+        return cls(cls.on_device(tm, device), **options)
 
     def __post_init__(self) -> None:
         tm = self.text_model
@@ -285,22 +342,6 @@ class TextModality:
         return names, [template.format(n) for n in names]
 
     # ------------------------------------------------------------------------------------------ the model
-    @property
-    def device(self) -> torch.device:
-        return self.text_model.device
-
-    @property
-    def model_name(self) -> str:
-        return self.text_model.name
-
-    @property
-    def module(self) -> nn.Module:
-        return self._module
-
-    @property
-    def method_settings(self) -> dict[str, Any]:
-        return {}
-
     def record(self) -> dict[str, Any]:
         """The model and what its classes are, for the run's settings."""
         tm = self.text_model
@@ -358,15 +399,6 @@ class TextModality:
             )
         return named.class_indices(self.class_names), []
 
-    def _subset(self, seed: int) -> list[int]:
-        """Indices of ``n_texts`` texts ranked first by a hash of (seed, id), in the data's order (all when None);
-        a larger ``n_texts`` adds texts without dropping any."""
-        texts = self.texts.texts
-        if self.n_texts is None or self.n_texts >= len(texts):
-            return list(range(len(texts)))
-        ranked = sorted(range(len(texts)), key=lambda i: derive_seed(seed, "text subset", texts[i].id))
-        return sorted(ranked[: self.n_texts])
-
     def _predictions(self, texts: Sequence[str], world: World) -> list[int]:
         """The model's class for every text (zero-shot for embedding models): fixed chunks shared out over the
         ranks, so every rank gets the same answers whatever the number of ranks."""
@@ -414,12 +446,6 @@ class TextModality:
     def metric_kind(self, metric: str) -> str:
         return POINTING if metric == "pointing_game" else TEXT
 
-    def metric_settings(self, metric: str, preset: Preset) -> dict[str, Any]:
-        return {}
-
-    def build_metric(self, metric: str, settings: Mapping[str, Any], *, batch_size: int, seed: int) -> Any:
-        return get_text_metric(metric, **settings)
-
     def explain(self, method: Any, item: Item, inputs: Inputs) -> Tensor:
         """Signed token relevance ``(1, T)`` (``embedding . map`` summed over the hidden dimension)."""
         signed, _ = token_maps(method, self.text_model, inputs.x, inputs.extra["attention_mask"], [self._target(item)])
@@ -429,12 +455,7 @@ class TextModality:
         self, metric: str, scorer: Any, item: Item, inputs: Inputs, explanation: Tensor, method: MethodFactory
     ) -> Tensor:
         """The metric on the explained quantity itself: removed tokens are judged by the same class score."""
-        target, tm, module = self._target(item), self.text_model, self._module
-
-        def score_fn(ids: Tensor, mask: Tensor) -> Tensor:
-            return target(module(tm.embed(ids), mask))
-
-        mask = inputs.extra["attention_mask"]
+        score_fn, mask = self._score_fn(self._target(item)), inputs.extra["attention_mask"]
         return scorer(score_fn, inputs.x, mask, explanation, inputs.extra["protected"], self.replace_id,
                       segment=inputs.extra.get("segment"))  # fmt: skip
 
