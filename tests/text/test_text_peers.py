@@ -22,14 +22,21 @@ from semantic_pullbacks.errors import InvalidInputError, MissingDependencyError,
 from semantic_pullbacks.text import TextExplainer, TextModel, load_text_model  # noqa: E402
 from semantic_pullbacks.text.peers import TEXT_PEERS, get_text_method  # noqa: E402
 
-try:
-    importlib.import_module("lxt.efficient")
-    LXT_REASON = ""
-except ImportError as error:
-    LXT_REASON = (
-        f"lxt does not import here ({error}); LXT 2.1 needs transformers < 5: run this file with "
-        "uv run --project benchmarks/envs/text-peers pytest tests/text/test_text_peers.py"
-    )
+
+def _unimportable(module: str, why: str = "") -> str:
+    """Why ``module`` cannot be used here ("" when it imports), with how to run the tests that need it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        name = module.split(".")[0]
+        return (
+            f"{name} does not import here ({error}){why}: run this file with "
+            "uv run --project benchmarks/envs/text-peers pytest tests/text/test_text_peers.py"
+        )
+    return ""
+
+
+LXT_REASON = _unimportable("lxt.efficient", "; LXT 2.1 needs transformers < 5")
 needs_lxt = pytest.mark.skipif(bool(LXT_REASON), reason=LXT_REASON)
 
 PAIR = ("A man is playing a guitar.", "Someone plays music.")
@@ -213,14 +220,7 @@ def test_attnlrp_leaves_the_modeling_files_and_other_methods_as_found():
 
 # ------------------------------------------------------------------------------------------------ inseq
 
-try:
-    importlib.import_module("inseq")
-    INSEQ_REASON = ""
-except ImportError as error:
-    INSEQ_REASON = (
-        f"inseq does not import here ({error}): run this file with "
-        "uv run --project benchmarks/envs/text-peers pytest tests/text/test_text_peers.py"
-    )
+INSEQ_REASON = _unimportable("inseq")
 needs_inseq = pytest.mark.skipif(bool(INSEQ_REASON), reason=INSEQ_REASON)
 PROMPT, NEXT = "the cat sat on", "the"
 
