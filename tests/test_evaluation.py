@@ -343,6 +343,22 @@ def test_ablation_run_is_one_table(tiny, image_folder):
     assert "| SoftPullback[relu=0.1] |" in result.markdown()
 
 
+def test_a_methods_own_settings_beat_the_presets(tiny, image_folder, tmp_path):
+    """The fast preset samples SmoothPullback 4 times; a spec that asks for 6 gets 6 (and keeps the preset's
+    batch size, which it did not set), its unlabelled twin gets the preset's 4."""
+    specs = [
+        MethodSpec.of("SmoothPullback"),
+        MethodSpec("SmoothPullback-6", "SmoothPullback", {"nt_samples": 6}),
+    ]
+    out = tmp_path / "run"
+    _run(tiny, image_folder, out, methods=specs, metrics=["faithfulness_correlation"], n_images=1, preset="fast")
+    config = json.loads((out / "config.json").read_text())
+    methods = {label: m["settings"] for label, m in config["settings"]["methods"].items()}
+    assert methods["SmoothPullback-6"]["nt_samples"] == 6
+    assert methods["SmoothPullback-6"]["nt_samples_batch_size"] == 4
+    assert methods["SmoothPullback"]["nt_samples"] == 4
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_evaluate_end_to_end(tmp_path, capsys):
     from semantic_pullbacks.cli import main

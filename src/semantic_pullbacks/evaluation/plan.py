@@ -126,8 +126,9 @@ class Plan:
         method_kwargs = {}
         for s in specs:
             temps = temperatures_for(s.method, temperatures, ascent_temperatures)
-            method_kwargs[s.label] = {**s.resolved(**{**shared, "temperatures": temps})}
-            method_kwargs[s.label].update(preset.method_settings.get(s.method, {}))
+            # the preset's cheaper sampling, unless the method's own settings say otherwise
+            preset_settings = {k: v for k, v in preset.method_settings.get(s.method, {}).items() if k not in s.settings}
+            method_kwargs[s.label] = {**s.resolved(**{**shared, "temperatures": temps}), **preset_settings}
         settings = {name: modality.metric_settings(name, preset) for name in running}
         # the fingerprint holds every setting as the metric sees it, defaults included
         built = {

@@ -89,7 +89,8 @@ def evaluate(
     (``root/<wnid|index|name>/``), ImageNet's flat validation folder with ``labels`` (the devkit's ground truth) or
     a list of files; targets are the labels when known, else the top-1 class. ``n_images`` picks a seeded subset.
     ``methods``: names or :class:`MethodSpec` (default: every method); ``metrics``: names (default: the paper's
-    seven). ``preset``: ``"fast"`` (default for the bundled set) or ``"paper"`` (default otherwise).
+    seven). ``preset``: ``"fast"`` (default for the bundled set; fewer noise samples and integration steps for the
+    sampling methods, except where a ``MethodSpec``'s own settings name them) or ``"paper"`` (default otherwise).
     ``batch_size``: inputs per model call inside the metrics. ``temperatures=None`` uses the model family's
     recommended settings (pass ``Temperatures()`` for the paper's); ``ascent_temperatures`` (default: the
     recommended settings' own) are used by PullbackAscent and DoublePullback.
