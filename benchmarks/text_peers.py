@@ -16,6 +16,9 @@ are listed as not installed and the rest runs.)
 Captum-LayerIG, Captum-LLM-LayerIG and inseq-IntegratedGradients run ``--ig-steps`` steps (50, Captum's default) in
 chunks of ``--ig-batch`` (Captum's ``internal_batch_size``): peak memory grows with the chunk, time with the steps;
 both are printed beside them.
+
+``--peak-breakdown SoftPullback,LXT-AttnLRP`` prints, instead of the tables, what is live at each method's peak
+memory at 2048 tokens (the allocations the profiler reports, grouped by the op and Python frames that made them).
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def main() -> None:
     parser.add_argument("--ig-batch", type=int, default=10, help="the IG peers' internal_batch_size")
     parser.add_argument("--ig-steps", type=int, default=50, help="the IG peers' n_steps in the cost part")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--peak-breakdown", default=None, metavar="METHODS",
+                        help="instead of the tables: what is live at the peak of these methods (comma-separated) "
+                             "at the longest length")  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -70,6 +76,9 @@ def main() -> None:
     if missing:
         print(f"not installed here (see benchmarks/envs/text-peers): {', '.join(missing)}")
     methods = OURS + installed
+    if args.peak_breakdown:
+        breakdown(args.peak_breakdown.split(","), args)
+        return
     if not args.skip_quality:  # the generation-only peers cannot explain the embedding model's similarities
         quality([m for m in methods if not getattr(TEXT_PEERS.get(m), "causal_lm_only", False)], args)
     cost(["SoftPullback", "Gradient", *installed], args)
@@ -131,6 +140,21 @@ def cost(methods: list[str], args: argparse.Namespace) -> None:
             t = res["median"][m]
             print(f"| {length} | {label} | {t:.3g} | {perf.paired_ratio(res, m, 'Gradient'):.2f} | "
                   f"{mem[m] / 2**20:.0f} | {mem[m] / mem['Gradient']:.2f} |")  # fmt: skip
+
+
+def breakdown(methods: list[str], args: argparse.Namespace) -> None:
+    """For each method, the allocations live at its CPU peak, grouped by the op and Python frames that made them."""
+    tm = llama(8192)
+    length = 256 if args.quick else 2048
+    ids = torch.cat([torch.ones(1, 1, dtype=torch.long), torch.randint(4, 8192, (1, length - 1))], 1)
+    target = TokenLogProb(int(ids[0, -1]), (length - 1,))
+    for m in methods:
+        rows = perf.live_at_peak(_run(tm, m, ids, torch.ones_like(ids), target, args))
+        print(f"\n### {m} at {length} tokens: {sum(r[0] for r in rows) / 2**20:.1f} MiB live at its peak\n")
+        print("| MiB | tensors | made by (op <- Python frames) |\n|---:|---:|---|")
+        for size, n, where in rows:
+            if size >= 2**19:
+                print(f"| {size / 2**20:.1f} | {n} | `{where}` |")
 
 
 def _run(tm: TextModel, method: str, ids: torch.Tensor, mask: torch.Tensor, target: Any, args: argparse.Namespace):  # type: ignore[no-untyped-def]
