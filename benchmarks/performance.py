@@ -324,23 +324,63 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize(device)
         return float(torch.cuda.max_memory_allocated(device) - base)
-    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    sizes: list[tuple[int, int]] = []
+    total = peak = 0
+    for _, size, _ in _allocations(prof):
+        total += size
+        peak = max(peak, total)
+    return float(peak)
+
+
+def _allocations(prof: Any) -> list[tuple[int, int, Any]]:
+    """The CPU allocator's events of a profile in time order: ``(time, bytes (negative: a free), event node)``."""
+    from torch._C._profiler import _EventType
+
+    events = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
         if node.tag == _EventType.Allocation:
-            sizes.append((node.start_time_ns, node.extra_fields.alloc_size))
+            events.append((node.start_time_ns, node.extra_fields.alloc_size, node))
         stack.extend(node.children)
+    return sorted(events, key=lambda e: (e[0], e[1]))
+
+
+def live_at_peak(fn: Callable[[], object], frames: int = 3) -> list[tuple[float, int, str]]:
+    """What makes up the CPU peak of one call: the allocations live at that moment, grouped by the op that made
+    them and the innermost Python frames above it, largest first, as ``(bytes, count, "op <- frame <- ...")``."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True) as p:
+        fn()
+    live: dict[int, tuple[int, Any]] = {}
     total = peak = 0
-    for _, size in sorted(sizes):
+    at_peak: dict[int, tuple[int, Any]] = {}
+    for _, size, node in _allocations(p):
         total += size
-        peak = max(peak, total)
-    return float(peak)
+        if size > 0:
+            live[node.extra_fields.ptr] = (size, node)
+        else:
+            live.pop(node.extra_fields.ptr, None)
+        if total > peak:
+            peak, at_peak = total, dict(live)
+    groups: dict[str, list[int]] = {}
+    for size, node in at_peak.values():
+        names, parent = [], node.parent
+        op = parent.name if parent is not None else "?"
+        while parent is not None and len(names) < frames:
+            if parent.tag == _EventType.PyCall and "/torch/" not in parent.name:
+                names.append(parent.name.rsplit("/", 1)[-1])
+            parent = parent.parent
+        entry = groups.setdefault(" <- ".join([op, *names]), [0, 0])
+        entry[0] += size
+        entry[1] += 1
+    return sorted(((float(b), n, key) for key, (b, n) in groups.items()), reverse=True)
 
 
 @contextlib.contextmanager

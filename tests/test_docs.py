@@ -27,7 +27,8 @@ TUTORIALS = sorted((DOCS / "tutorials").glob("[0-9]*.py"))
 SUBPACKAGES = [
     "semantic_pullbacks.engine", "semantic_pullbacks.methods", "semantic_pullbacks.methods.peers",
     "semantic_pullbacks.models", "semantic_pullbacks.calibration", "semantic_pullbacks.metrics",
-    "semantic_pullbacks.evaluation", "semantic_pullbacks.text", "semantic_pullbacks.app", "semantic_pullbacks.cli",
+    "semantic_pullbacks.evaluation", "semantic_pullbacks.text", "semantic_pullbacks.text.peers",
+    "semantic_pullbacks.app", "semantic_pullbacks.cli",
     "semantic_pullbacks.errors", "semantic_pullbacks.images", "semantic_pullbacks.imagenet",
     "semantic_pullbacks.examples", "semantic_pullbacks.visualize",
 ]  # fmt: skip

@@ -124,6 +124,48 @@ def test_linear_model_pullback_and_callable_targets():
     torch.testing.assert_close(SoftPullback(lin).attribute(x, target=lambda o: o[:, 0] - o[:, 1]), want)
 
 
+def test_the_models_output_is_released_before_the_backward_pass():
+    """Only the graph is needed for the pullback: the model's output (a language model's logits over every
+    position, the largest tensor of a long prompt) is gone before the backward pass starts, one target or several,
+    and the map is the same."""
+    import weakref
+
+    outputs: list[weakref.ref] = []
+    alive_in_backward: list[bool] = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+            alive_in_backward.append(any(ref() is not None for ref in outputs))
+            return grad
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 5)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            out = self.lin(torch.tanh(Probe.apply(x)))
+            out.__dict__["probe"] = True  # so its Python object lives exactly as long as the tensor itself
+            outputs.append(weakref.ref(out))
+            return out
+
+    def column(k: int):  # type: ignore[no-untyped-def]
+        return lambda out: out[:, k] * 1.0  # (a gather target would keep the output for its own backward)
+
+    model = Head().eval()
+    x = torch.randn(3, 6)
+    for make in (SoftPullback, Gradient):
+        one = make(model).attribute(x, target=column(2))
+        both = make(model).attribute_targets(x, [column(2), column(4)])
+        torch.testing.assert_close(both[0], one)
+    assert alive_in_backward == [False] * 6  # 2 methods x (1 + 2 backward passes)
+
+
 def test_output_selector_for_tuple_and_dict_outputs():
     class TwoHeads(nn.Module):
         def __init__(self):

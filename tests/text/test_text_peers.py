@@ -76,6 +76,7 @@ def run_alone(code: str) -> list[float]:
 def test_text_peers_are_found_by_their_table_names_and_ours_still_are():
     assert get_text_method("lxt_attnlrp") is TEXT_PEERS["LXT-AttnLRP"]
     assert get_text_method("Captum-LayerIG").__name__ == "Captum-LayerIG"
+    assert get_text_method("captum_llm_layerig").__name__ == "Captum-LLM-LayerIG"
     assert get_text_method("soft-pullback").__name__ == "SoftPullback"
     with pytest.raises(InvalidInputError, match="text peers: LXT-AttnLRP"):
         get_text_method("AttnLRP-typo")
@@ -140,6 +141,95 @@ def test_captum_layer_ig_on_a_causal_lm_is_complete():
         fwd = tm.forward_module
         gap = target(fwd(tm.embed(ids), mask)) - target(fwd(tm.embed(base), mask))
     torch.testing.assert_close(signed.sum(), gap.sum(), rtol=2e-3, atol=2e-4)
+
+
+# ------------------------------------------------------------------------------------------------ Captum LLM
+
+
+def test_captum_llm_equals_llm_gradient_attribution_called_directly():
+    """Same prompt text, same target token (given to Captum as text, which it encodes without special tokens),
+    same steps, pad-token baseline with the special tokens skipped: Captum's own LLM template, called here."""
+    from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
+
+    tm = tiny_bos_llama()
+    result = TextExplainer(tm, method="Captum-LLM-LayerIG", n_steps=17).attribute(PROMPT, target=NEXT)
+    lig = LayerIntegratedGradients(tm.model, tm.model.get_input_embeddings())
+    prompt = TextTokenInput(PROMPT, tm.tokenizer, baselines=tm.tokenizer.pad_token_id, skip_tokens=["<s>"])
+    direct = LLMGradientAttribution(lig, tm.tokenizer).attribute(prompt, target=NEXT, n_steps=17)
+    assert result.tokens[0] == "<s>" and result.relevance[0] == 0.0  # skipped: it stays in the baseline
+    torch.testing.assert_close(torch.tensor(result.relevance[1:]), direct.token_attr[0], rtol=1e-5, atol=1e-8)
+
+
+def test_captum_llm_is_layer_ig_of_the_next_token_log_prob_and_complete():
+    """The same integral as Captum-LayerIG (ids, mask, pad baseline) on the prompt, and complete: it sums to
+    ``log p(token | prompt) - log p(token | baseline prompt)``; per continuation token, tokens after the
+    explained position score 0."""
+    from semantic_pullbacks.text.explain import token_maps
+    from semantic_pullbacks.text.targets import TokenLogProb
+
+    tm = tiny_bos_llama()
+    enc = tm.encode([PROMPT])
+    ids, mask = enc.input_ids, enc.attention_mask
+    token = tm.tokenizer(NEXT, add_special_tokens=False)["input_ids"][0]
+    target = TokenLogProb(token, (ids.shape[1] - 1,))
+    llm = TextExplainer(tm, method="Captum-LLM-LayerIG", n_steps=300).explainer
+    layer_ig = TextExplainer(tm, method="Captum-LayerIG", n_steps=300).explainer
+    ours, _ = token_maps(llm, tm, ids, mask, [target])
+    theirs, _ = token_maps(layer_ig, tm, ids, mask, [target])
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    base = torch.where(enc.special, ids, torch.full_like(ids, tm.tokenizer.pad_token_id))
+    with torch.no_grad():
+        gap = target(tm.model(ids).logits) - target(tm.model(base).logits)
+    torch.testing.assert_close(ours.sum(), gap.sum(), rtol=1e-3, atol=1e-5)
+    early, _ = token_maps(llm, tm, ids, mask, [TokenLogProb(token, (2,))])
+    assert (early[0, 0, 3:] == 0).all() and (early[0, 0, 1:3] != 0).all()
+
+
+def test_captum_llm_refuses_what_captums_template_cannot_express():
+    from semantic_pullbacks.text.explain import token_maps
+    from semantic_pullbacks.text.targets import TokenLogProb
+
+    tm = tiny_bos_llama()
+    explainer = TextExplainer(tm, method="Captum-LLM-LayerIG", n_steps=4)
+    with pytest.raises(InvalidInputError, match="one next token"):
+        explainer.attribute(PROMPT, continuation=" the mat")  # the summed log-probability of a continuation
+    with pytest.raises(UnsupportedModelError, match="causal LM"):
+        TextExplainer(load_text_model(), method="Captum-LLM-LayerIG")
+    with pytest.raises(InvalidInputError, match="output_selector"):
+        get_text_method("Captum-LLM-LayerIG")(tm.forward_module, output_selector=0)
+    llama, (ids, mask) = tiny_llama(), llama_inputs()  # with MiniLM's tokenizer, whose text is [CLS] ... [SEP]
+    with pytest.raises(InvalidInputError, match="Captum-LayerIG, which starts from ids"):
+        token_maps(TextExplainer(llama, method="Captum-LLM-LayerIG").explainer, llama, ids, mask,
+                   [TokenLogProb(7, (8,))])  # fmt: skip
+    layer_ig = TextExplainer(tm, method="Captum-LLM-LayerIG").explainer
+    with pytest.raises(InvalidInputError, match="starts from token ids"):
+        layer_ig.attribute(tm.embed(tm.encode([PROMPT]).input_ids), target=0)
+
+
+def test_captum_llm_runs_in_evaluate_and_scores_as_captum_layer_ig(tmp_path):
+    """``evaluate --texts --methods`` on a causal LM: the same explanations as Captum-LayerIG, so the same
+    metric scores on every continuation token."""
+    from semantic_pullbacks.evaluation import evaluate
+
+    from .test_evaluate_lm import tiny_causal
+    from .test_generate import word_tokenizer
+
+    folder = tmp_path / "tiny-llama"
+    tiny_causal("llama").save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "p", "text": "a dog ran", "continuation": " far away"}) + "\n")
+    from semantic_pullbacks.evaluation.specs import MethodSpec
+
+    methods = [MethodSpec.of(m, {"n_steps": 8}) for m in ("Captum-LayerIG", "captum-llm-layerig")]
+    result = evaluate(str(folder), texts=prompts, methods=methods, metrics=["comprehensiveness", "deletion_abc"],
+                      progress=False, on_error="raise")  # fmt: skip
+    scores = {(r.item, r.metric): {} for r in result.rows}
+    for r in result.rows:
+        scores[(r.item, r.metric)][r.method] = r.score
+    assert len(scores) == 4
+    for by_method in scores.values():
+        assert by_method["Captum-LLM-LayerIG"] == pytest.approx(by_method["Captum-LayerIG"], rel=1e-4, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ LXT

@@ -13,7 +13,7 @@ from ..engine import Temperatures, pullback_mode
 from ..engine.coverage import CoverageReport
 from ..errors import UnexpectedArgumentError
 from .base import Explainer
-from .checks import input_pullback, positive_number
+from .checks import check_pullback_exists, input_pullback, positive_number
 from .layer_targets import LayerTap
 from .targets import OutputSelector, TargetType, objective
 
@@ -39,7 +39,9 @@ class _Backward(Explainer):
             score = objective(output, target, x.shape[0])
             if layer is not None:
                 return tap.pullback(score.sum())
-            return input_pullback(score.sum(), x, output, self.model)
+            _explain_missing_pullback(score, x, output)
+            del output  # the backward needs the graph, not the output: a language model's logits go before it
+            return input_pullback(score.sum(), x, None, self.model)
 
     def _attribute_targets(
         self, x: torch.Tensor, targets: list[TargetType], args: tuple[Any, ...], **kwargs: Any
@@ -50,9 +52,12 @@ class _Backward(Explainer):
         maps = []
         with torch.enable_grad(), self._context(backward_passes=len(targets)):
             output = self._output(x, args)
-            for i, t in enumerate(targets):
-                score = objective(output, t, x.shape[0])
-                maps.append(input_pullback(score.sum(), x, output, self.model, retain_graph=i < len(targets) - 1))
+            scores = [objective(output, t, x.shape[0]) for t in targets]
+            for score in scores:
+                _explain_missing_pullback(score, x, output)
+            del output  # as in _attribute: freed before the backward passes
+            for i, score in enumerate(scores):
+                maps.append(input_pullback(score.sum(), x, None, self.model, retain_graph=i < len(targets) - 1))
         return torch.stack(maps)
 
 
@@ -139,6 +144,13 @@ class DoublePullback(SoftPullback):
 
     def _attribute_targets(self, x, targets, args, **kwargs):  # type: ignore[no-untyped-def]
         return torch.stack([self._attribute(x, t, args, **kwargs) for t in targets])
+
+
+def _explain_missing_pullback(score: torch.Tensor, x: torch.Tensor, output: torch.Tensor) -> None:
+    """Where ``score`` does not require grad, raise the error that says why, while the output is at hand (it tells
+    a forward pass without autograd from a target that ignores the output)."""
+    if not score.requires_grad:
+        check_pullback_exists(score, x, output)
 
 
 def _reject(kwargs: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Other projects' attribution methods for text models, run through this library: LXT's AttnLRP, Captum's
-``LayerIntegratedGradients`` on the embedding layer, and inseq's saliency, input x gradient, integrated gradients
-and attention for causal LMs.
+``LayerIntegratedGradients`` on the embedding layer (alone, and inside Captum's ``LLMGradientAttribution`` for causal
+LMs), and inseq's saliency, input x gradient, integrated gradients and attention for causal LMs.
 
 >>> TextExplainer(load_text_model(), method="LXT-AttnLRP")                  # doctest: +SKIP
 
@@ -19,13 +19,22 @@ from ...methods.base import Explainer
 from ...methods.peers import normalised
 from .base import TEXT_PEERS_ENV, TextPeer, require_text_peer
 from .captum_layers import CaptumLayerIG
+from .captum_llm import CaptumLLMLayerIG
 from .inseq_methods import InseqAttention, InseqInputXGradient, InseqIntegratedGradients, InseqSaliency
 from .lxt_attnlrp import AttnLRP
 
 #: table name -> text peer
 TEXT_PEERS: dict[str, type[TextPeer]] = {
     cls.__name__: cls
-    for cls in (AttnLRP, CaptumLayerIG, InseqSaliency, InseqInputXGradient, InseqIntegratedGradients, InseqAttention)
+    for cls in (
+        AttnLRP,
+        CaptumLayerIG,
+        CaptumLLMLayerIG,
+        InseqSaliency,
+        InseqInputXGradient,
+        InseqIntegratedGradients,
+        InseqAttention,
+    )
 }
 
 
@@ -58,6 +67,7 @@ __all__ = [
     "TEXT_PEERS",
     "TEXT_PEERS_ENV",
     "AttnLRP",
+    "CaptumLLMLayerIG",
     "CaptumLayerIG",
     "InseqAttention",
     "InseqInputXGradient",

@@ -57,6 +57,8 @@ class TextPeer(PeerExplainer):
     multiplies_by_inputs = True
     #: whether the method starts from token ids (then :meth:`attribute_tokens` is what runs)
     takes_token_ids = False
+    #: whether the method explains only next-token log-probabilities of causal LMs (not classes or similarities)
+    causal_lm_only = False
 
     def __init__(self, model: nn.Module, **kwargs: Any) -> None:
         require_text_peer(self.requires, type(self).__name__)

@@ -48,6 +48,7 @@ def _attention_implementation(model: nn.Module, name: str | None) -> Iterator[No
 class _Inseq(TextPeer):
     requires = ("inseq",)
     takes_token_ids = True
+    causal_lm_only = True
     inseq_method = ""
     options: dict[str, Any] = {}
     attention: str | None = None
