@@ -212,7 +212,8 @@ def test_neuron_mode_explains_a_channel_of_an_inner_layer(app_url: str, browser)
     page.wait_for_selector("#top5 >> text=Egyptian cat")
     page.click("#neuron-mode button")  # unfold the accordion
     page.locator("#neuron-layer input").fill("_blocks.5")
-    page.keyboard.press("Enter")
+    # pick the option itself: Enter right after typing can land before the list has filtered, keeping the default
+    page.locator("#neuron-layer").get_by_role("option", name="_blocks.5", exact=True).click()
     page.locator("#neuron-channel input").fill("3")
     page.click("#explain-neuron")
     page.wait_for_function(
