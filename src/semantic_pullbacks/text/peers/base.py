@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import MissingDependencyError, UnsupportedModelError
+from ...errors import InvalidInputError, MissingDependencyError, UnsupportedModelError
 from ...methods.peers.base import EXTRA, PeerExplainer
+from ..targets import TokenLogProb, tile
 
 __all__ = ["TEXT_PEERS_ENV", "TextPeer", "require_text_peer"]
 
@@ -79,4 +80,24 @@ class TextPeer(PeerExplainer):
                          special: torch.Tensor | None = None, tokenizer: Any = None) -> torch.Tensor:  # fmt: skip
         """Relevance ``(B, T, H)`` of ``target`` (a callable on the module's output) for these token ids
         (``special``: the special tokens' mask; ``tokenizer``: the model's, for peers that read text)."""
+        raise NotImplementedError
+
+    def _each_next_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any, tokenizer: Any,
+                         how: str) -> torch.Tensor:  # fmt: skip
+        """For the peers that explain one next token at a time (``causal_lm_only``): ``self._one(ids, mask,
+        position, token, tokenizer)`` for each text, stacked; ``how`` says, in the error for any other target, how
+        the peer scores a token."""
+        if not isinstance(target, TokenLogProb) or tokenizer is None:
+            raise InvalidInputError(
+                f"{type(self).__name__} explains the log-probability of one next token (target= or continuation= "
+                f"with per_token=True), {how}"
+            )
+        positions = tile(torch.tensor(target.positions), input_ids.shape[0]).tolist()
+        rows = [self._one(input_ids[i], attention_mask[i], int(p), target.token_id, tokenizer)
+                for i, p in enumerate(positions)]  # fmt: skip
+        return torch.stack(rows)
+
+    def _one(self, ids: torch.Tensor, mask: torch.Tensor, position: int, token: int, tokenizer: Any) -> torch.Tensor:
+        """One text's relevance ``(T, H)`` for ``token`` following ``position`` (what :meth:`_each_next_token`
+        stacks)."""
         raise NotImplementedError

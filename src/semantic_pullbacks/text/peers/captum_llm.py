@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ...errors import InvalidInputError, UnsupportedModelError
-from ..targets import TokenLogProb, tile
 from .captum_layers import CaptumLayerIG
 
 __all__ = ["CaptumLLMLayerIG"]
@@ -51,15 +50,8 @@ class CaptumLLMLayerIG(CaptumLayerIG, name="Captum-LLM-LayerIG"):
 
     def attribute_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any,
                          special: torch.Tensor | None = None, tokenizer: Any = None) -> torch.Tensor:  # fmt: skip
-        if not isinstance(target, TokenLogProb) or tokenizer is None:
-            raise InvalidInputError(
-                f"{type(self).__name__} explains the log-probability of one next token (target= or continuation= "
-                "with per_token=True), one target token as Captum's LLM attribution scores it"
-            )
-        positions = tile(torch.tensor(target.positions), input_ids.shape[0]).tolist()
-        rows = [self._one(input_ids[i], attention_mask[i], int(p), target.token_id, tokenizer)
-                for i, p in enumerate(positions)]  # fmt: skip
-        return torch.stack(rows)
+        how = "one target token as Captum's LLM attribution scores it"
+        return self._each_next_token(input_ids, attention_mask, target, tokenizer, how)
 
     def _one(self, ids: torch.Tensor, mask: torch.Tensor, position: int, token: int, tokenizer: Any) -> torch.Tensor:
         from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from ...errors import InvalidInputError, UnsupportedModelError
-from ..targets import TokenLogProb, tile
 from .base import TextPeer
 
 __all__ = ["InseqAttention", "InseqInputXGradient", "InseqIntegratedGradients", "InseqSaliency"]
@@ -70,15 +69,8 @@ class _Inseq(TextPeer):
 
     def attribute_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: Any,
                          special: torch.Tensor | None = None, tokenizer: Any = None) -> torch.Tensor:  # fmt: skip
-        if not isinstance(target, TokenLogProb) or tokenizer is None:
-            raise InvalidInputError(
-                f"{type(self).__name__} explains the log-probability of one next token (target= or continuation= "
-                "with per_token=True), as inseq's generation steps do"
-            )
-        positions = tile(torch.tensor(target.positions), input_ids.shape[0]).tolist()
-        rows = [self._one(input_ids[i], attention_mask[i], int(p), target.token_id, tokenizer)
-                for i, p in enumerate(positions)]  # fmt: skip
-        return torch.stack(rows)
+        how = "as inseq's generation steps do"
+        return self._each_next_token(input_ids, attention_mask, target, tokenizer, how)
 
     def _one(self, ids: torch.Tensor, mask: torch.Tensor, position: int, token: int, tokenizer: Any) -> torch.Tensor:
         real = [j for j in range(position + 1) if mask[j] != 0]
